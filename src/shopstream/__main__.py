@@ -1,0 +1,3 @@
+from shopstream.cli import main
+
+main()

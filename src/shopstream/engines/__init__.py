@@ -1,0 +1,1 @@
+"""Engines turn source data into validated, deduplicated micro-batches for the loader."""

@@ -1,0 +1,106 @@
+"""What every engine hands to the loader: one micro-batch, fully accounted for."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Final, Literal
+
+import polars as pl
+
+from shopstream.schema import FIELD_NAMES
+
+EngineName = Literal["embedded", "spark", "replay"]
+
+
+class FileStatus(StrEnum):
+    """How a source file ended up, as recorded in the ``ingested_files`` ledger."""
+
+    LOADED = "loaded"
+    QUARANTINED = "quarantined"
+    REJECTED = "rejected"
+    EMPTY = "empty"
+
+
+# Columns of the quarantine frame an engine produces (``rules`` is a list of rule names).
+QUARANTINE_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "source": pl.String(),
+    "line_no": pl.Int64(),
+    "scope": pl.String(),
+    "rules": pl.List(pl.String()),
+    "raw": pl.String(),
+    "raw_bytes": pl.Binary(),
+    "format": pl.String(),
+    "header": pl.String(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FileOutcome:
+    """One source file's entry in the ledger."""
+
+    path: str
+    content_hash: str
+    size_bytes: int
+    status: FileStatus
+    rows_read: int
+    input_format: str | None = None
+    ignored_columns: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class ParsedBatch:
+    """A micro-batch ready to load: valid events (unique ids), quarantine rows, ledger rows.
+
+    ``rows_read = len(events) + duplicates_in_batch + quarantined_rows`` holds by
+    construction; the loader adds the duplicates it finds in the store.
+    """
+
+    engine: EngineName
+    source: str
+    started_at: datetime
+    events: pl.DataFrame
+    quarantine: pl.DataFrame
+    files: list[FileOutcome]
+    rows_read: int
+    duplicates_in_batch: int
+    quarantined_by_rule: Counter[str] = field(default_factory=Counter)
+    parse_seconds: float = 0.0
+    source_batch_key: str | None = None
+
+    @property
+    def quarantined_rows(self) -> int:
+        return self.quarantine.height
+
+    def check_accounting(self) -> None:
+        accounted = self.events.height + self.duplicates_in_batch + self.quarantined_rows
+        if accounted != self.rows_read:
+            raise AssertionError(
+                f"batch accounting broken: read {self.rows_read} != events "
+                f"{self.events.height} + duplicates {self.duplicates_in_batch} "
+                f"+ quarantined {self.quarantined_rows}"
+            )
+
+
+def empty_events() -> pl.DataFrame:
+    from shopstream.engines.embedded.normalize import EVENT_SCHEMA
+
+    return pl.DataFrame(schema=EVENT_SCHEMA)
+
+
+def empty_quarantine() -> pl.DataFrame:
+    return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+
+
+__all__ = [
+    "FIELD_NAMES",
+    "QUARANTINE_SCHEMA",
+    "EngineName",
+    "FileOutcome",
+    "FileStatus",
+    "ParsedBatch",
+    "empty_events",
+    "empty_quarantine",
+]

@@ -1,0 +1,1 @@
+"""The in-process engine: Polars batches on one machine, both cores busy."""

@@ -1,0 +1,37 @@
+"""Evaluate the rule definitions of :mod:`shopstream.validation.rules` with Polars SQL."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import polars as pl
+
+from shopstream.validation.rules import ROW_RULES, Rule
+
+
+def check_rules(frame: pl.DataFrame, predicates: dict[str, str]) -> pl.DataFrame:
+    """One boolean column per rule: True when the row passes. NULL counts as broken."""
+    return frame.select(
+        pl.sql_expr(sql).fill_null(value=False).alias(name) for name, sql in predicates.items()
+    )
+
+
+def split_valid(
+    frame: pl.DataFrame, predicates: dict[str, str], rules: tuple[Rule, ...] = ROW_RULES
+) -> tuple[pl.DataFrame, pl.DataFrame, Counter[str]]:
+    """(rows passing every quarantine rule, failing rows with a ``rules`` list, counts)."""
+    blocking = [r.name for r in rules if r.severity == "quarantine" and r.name in predicates]
+    checks = check_rules(frame, predicates)
+    broken = pl.concat_list(
+        [pl.when(~pl.col(name)).then(pl.lit(name)).otherwise(None) for name in blocking]
+    ).list.drop_nulls()
+    annotated = frame.with_columns(checks.select(broken.alias("rules")).to_series())
+    failing_mask = annotated["rules"].list.len() > 0
+    counts = Counter(
+        {name: int(n) for name, n in checks.select((~pl.col(b)).sum() for b in blocking).row(0, named=True).items() if n}
+    )
+    return (
+        annotated.filter(~failing_mask).drop("rules"),
+        annotated.filter(failing_mask),
+        counts,
+    )

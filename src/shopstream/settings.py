@@ -1,0 +1,41 @@
+"""Runtime settings, read from ``SHOPSTREAM_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything a deployment may tune; the defaults run the embedded setup."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOPSTREAM_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="Any PostgreSQL >= 14. Unset: ShopStream starts its own under SHOPSTREAM_HOME.",
+    )
+    home: Path = Field(default=Path(".shopstream"), description="State directory.")
+    trigger_ms: int = Field(default=100, ge=10, description="File source poll interval.")
+    max_batch_rows: int = Field(default=200_000, ge=1, description="Rows per micro-batch.")
+    max_price: float = Field(default=100_000.0, gt=0, description="Largest accepted price.")
+    max_quantity: int = Field(default=1_000, ge=1, description="Largest accepted quantity.")
+    max_future_seconds: int = Field(
+        default=300, ge=0, description="How far ahead of the clock an event time may be."
+    )
+    pg_bin: Path | None = Field(
+        default=None, description="Directory of PostgreSQL server binaries for the embedded DB."
+    )
+    retry_max_seconds: float = Field(
+        default=30.0, gt=0, description="Longest wait between database retries."
+    )
+
+    @cached_property
+    def home_dir(self) -> Path:
+        """Absolute state directory, created on first use."""
+        path = self.home.expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path

@@ -1,0 +1,87 @@
+"""Where the database is, and how to keep talking to it through outages."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import psycopg
+
+from shopstream.settings import Settings
+from shopstream.store.embedded import EmbeddedPostgres
+from shopstream.store.errors import is_transient
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Stopped(Exception):  # noqa: N818 - a signal, not an error
+    """Raised out of a retry wait when the process was asked to stop."""
+
+
+def embedded_server(settings: Settings) -> EmbeddedPostgres:
+    return EmbeddedPostgres(settings.home_dir, settings.pg_bin)
+
+
+@contextlib.contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """The database to use: ``SHOPSTREAM_DATABASE_URL``, or the embedded server.
+
+    An embedded server this call started is stopped again on exit; one that was already
+    running (``shopstream db up``) is left running for the other processes sharing it.
+    """
+    if settings.database_url:
+        yield settings.database_url
+        return
+    server = embedded_server(settings)
+    started = server.start()
+    try:
+        yield server.url(socket=True)
+    finally:
+        if started:
+            server.stop()
+
+
+def connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(url, connect_timeout=5, application_name="shopstream")
+
+
+def retry_transient(
+    operation: Callable[[], T],
+    *,
+    what: str,
+    max_delay: float,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> T:
+    """Run ``operation`` until it succeeds or fails terminally; never skip it.
+
+    Transient failures (by SQLSTATE or class) are retried with capped exponential backoff
+    and jitter; anything else propagates unchanged.
+    """
+    delay = 0.25
+    attempt = 0
+    while True:
+        try:
+            return operation()
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            attempt += 1
+            log.warning(
+                "%s failed (attempt %d, %s: %s); retrying in %.1fs",
+                what,
+                attempt,
+                type(error).__name__,
+                str(error).strip().splitlines()[0] if str(error).strip() else "no message",
+                delay,
+            )
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline:
+                if should_stop():
+                    raise Stopped(what) from error
+                time.sleep(min(0.1, delay))
+            delay = min(max_delay, delay * 2) * random.uniform(0.8, 1.2)  # noqa: S311

@@ -1,0 +1,371 @@
+"""A private PostgreSQL server under ``SHOPSTREAM_HOME``, started by ShopStream itself.
+
+Binaries come from ``SHOPSTREAM_PG_BIN``, the ``pgserver`` wheel (PostgreSQL 16 in a pip
+package), or a system installation. PostgreSQL refuses to run as root, so when we are root
+the server runs as a dedicated system user that owns the data directory. The server listens
+on a Unix socket (fast local COPY) and on 127.0.0.1 (JDBC tools, Spark).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+log = logging.getLogger(__name__)
+
+SERVICE_USER = "shopstream"
+DATABASE = "shopstream"
+_REQUIRED_BINARIES = ("initdb", "pg_ctl", "postgres")
+_MAX_SOCKET_DIR = 80  # sun_path holds 107 bytes, and ".s.PGSQL.NNNNN" must fit after the dir
+_SERVER_SETTINGS = {
+    "shared_buffers": "256MB",
+    "max_wal_size": "4GB",
+    "min_wal_size": "256MB",
+    "checkpoint_timeout": "15min",
+    "wal_buffers": "16MB",
+    "maintenance_work_mem": "256MB",
+    "work_mem": "32MB",
+    "max_connections": "100",
+    "log_min_messages": "warning",
+}
+
+
+class EmbeddedDatabaseError(RuntimeError):
+    """The embedded server cannot be set up here; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerState:
+    """What a running or stopped embedded server needs to be reached again."""
+
+    port: int
+    password: str
+    socket_dir: str
+    bin_dir: str
+
+
+class EmbeddedPostgres:
+    """Lifecycle of the private server: init once, then start/stop/status."""
+
+    def __init__(self, home: Path, pg_bin: Path | None = None) -> None:
+        self.root = home / "pg"
+        self.data_dir = self.root / "data"
+        self.log_file = self.root / "postgres.log"
+        self._state_file = self.root / "server.json"
+        self._lock_file = self.root / ".lock"
+        self._pg_bin = pg_bin
+
+    # -- public API -------------------------------------------------------------------
+
+    def is_running(self) -> bool:
+        state = self._load_state()
+        if state is None or not (self.data_dir / "PG_VERSION").exists():
+            return False
+        result = self._run_as_service(
+            [str(Path(state.bin_dir) / "pg_ctl"), "status", "-D", str(self.data_dir)], check=False
+        )
+        return result.returncode == 0
+
+    def start(self) -> bool:
+        """Start the server if needed; True when this call started it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            if self.is_running():
+                return False
+            state = self._initialise()
+            if not _port_is_free(state.port):
+                state = ServerState(_free_port(), state.password, state.socket_dir, state.bin_dir)
+                self._save_state(state)
+            options = " ".join(
+                [
+                    f"-p {state.port}",
+                    "-c listen_addresses=127.0.0.1",
+                    f"-c unix_socket_directories='{state.socket_dir}'",
+                ]
+            )
+            result = self._run_as_service(
+                [
+                    str(Path(state.bin_dir) / "pg_ctl"),
+                    "start",
+                    "-w",
+                    "-t",
+                    "60",
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.log_file),
+                    "-o",
+                    options,
+                ],
+                check=False,
+            )
+            if result.returncode != 0:
+                raise EmbeddedDatabaseError(
+                    f"PostgreSQL did not start ({result.stderr.strip() or result.stdout.strip()});"
+                    f" see {self.log_file}"
+                )
+            self._create_database(state)
+            log.info("embedded PostgreSQL started on port %s", state.port)
+            return True
+
+    def stop(self) -> bool:
+        """Stop the server if it runs; True when this call stopped it."""
+        with self._locked():
+            state = self._load_state()
+            if state is None or not self.is_running():
+                return False
+            self._run_as_service(
+                [
+                    str(Path(state.bin_dir) / "pg_ctl"),
+                    "stop",
+                    "-w",
+                    "-m",
+                    "fast",
+                    "-D",
+                    str(self.data_dir),
+                ],
+                check=True,
+            )
+            log.info("embedded PostgreSQL stopped")
+            return True
+
+    def url(self, *, socket: bool = False) -> str:
+        state = self._load_state()
+        if state is None:
+            raise EmbeddedDatabaseError("the embedded database was never started: run `db up`")
+        password = quote(state.password, safe="")
+        if socket:
+            host = quote(state.socket_dir, safe="")
+            return (
+                f"postgresql://{SERVICE_USER}:{password}@/{DATABASE}?host={host}&port={state.port}"
+            )
+        return f"postgresql://{SERVICE_USER}:{password}@127.0.0.1:{state.port}/{DATABASE}"
+
+    # -- set-up -----------------------------------------------------------------------
+
+    def _initialise(self) -> ServerState:
+        state = self._load_state()
+        if state is not None and (self.data_dir / "PG_VERSION").exists():
+            return state
+        bin_dir = self._find_binaries()
+        password = secrets.token_urlsafe(24)
+        state = ServerState(_free_port(), password, str(self._socket_dir()), str(bin_dir))
+        owner = self._service_account()
+        for path in (self.root, Path(state.socket_dir)):
+            path.mkdir(parents=True, exist_ok=True)
+            if owner is not None:
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+        Path(state.socket_dir).chmod(0o700)
+        self._check_reachable(self.root, owner)
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        pwfile = self.root / ".pwfile"
+        pwfile.write_text(password)
+        if owner is not None:
+            os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+        pwfile.chmod(0o600)
+        try:
+            self._run_as_service(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    SERVICE_USER,
+                    f"--pwfile={pwfile}",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ],
+                check=True,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        conf = self.data_dir / "postgresql.conf"
+        with conf.open("a") as handle:
+            handle.write("\n# ShopStream embedded defaults\n")
+            for key, value in _SERVER_SETTINGS.items():
+                handle.write(f"{key} = '{value}'\n")
+        self._save_state(state)
+        return state
+
+    def _create_database(self, state: ServerState) -> None:
+        import psycopg
+        from psycopg import sql
+
+        admin_url = self.url(socket=True).replace(f"/{DATABASE}?", "/postgres?")
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
+            ).fetchone()
+            if exists is None:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+
+    def _find_binaries(self) -> Path:
+        owner = self._service_account()
+        candidates: list[Path] = []
+        if self._pg_bin is not None:
+            candidates.append(self._pg_bin)
+        bundled = importlib.util.find_spec("pgserver")
+        if bundled is not None and bundled.origin is not None:
+            candidates.append(Path(bundled.origin).parent / "pginstall" / "bin")
+        on_path = shutil.which("pg_ctl")
+        if on_path:
+            candidates.append(Path(on_path).resolve().parent)
+        candidates.extend(
+            sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True)
+        )
+        for directory in candidates:
+            if all((directory / name).exists() for name in _REQUIRED_BINARIES) and (
+                owner is None or self._service_can_execute(directory / "postgres")
+            ):
+                return directory
+        raise EmbeddedDatabaseError(
+            "no usable PostgreSQL server binaries: install the pgserver wheel "
+            "(make install does), set SHOPSTREAM_PG_BIN, or set SHOPSTREAM_DATABASE_URL"
+        )
+
+    def _socket_dir(self) -> Path:
+        preferred = self.root / "run"
+        if len(str(preferred)) <= _MAX_SOCKET_DIR:
+            return preferred
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        return Path("/tmp") / f"shopstream-{digest}"  # noqa: S108 - short path for the socket
+
+    # -- running as the service user ----------------------------------------------------
+
+    def _service_account(self) -> pwd.struct_passwd | None:
+        """The OS account the server runs as when we are root; None means ourselves."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            return pwd.getpwnam(SERVICE_USER)
+        except KeyError:
+            subprocess.run(
+                [
+                    "useradd",
+                    "--system",
+                    "--user-group",
+                    "--no-create-home",
+                    "--home-dir",
+                    "/nonexistent",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    SERVICE_USER,
+                ],
+                check=True,
+                capture_output=True,
+            )
+            return pwd.getpwnam(SERVICE_USER)
+
+    def _run_as_service(self, args: list[str], *, check: bool) -> subprocess.CompletedProcess[str]:
+        owner = self._service_account()
+        kwargs: dict[str, object] = {}
+        if owner is not None:
+            kwargs = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
+        env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+        result = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd="/",
+            check=False,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        if check and result.returncode != 0:
+            raise EmbeddedDatabaseError(
+                f"{Path(args[0]).name} failed: {result.stderr.strip() or result.stdout.strip()}"
+            )
+        return result
+
+    def _service_can_execute(self, path: Path) -> bool:
+        return self._run_as_service(["test", "-x", str(path)], check=False).returncode == 0
+
+    def _check_reachable(self, path: Path, owner: pwd.struct_passwd | None) -> None:
+        if owner is None:
+            return
+        if self._run_as_service(["test", "-w", str(path)], check=False).returncode != 0:
+            raise EmbeddedDatabaseError(
+                f"user {SERVICE_USER!r} cannot reach {path}: PostgreSQL refuses to run as root, "
+                "so its data directory must be traversable by that user. Point SHOPSTREAM_HOME "
+                "to a directory outside private home folders (for example /var/lib/shopstream)."
+            )
+
+    # -- state file and lock ------------------------------------------------------------
+
+    def _load_state(self) -> ServerState | None:
+        try:
+            return ServerState(**json.loads(self._state_file.read_text()))
+        except FileNotFoundError:
+            return None
+
+    def _save_state(self, state: ServerState) -> None:
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state)))
+        tmp.chmod(0o600)
+        tmp.replace(self._state_file)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._lock_file.open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _version_key(path: Path) -> float:
+    try:
+        return float(path.parent.name)
+    except ValueError:
+        return 0.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_until_ready(url: str, timeout: float = 30.0) -> None:
+    """Block until PostgreSQL at ``url`` accepts connections."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(url, connect_timeout=2):
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

@@ -1,0 +1,284 @@
+"""Exactly-once loading: one PostgreSQL transaction per micro-batch.
+
+Events, quarantine rows, the file ledger and the batch record commit together or not at
+all. A crash at any point leaves either the whole batch or nothing; the source's input
+stays in place until the commit, so a restart re-reads it and the ledger turns
+re-deliveries into no-ops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import polars as pl
+import psycopg
+from psycopg import errors, sql
+
+from shopstream.engines.base import FileOutcome, ParsedBatch
+from shopstream.schema import FIELD_NAMES
+from shopstream.store.connection import connect, retry_transient
+
+log = logging.getLogger(__name__)
+
+# Constraints whose violation means "this input was already committed by someone".
+_ALREADY_COMMITTED: Final = frozenset({"ingested_files_pkey", "batches_source_batch_key_key"})
+_QUARANTINE_COLUMNS: Final = (
+    "batch_id",
+    "source",
+    "line_no",
+    "scope",
+    "rules",
+    "raw",
+    "raw_bytes",
+    "format",
+    "header",
+)
+
+
+class AlreadyCommitted(Exception):  # noqa: N818 - an outcome, not a failure
+    """Another process (or an earlier run) committed this input; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    batch_id: int
+    rows_read: int
+    rows_loaded: int
+    duplicates_in_batch: int
+    duplicates_in_store: int
+    rows_quarantined: int
+    load_seconds: float
+
+
+class Loader:
+    """Owns one connection and commits micro-batches through it."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retry_max_seconds: float = 30.0,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._url = url
+        self._retry_max_seconds = retry_max_seconds
+        self._should_stop = should_stop
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def load(self, batch: ParsedBatch) -> BatchResult:
+        """Commit ``batch``, retrying transient database failures for as long as it takes."""
+        batch.check_accounting()
+        return retry_transient(
+            lambda: self._attempt(batch),
+            what=f"loading batch from {batch.source}",
+            max_delay=self._retry_max_seconds,
+            should_stop=self._should_stop,
+        )
+
+    def _attempt(self, batch: ParsedBatch) -> BatchResult:
+        try:
+            return self._commit(self._connection(), batch)
+        except errors.UniqueViolation as error:
+            if error.diag.constraint_name in _ALREADY_COMMITTED:
+                raise AlreadyCommitted(batch.source) from error
+            raise
+        except psycopg.Error:
+            # The transaction is gone; a broken connection must not be reused either.
+            if self._conn is not None and self._conn.broken:
+                self.close()
+            raise
+
+    def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self._url)
+            self._conn.execute("SET TIME ZONE 'UTC'")
+            self._conn.execute(
+                sql.SQL(
+                    "CREATE TEMP TABLE IF NOT EXISTS stage_events "
+                    "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
+            )
+            self._conn.commit()
+        return self._conn
+
+    def _commit(self, conn: psycopg.Connection[tuple[object, ...]], batch: ParsedBatch) -> BatchResult:
+        """Write one batch in one transaction.
+
+        Commit order:
+            1. Reserve the batch id.
+            2. COPY the valid events into the session's staging table.
+            3. Move them into ``events``, skipping ids already stored (duplicates).
+            4. COPY the quarantined rows, each with its raw text and broken rules.
+            5. Record every source file in the ``ingested_files`` ledger; a file already
+               there means the batch was committed before, and the whole batch rolls back.
+            6. Insert the batch record; its CHECK constraint enforces
+               read = loaded + duplicates + quarantined.
+            7. Commit. Only after this may the source archive, delete or acknowledge input.
+        """
+        started = time.perf_counter()
+        with conn.transaction():
+            # Step 1
+            row = conn.execute("SELECT nextval('batches_batch_id_seq')").fetchone()
+            assert row is not None
+            batch_id = int(str(row[0]))
+
+            # Step 2
+            events = batch.events
+            if events.height:
+                _copy_frame(conn, "stage_events", FIELD_NAMES, events.select(FIELD_NAMES))
+
+            # Step 3
+            inserted = 0
+            if events.height:
+                columns = sql.SQL(", ").join(map(sql.Identifier, FIELD_NAMES))
+                cursor = conn.execute(
+                    sql.SQL(
+                        "INSERT INTO events ({cols}, batch_id) "
+                        "SELECT {cols}, %s FROM stage_events "
+                        "ON CONFLICT (event_id) DO NOTHING"
+                    ).format(cols=columns),
+                    (batch_id,),
+                )
+                inserted = cursor.rowcount
+            duplicates_in_store = events.height - inserted
+
+            # Step 4
+            if batch.quarantine.height:
+                _copy_frame(
+                    conn,
+                    "quarantine",
+                    _QUARANTINE_COLUMNS,
+                    _quarantine_for_copy(batch.quarantine, batch_id),
+                )
+
+            # Step 5
+            if batch.files:
+                _insert_ledger(conn, batch.files, batch_id)
+
+            # Step 6
+            _insert_batch_record(conn, batch, batch_id, inserted, duplicates_in_store, started)
+        # Step 7: leaving the transaction block committed it.
+        return BatchResult(
+            batch_id=batch_id,
+            rows_read=batch.rows_read,
+            rows_loaded=inserted,
+            duplicates_in_batch=batch.duplicates_in_batch,
+            duplicates_in_store=duplicates_in_store,
+            rows_quarantined=batch.quarantined_rows,
+            load_seconds=time.perf_counter() - started,
+        )
+
+
+def _copy_frame(
+    conn: psycopg.Connection[tuple[object, ...]],
+    table: str,
+    columns: tuple[str, ...],
+    frame: pl.DataFrame,
+) -> None:
+    """COPY a frame as CSV: serialised by Polars in Rust, no per-row Python."""
+    payload = frame.write_csv(
+        include_header=False,
+        datetime_format="%Y-%m-%d %H:%M:%S%.6f",
+        null_value="",
+        quote_style="necessary",
+    )
+    statement = sql.SQL("COPY {table} ({cols}) FROM STDIN (FORMAT csv)").format(
+        table=sql.Identifier(table),
+        cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+    )
+    with conn.cursor().copy(statement) as copy:
+        copy.write(payload)
+
+
+def _quarantine_for_copy(quarantine: pl.DataFrame, batch_id: int) -> pl.DataFrame:
+    return quarantine.select(
+        pl.lit(batch_id, dtype=pl.Int64).alias("batch_id"),
+        "source",
+        "line_no",
+        "scope",
+        pl.concat_str(pl.lit("{"), pl.col("rules").list.join(","), pl.lit("}")).alias("rules"),
+        "raw",
+        pl.concat_str(pl.lit("\\x"), pl.col("raw_bytes").bin.encode("hex")).alias("raw_bytes"),
+        "format",
+        "header",
+    )
+
+
+def _insert_ledger(
+    conn: psycopg.Connection[tuple[object, ...]], files: list[FileOutcome], batch_id: int
+) -> None:
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO ingested_files (path, content_hash, size_bytes, status, input_format,"
+            " rows_read, ignored_columns, batch_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    f.path,
+                    f.content_hash,
+                    f.size_bytes,
+                    f.status.value,
+                    f.input_format,
+                    f.rows_read,
+                    list(f.ignored_columns),
+                    batch_id,
+                )
+                for f in files
+            ],
+        )
+
+
+def _insert_batch_record(
+    conn: psycopg.Connection[tuple[object, ...]],
+    batch: ParsedBatch,
+    batch_id: int,
+    inserted: int,
+    duplicates_in_store: int,
+    started: float,
+) -> None:
+    ignored: dict[str, int] = {}
+    for outcome in batch.files:
+        for column in outcome.ignored_columns:
+            ignored[column] = ignored.get(column, 0) + 1
+    min_time = max_time = None
+    if batch.events.height:
+        bounds = batch.events.select(
+            pl.col("event_timestamp").min().alias("lo"), pl.col("event_timestamp").max().alias("hi")
+        ).row(0)
+        min_time, max_time = bounds
+    conn.execute(
+        """INSERT INTO batches (batch_id, engine, source, source_batch_key, started_at, files,
+               rows_read, rows_loaded, duplicates_in_batch, duplicates_in_store,
+               rows_quarantined, quarantined_by_rule, ignored_columns, parse_ms, load_ms,
+               min_event_time, max_event_time)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                   %s::timestamp AT TIME ZONE 'UTC', %s::timestamp AT TIME ZONE 'UTC')""",
+        (
+            batch_id,
+            batch.engine,
+            batch.source,
+            batch.source_batch_key,
+            batch.started_at,
+            len(batch.files),
+            batch.rows_read,
+            inserted,
+            batch.duplicates_in_batch,
+            duplicates_in_store,
+            batch.quarantined_rows,
+            json.dumps(dict(sorted(batch.quarantined_by_rule.items()))),
+            json.dumps(ignored),
+            batch.parse_seconds * 1000,
+            (time.perf_counter() - started) * 1000,
+            min_time,
+            max_time,
+        ),
+    )

@@ -1,0 +1,164 @@
+"""Every validation rule ShopStream applies, as data.
+
+Row rules are SQL boolean expressions over the normalised batch columns: the canonical
+fields (typed: ``event_timestamp`` naive UTC, ``price`` double, ``quantity`` bigint) and,
+for each typed field, its text as received in ``raw_<field>``. Both Polars
+(``pl.sql_expr``) and Spark (``F.expr``) evaluate this dialect, so no engine keeps a copy
+of any rule. A predicate that evaluates to NULL counts as broken on every engine.
+
+Structural rules are the ones a row breaks before it has columns at all (bad bytes, wrong
+column count); the parser of each engine reports them under these names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from string import Template
+from typing import Final, Literal
+
+from shopstream.schema import EVENT_FIELDS, REQUIRED_FIELDS, EventType
+
+Severity = Literal["quarantine", "warn"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule: a row that breaks a ``quarantine`` rule is kept out of ``events``."""
+
+    name: str
+    description: str
+    predicate: str
+    severity: Severity = "quarantine"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleParams:
+    """The configurable limits that rule predicates refer to as ``${name}``."""
+
+    max_event_time: datetime
+    max_price: float
+    max_quantity: int
+
+    def as_sql_literals(self) -> dict[str, str]:
+        return {
+            "max_event_time": (
+                f"CAST('{self.max_event_time.strftime('%Y-%m-%d %H:%M:%S')}' AS TIMESTAMP)"
+            ),
+            "max_price": repr(float(self.max_price)),
+            "max_quantity": str(int(self.max_quantity)),
+        }
+
+
+_UUID_PATTERN: Final = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+_EVENT_TYPES_SQL: Final = ", ".join(f"'{t.value}'" for t in EventType)
+_LENGTH_CHECKS: Final = " AND ".join(
+    f"({f.name} IS NULL OR length({f.name}) <= {f.max_length})"
+    for f in EVENT_FIELDS
+    if f.max_length is not None
+)
+
+ROW_RULES: Final[tuple[Rule, ...]] = (
+    Rule(
+        "required_fields",
+        "event_id, event_type, user_id, product_id and event_timestamp are present",
+        " AND ".join(
+            f"{'raw_' if name == 'event_timestamp' else ''}{name} IS NOT NULL"
+            for name in REQUIRED_FIELDS
+        ),
+    ),
+    Rule(
+        "event_id_uuid",
+        "event_id is a UUID",
+        f"event_id IS NULL OR regexp_like(event_id, '{_UUID_PATTERN}')",
+    ),
+    Rule(
+        "event_type_known",
+        "event_type is one of " + ", ".join(t.value for t in EventType),
+        f"event_type IS NULL OR event_type IN ({_EVENT_TYPES_SQL})",
+    ),
+    Rule(
+        "timestamp_parsable",
+        "event_timestamp is a date and time (ISO 8601 or YYYY-MM-DD HH:MM:SS, UTC by default)",
+        "raw_event_timestamp IS NULL OR event_timestamp IS NOT NULL",
+    ),
+    Rule(
+        "timestamp_not_future",
+        "event_timestamp is at most the configured margin ahead of the clock",
+        "event_timestamp IS NULL OR event_timestamp <= ${max_event_time}",
+    ),
+    Rule("price_numeric", "price is a number", "raw_price IS NULL OR price IS NOT NULL"),
+    Rule(
+        "quantity_integer",
+        "quantity is a whole number",
+        "raw_quantity IS NULL OR quantity IS NOT NULL",
+    ),
+    Rule(
+        "purchase_price_quantity",
+        "a purchase has price > 0 and quantity >= 1",
+        "event_type IS NULL OR event_type <> 'purchase' OR (price > 0 AND quantity >= 1)",
+    ),
+    Rule(
+        "price_range",
+        "price is between 0 and the configured maximum",
+        "price IS NULL OR (price >= 0 AND price <= ${max_price})",
+    ),
+    Rule(
+        "quantity_range",
+        "quantity is between 0 and the configured maximum",
+        "quantity IS NULL OR (quantity >= 0 AND quantity <= ${max_quantity})",
+    ),
+    Rule("field_length", "text fields fit their column", _LENGTH_CHECKS),
+)
+
+
+class StructuralRule(StrEnum):
+    """Rules a row breaks before it can be split into fields."""
+
+    ENCODING = "encoding"
+    COLUMN_COUNT = "column_count"
+    JSON_SYNTAX = "json_syntax"
+
+
+STRUCTURAL_RULES: Final[dict[StructuralRule, str]] = {
+    StructuralRule.ENCODING: "the line is not valid UTF-8 or contains NUL bytes",
+    StructuralRule.COLUMN_COUNT: "the line has a different number of fields than the header",
+    StructuralRule.JSON_SYNTAX: "the line is not a JSON object",
+}
+
+
+class FileRejection(StrEnum):
+    """Reasons a whole file is quarantined instead of its rows."""
+
+    UNREADABLE = "file_unreadable"
+    NOT_TEXT = "file_not_text"
+    UNKNOWN_HEADER = "file_unknown_header"
+    CHANGED_AFTER_INGESTION = "file_changed_after_ingestion"
+
+
+FILE_REJECTIONS: Final[dict[FileRejection, str]] = {
+    FileRejection.UNREADABLE: "the file cannot be read or decompressed",
+    FileRejection.NOT_TEXT: "the header is not UTF-8 text (binary junk?)",
+    FileRejection.UNKNOWN_HEADER: "the header lacks required event columns",
+    FileRejection.CHANGED_AFTER_INGESTION: "a file of this name was ingested with other content",
+}
+
+
+def render_rules(params: RuleParams, rules: tuple[Rule, ...] = ROW_RULES) -> dict[str, str]:
+    """Rule name -> predicate with the configured limits filled in."""
+    literals = params.as_sql_literals()
+    rendered = {rule.name: Template(rule.predicate).safe_substitute(literals) for rule in rules}
+    unfilled = [name for name, sql in rendered.items() if "${" in sql]
+    if unfilled:
+        raise ValueError(f"rules with unknown parameters: {unfilled}")
+    return rendered
+
+
+def all_rule_names() -> list[str]:
+    """Every name a quarantine row may carry, for documentation and the CLI."""
+    return [
+        *(r.name for r in ROW_RULES),
+        *(s.value for s in StructuralRule),
+        *(f.value for f in FileRejection),
+    ]
