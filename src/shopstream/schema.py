@@ -72,4 +72,11 @@ class InputFormat(StrEnum):
 
 
 # File-name suffixes the file source picks up (gzip of either is fine).
-DATA_SUFFIXES: Final[tuple[str, ...]] = (".csv", ".jsonl", ".ndjson", ".csv.gz", ".jsonl.gz", ".ndjson.gz")
+DATA_SUFFIXES: Final[tuple[str, ...]] = (
+    ".csv",
+    ".jsonl",
+    ".ndjson",
+    ".csv.gz",
+    ".jsonl.gz",
+    ".ndjson.gz",
+)

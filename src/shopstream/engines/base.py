@@ -69,6 +69,7 @@ class ParsedBatch:
     quarantined_by_rule: Counter[str] = field(default_factory=Counter)
     parse_seconds: float = 0.0
     source_batch_key: str | None = None
+    replayed_quarantine_ids: list[int] = field(default_factory=list)
 
     @property
     def quarantined_rows(self) -> int:

@@ -84,4 +84,4 @@ def retry_transient(
                 if should_stop():
                     raise Stopped(what) from error
                 time.sleep(min(0.1, delay))
-            delay = min(max_delay, delay * 2) * random.uniform(0.8, 1.2)  # noqa: S311
+            delay = min(max_delay, delay * 2) * random.uniform(0.8, 1.2)

@@ -247,7 +247,7 @@ class EmbeddedPostgres:
         if len(str(preferred)) <= _MAX_SOCKET_DIR:
             return preferred
         digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
-        return Path("/tmp") / f"shopstream-{digest}"  # noqa: S108 - short path for the socket
+        return Path("/tmp") / f"shopstream-{digest}"
 
     # -- running as the service user ----------------------------------------------------
 
@@ -277,9 +277,6 @@ class EmbeddedPostgres:
 
     def _run_as_service(self, args: list[str], *, check: bool) -> subprocess.CompletedProcess[str]:
         owner = self._service_account()
-        kwargs: dict[str, object] = {}
-        if owner is not None:
-            kwargs = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
         env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
         result = subprocess.run(
             args,
@@ -288,7 +285,9 @@ class EmbeddedPostgres:
             env=env,
             cwd="/",
             check=False,
-            **kwargs,  # type: ignore[arg-type]
+            user=None if owner is None else owner.pw_uid,
+            group=None if owner is None else owner.pw_gid,
+            extra_groups=None if owner is None else [],
         )
         if check and result.returncode != 0:
             raise EmbeddedDatabaseError(

@@ -104,21 +104,24 @@ class Loader:
             self._conn.execute("SET TIME ZONE 'UTC'")
             self._conn.execute(
                 sql.SQL(
-                    "CREATE TEMP TABLE IF NOT EXISTS stage_events "
-                    "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-                )
+                    "CREATE TEMP TABLE IF NOT EXISTS stage_events ON COMMIT DELETE ROWS"
+                    " AS SELECT {cols} FROM events WITH NO DATA"
+                ).format(cols=sql.SQL(", ").join(map(sql.Identifier, FIELD_NAMES)))
             )
             self._conn.commit()
         return self._conn
 
-    def _commit(self, conn: psycopg.Connection[tuple[object, ...]], batch: ParsedBatch) -> BatchResult:
+    def _commit(
+        self, conn: psycopg.Connection[tuple[object, ...]], batch: ParsedBatch
+    ) -> BatchResult:
         """Write one batch in one transaction.
 
         Commit order:
             1. Reserve the batch id.
             2. COPY the valid events into the session's staging table.
             3. Move them into ``events``, skipping ids already stored (duplicates).
-            4. COPY the quarantined rows, each with its raw text and broken rules.
+            4. COPY the quarantined rows, each with its raw text and broken rules; a
+               replay also closes the quarantine rows it re-ran.
             5. Record every source file in the ``ingested_files`` ledger; a file already
                there means the batch was committed before, and the whole batch rolls back.
             6. Insert the batch record; its CHECK constraint enforces
@@ -160,6 +163,8 @@ class Loader:
                     _QUARANTINE_COLUMNS,
                     _quarantine_for_copy(batch.quarantine, batch_id),
                 )
+            if batch.replayed_quarantine_ids:
+                _close_replayed(conn, batch.replayed_quarantine_ids, batch_id)
 
             # Step 5
             if batch.files:
@@ -212,6 +217,18 @@ def _quarantine_for_copy(quarantine: pl.DataFrame, batch_id: int) -> pl.DataFram
         "format",
         "header",
     )
+
+
+def _close_replayed(
+    conn: psycopg.Connection[tuple[object, ...]], ids: list[int], batch_id: int
+) -> None:
+    closed = conn.execute(
+        "UPDATE quarantine SET status = 'replayed', replayed_batch_id = %s"
+        " WHERE quarantine_id = ANY(%s) AND status = 'quarantined'",
+        (batch_id, ids),
+    ).rowcount
+    if closed != len(ids):
+        raise AlreadyCommitted("quarantine rows were replayed concurrently")
 
 
 def _insert_ledger(

@@ -62,12 +62,7 @@ def build_batch(
 
     for incoming in files:
         try:
-            if incoming.changed_from is not None:
-                raise FileRejectedError(
-                    FileRejection.CHANGED_AFTER_INGESTION,
-                    f"ingested before with hash {incoming.changed_from}",
-                )
-            rows = read_rows(decode_container(incoming.data, incoming.name), incoming.name)
+            rows = _read_incoming(incoming)
         except FileRejectedError as rejection:
             quarantine_parts.append(_file_quarantine(incoming, rejection))
             counts[rejection.reason.value] += 1
@@ -134,6 +129,15 @@ def build_batch(
     )
     batch.check_accounting()
     return batch
+
+
+def _read_incoming(incoming: IncomingFile) -> FileRows:
+    if incoming.changed_from is not None:
+        raise FileRejectedError(
+            FileRejection.CHANGED_AFTER_INGESTION,
+            f"ingested before with hash {incoming.changed_from}",
+        )
+    return read_rows(decode_container(incoming.data, incoming.name), incoming.name)
 
 
 def _file_quarantine(incoming: IncomingFile, rejection: FileRejectedError) -> pl.DataFrame:

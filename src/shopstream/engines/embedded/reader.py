@@ -120,7 +120,8 @@ def _line_offsets(data: bytes) -> Lines:
 def _per_line_count(mask: npt.NDArray[np.bool_], offsets: Lines) -> Lines:
     if len(offsets) < 2:
         return np.zeros(0, dtype=np.int64)
-    return np.add.reduceat(mask.astype(np.int64), offsets[:-1])
+    counts: Lines = np.add.reduceat(mask.astype(np.int64), offsets[:-1])
+    return counts
 
 
 def _content_lengths(buf: npt.NDArray[np.uint8], offsets: Lines) -> Lines:
@@ -130,10 +131,11 @@ def _content_lengths(buf: npt.NDArray[np.uint8], offsets: Lines) -> Lines:
         return lengths
     ends = offsets[1:] - 1
     has_nl = buf[ends] == _NEWLINE
-    lengths = lengths - has_nl
+    lengths = lengths - has_nl.astype(np.int64)
     before = np.maximum(offsets[1:] - 1 - has_nl, 0)
     has_cr = (lengths > 0) & (buf[before] == _CR)
-    return lengths - has_cr
+    content: Lines = lengths - has_cr.astype(np.int64)
+    return content
 
 
 def _bad_encoding(data: bytes, buf: npt.NDArray[np.uint8], offsets: Lines) -> npt.NDArray[np.bool_]:

@@ -28,7 +28,13 @@ def split_valid(
     annotated = frame.with_columns(checks.select(broken.alias("rules")).to_series())
     failing_mask = annotated["rules"].list.len() > 0
     counts = Counter(
-        {name: int(n) for name, n in checks.select((~pl.col(b)).sum() for b in blocking).row(0, named=True).items() if n}
+        {
+            name: int(n)
+            for name, n in checks.select((~pl.col(b)).sum() for b in blocking)
+            .row(0, named=True)
+            .items()
+            if n
+        }
     )
     return (
         annotated.filter(~failing_mask).drop("rules"),

@@ -1,0 +1,134 @@
+"""`shopstream demo`: live traffic through the whole pipeline, watched in a rich panel."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from shopstream.engines.base import ParsedBatch
+from shopstream.engines.embedded.runner import Runner
+from shopstream.generate.writer import Faults, stream_files
+from shopstream.schema import InputFormat
+from shopstream.settings import Settings
+from shopstream.sources.files import DirectorySource
+from shopstream.store.loader import BatchResult, Loader
+
+
+@dataclass
+class DemoStats:
+    generated: int = 0
+    read: int = 0
+    loaded: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    batches: int = 0
+    lag_seconds: float = 0.0
+    by_rule: Counter[str] = field(default_factory=Counter)
+    window: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=50))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def rates(self) -> tuple[float, float]:
+        with self.lock:
+            if len(self.window) < 2:
+                return 0.0, 0.0
+            (t0, g0, l0), (t1, g1, l1) = self.window[0], self.window[-1]
+        span = max(t1 - t0, 1e-6)
+        return (g1 - g0) / span, (l1 - l0) / span
+
+
+def run_demo(
+    settings: Settings, url: str, *, rate: float, duration: float | None, console: Console
+) -> None:
+    inbox = settings.home_dir / "demo" / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    stats = DemoStats()
+    stop = threading.Event()
+
+    def count_generated(rows: int) -> None:
+        with stats.lock:
+            stats.generated += rows
+
+    def on_batch(batch: ParsedBatch, result: BatchResult) -> None:
+        with stats.lock:
+            stats.batches += 1
+            stats.read += result.rows_read
+            stats.loaded += result.rows_loaded
+            stats.duplicates += result.duplicates_in_batch + result.duplicates_in_store
+            stats.quarantined += result.rows_quarantined
+            stats.by_rule.update(batch.quarantined_by_rule)
+            stats.lag_seconds = (time.time() - batch.started_at.timestamp()) + result.load_seconds
+
+    generator = threading.Thread(
+        target=stream_files,
+        kwargs={
+            "out": inbox,
+            "rate": rate,
+            "duration": duration,
+            "seed": None,
+            "fmt": InputFormat.CANONICAL,
+            "faults": Faults(dirty=0.01, duplicates=0.02, late=0.01),
+            "stop": stop,
+            "progress": count_generated,
+        },
+        daemon=True,
+    )
+    runner = Runner(
+        DirectorySource(inbox, known={}, delete=True),
+        Loader(url, retry_max_seconds=settings.retry_max_seconds, should_stop=stop.is_set),
+        settings,
+        on_batch=on_batch,
+    )
+
+    def shutdown(*_: Any) -> None:
+        stop.set()
+        runner.stop()
+
+    signal.signal(signal.SIGINT, shutdown)
+    signal.signal(signal.SIGTERM, shutdown)
+    generator.start()
+    pipeline = threading.Thread(target=runner.run, name="shopstream-demo", daemon=True)
+    pipeline.start()
+    began = time.monotonic()
+    with Live(_panel(stats, rate), console=console, refresh_per_second=4) as live:
+        while pipeline.is_alive():
+            with stats.lock:
+                stats.window.append((time.monotonic(), stats.generated, stats.loaded))
+            live.update(_panel(stats, rate))
+            if duration is not None and time.monotonic() - began > duration + 2:
+                shutdown()
+            time.sleep(0.25)
+    generator.join(timeout=5)
+
+
+def _panel(stats: DemoStats, rate: float) -> Panel:
+    generated_rate, loaded_rate = stats.rates()
+    table = Table.grid(padding=(0, 2))
+    table.add_column(justify="left")
+    table.add_column(justify="right")
+    with stats.lock:
+        rows = [
+            ("target rate", f"{rate:,.0f} ev/s"),
+            ("events in", f"{generated_rate:,.0f} ev/s"),
+            ("events loaded", f"{loaded_rate:,.0f} ev/s"),
+            ("lag (last batch)", f"{stats.lag_seconds * 1000:,.0f} ms"),
+            ("batches", f"{stats.batches:,}"),
+            ("read / loaded", f"{stats.read:,} / {stats.loaded:,}"),
+            ("duplicates", f"{stats.duplicates:,}"),
+            ("quarantined", f"{stats.quarantined:,}"),
+        ]
+        rules = stats.by_rule.most_common()
+    for label, value in rows:
+        table.add_row(label, value)
+    quarantine = Table("rule", "rows", title="quarantined by rule", expand=False)
+    for name, count in rules:
+        quarantine.add_row(name, f"{count:,}")
+    return Panel(Group(table, quarantine), title="ShopStream demo — Ctrl-C to stop")

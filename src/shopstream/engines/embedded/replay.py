@@ -1,0 +1,78 @@
+"""Run quarantined rows through the current rules again, after data or rules were fixed.
+
+A replay is an ordinary, fully accounted batch: rows that pass now are loaded, rows that
+still fail are quarantined again under today's rules, and the replayed quarantine rows
+are closed (``status = 'replayed'``) in the same transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+import psycopg
+from psycopg.rows import dict_row
+
+from shopstream.engines.base import ParsedBatch
+from shopstream.engines.embedded.batch import IncomingFile, build_batch
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayInput:
+    """Synthetic files rebuilt from quarantine rows, with a map back to the originals."""
+
+    files: list[IncomingFile]
+    origins: dict[tuple[str, int], tuple[str, int | None]]  # (file, line) -> (source, line)
+    quarantine_ids: list[int]
+
+
+def select_for_replay(
+    conn: psycopg.Connection[Any], *, rule: str | None, ids: list[int] | None, limit: int
+) -> ReplayInput:
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            """SELECT quarantine_id, source, line_no, scope, raw, raw_bytes, format, header
+                 FROM quarantine
+                WHERE status = 'quarantined'
+                  AND (%s::text IS NULL OR %s = ANY(rules))
+                  AND (%s::bigint[] IS NULL OR quarantine_id = ANY(%s))
+                ORDER BY quarantine_id LIMIT %s""",
+            (rule, rule, ids, ids, limit),
+        ).fetchall()
+    files: list[IncomingFile] = []
+    origins: dict[tuple[str, int], tuple[str, int | None]] = {}
+    groups: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["scope"] == "file":
+            path = f"replay:{row['quarantine_id']}:{row['source'].rsplit('/', 1)[-1]}"
+            files.append(IncomingFile(path, bytes(row["raw_bytes"] or b""), path))
+            continue
+        groups.setdefault((row["format"] or "canonical", row["header"]), []).append(row)
+    for number, ((fmt, header), members) in enumerate(groups.items()):
+        suffix = "jsonl" if fmt == "jsonl" else "csv"
+        path = f"replay:{members[0]['quarantine_id']}-{number}.{suffix}"
+        lines = [bytes(m["raw_bytes"]) if m["raw_bytes"] else m["raw"].encode() for m in members]
+        first = 1
+        if header is not None:
+            lines.insert(0, header.encode())
+            first = 2
+        for offset, member in enumerate(members):
+            origins[(path, first + offset)] = (member["source"], member["line_no"])
+        files.append(IncomingFile(path, b"\n".join(lines) + b"\n", path))
+    return ReplayInput(files, origins, [int(r["quarantine_id"]) for r in rows])
+
+
+def build_replay_batch(replay: ReplayInput, predicates: dict[str, str]) -> ParsedBatch:
+    batch = build_batch(replay.files, source="quarantine replay", predicates=predicates)
+    batch.engine = "replay"
+    batch.files = []  # synthetic files are not ledger entries
+    batch.replayed_quarantine_ids = replay.quarantine_ids
+    if batch.quarantine.height:
+        keys = list(zip(batch.quarantine["source"], batch.quarantine["line_no"], strict=True))
+        originals = [replay.origins.get((s, n), (s, n)) for s, n in keys]
+        batch.quarantine = batch.quarantine.with_columns(
+            source=pl.Series([o[0] for o in originals], dtype=pl.String),
+            line_no=pl.Series([o[1] for o in originals], dtype=pl.Int64),
+        )
+    return batch

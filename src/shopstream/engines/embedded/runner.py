@@ -1,0 +1,191 @@
+"""Drive a source through the embedded engine into the loader.
+
+A parser thread builds the next batch while the calling thread commits the previous one:
+Polars and psycopg's COPY both release the GIL, so both cores work. The queue between them
+holds one batch, which bounds memory whatever the backlog.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from shopstream.engines.base import ParsedBatch
+from shopstream.engines.embedded.batch import IncomingFile, build_batch
+from shopstream.settings import Settings
+from shopstream.sources.base import Source
+from shopstream.store.connection import Stopped
+from shopstream.store.loader import AlreadyCommitted, BatchResult, Loader
+from shopstream.validation.rules import RuleParams, render_rules
+
+log = logging.getLogger(__name__)
+
+BatchCallback = Callable[[ParsedBatch, BatchResult], None]
+
+
+@dataclass(slots=True)
+class RunSummary:
+    batches: int = 0
+    rows_read: int = 0
+    rows_loaded: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    seconds: float = 0.0
+    results: list[BatchResult] = field(default_factory=list)
+
+    def add(self, result: BatchResult) -> None:
+        self.batches += 1
+        self.rows_read += result.rows_read
+        self.rows_loaded += result.rows_loaded
+        self.duplicates += result.duplicates_in_batch + result.duplicates_in_store
+        self.quarantined += result.rows_quarantined
+
+
+def current_rules(settings: Settings) -> dict[str, str]:
+    """Rule predicates with today's limits (the future-time bound moves with the clock)."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    params = RuleParams(
+        max_event_time=now + timedelta(seconds=settings.max_future_seconds),
+        max_price=settings.max_price,
+        max_quantity=settings.max_quantity,
+    )
+    return render_rules(params)
+
+
+class Runner:
+    """Runs until stopped, or until the source is drained when ``until_idle``."""
+
+    def __init__(
+        self,
+        source: Source,
+        loader: Loader,
+        settings: Settings,
+        *,
+        until_idle: bool = False,
+        on_batch: BatchCallback | None = None,
+    ) -> None:
+        self._source = source
+        self._loader = loader
+        self._settings = settings
+        self._until_idle = until_idle
+        self._on_batch = on_batch
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[tuple[list[IncomingFile], ParsedBatch] | None] = queue.Queue(
+            maxsize=1
+        )
+        self._outstanding = 0
+        self._failure: BaseException | None = None
+
+    def stop(self) -> None:
+        """Finish the batch being committed, then return from :meth:`run`."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> RunSummary:
+        summary = RunSummary()
+        started = time.perf_counter()
+        producer = threading.Thread(target=self._produce, name="shopstream-parse", daemon=True)
+        producer.start()
+        try:
+            self._consume(summary)
+        finally:
+            self._stop.set()
+            producer.join(timeout=30)
+            self._loader.close()
+        if self._failure is not None:
+            raise self._failure
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    # -- parser thread ------------------------------------------------------------------
+
+    def _produce(self) -> None:
+        trigger = self._settings.trigger_ms / 1000
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    files = self._source.poll(self._settings.max_batch_rows)
+                    drained = not files and self._source.idle() and self._outstanding == 0
+                if files:
+                    batch = build_batch(
+                        files, source=self._source.name, predicates=current_rules(self._settings)
+                    )
+                    with self._lock:
+                        self._outstanding += 1
+                    if not self._put((files, batch)):
+                        with self._lock:
+                            self._source.abandoned(files)
+                        return
+                    continue
+                if drained and self._until_idle:
+                    self._put(None)
+                    return
+                self._stop.wait(trigger)
+        except BaseException as error:
+            self._failure = error
+            self._put(None)
+
+    def _put(self, item: tuple[list[IncomingFile], ParsedBatch] | None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    # -- loader (calling thread) --------------------------------------------------------
+
+    def _consume(self, summary: RunSummary) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            if item is None:
+                return
+            files, batch = item
+            self._commit(files, batch, summary)
+            if self._stop.is_set():
+                return
+
+    def _commit(self, files: list[IncomingFile], batch: ParsedBatch, summary: RunSummary) -> None:
+        try:
+            result = self._loader.load(batch)
+        except AlreadyCommitted:
+            log.warning("input of this batch was committed elsewhere; skipping it")
+            with self._lock:
+                self._source.committed(files)
+                self._outstanding -= 1
+            return
+        except Stopped:
+            with self._lock:
+                self._source.abandoned(files)
+                self._outstanding -= 1
+            return
+        with self._lock:
+            self._source.committed(files)
+            self._outstanding -= 1
+        summary.add(result)
+        log.info(
+            "batch %d committed: read %d, loaded %d, duplicates %d, quarantined %d (%.0f ms)",
+            result.batch_id,
+            result.rows_read,
+            result.rows_loaded,
+            result.duplicates_in_batch + result.duplicates_in_store,
+            result.rows_quarantined,
+            result.load_seconds * 1000,
+        )
+        if self._on_batch is not None:
+            self._on_batch(batch, result)

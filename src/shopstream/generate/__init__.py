@@ -1,0 +1,1 @@
+"""Synthetic shop traffic: a Faker catalog, simulated sessions, injected faults."""

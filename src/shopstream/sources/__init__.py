@@ -1,0 +1,1 @@
+"""Sources deliver input to an engine and learn when it has been committed."""
