@@ -363,7 +363,7 @@ def quarantine_show(quarantine_id: int) -> None:
         err.print(f"[red]no quarantine row {quarantine_id}[/red]")
         raise typer.Exit(1)
     for key, value in row.items():
-        shown = bytes(value)[:256] if key == "raw_bytes" and value is not None else value
+        shown = repr(bytes(value)[:256]) if key == "raw_bytes" and value is not None else value
         console.print(f"{key}: {shown}", highlight=False, markup=False)
 
 

@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -198,7 +199,10 @@ def _read_csv(data: bytes, offsets: Lines) -> FileRows:
     fields = _per_line_count(buf == _COMMA, offsets) + 1
     for index in np.flatnonzero((quotes > 0) & body & ~bad_encoding & ~blank):
         line = data[offsets[index] : offsets[index + 1]].decode("utf-8").rstrip("\r\n")
-        fields[index] = len(next(csv.reader([line]), []))
+        try:
+            fields[index] = len(next(csv.reader([line]), []))
+        except csv.Error:
+            fields[index] = -1
     bad_columns = (fields != len(names)) & body & ~blank & ~bad_encoding
     good = body & ~blank & ~bad_encoding & ~bad_columns
     good_lines = np.flatnonzero(good) + 1
@@ -240,18 +244,38 @@ def _read_csv_multiline(
 ) -> FileRows:
     """Slow, exact path for files whose quoted fields contain line breaks."""
     text = data.decode("utf-8", "surrogateescape")
-    reader = csv.reader(io.StringIO(text, newline=""))
+    pieces = text.split("\n")
+    consumed = 0
+
+    def numbered_lines() -> Iterator[str]:
+        # Our line numbers count "\n" only; csv's own line_num also counts a lone "\r".
+        nonlocal consumed
+        for index, piece in enumerate(pieces):
+            consumed = index + 1
+            yield piece + "\n" if index + 1 < len(pieces) else piece
+
+    reader = csv.reader(numbered_lines())
     next(reader, None)
     records: list[list[str]] = []
     lines: list[int] = []
     rejected: list[RejectedLine] = []
-    # A record's raw text spans lines first_line..reader.line_num; keep the first line's
+    # A record's raw text spans lines first_line..consumed; keep the first line's
     # offset and widen the offsets table so raw_line() returns the whole record.
     starts: list[int] = [0]
     previous_end = 1
-    for record in reader:
+    while True:
         first_line = previous_end + 1
-        previous_end = reader.line_num
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error:
+            record = None
+        previous_end = consumed
+        if record is None:
+            rejected.append(RejectedLine(first_line, StructuralRule.COLUMN_COUNT))
+            starts.append(first_line)
+            continue
         if not record:
             continue
         joined = "".join(record)

@@ -75,7 +75,7 @@ CREATE TABLE quarantine (
     header             text,
     status             text        NOT NULL DEFAULT 'quarantined'
         CHECK (status IN ('quarantined', 'replayed')),
-    replayed_batch_id  bigint      REFERENCES batches,
+    replayed_batch_id  bigint      REFERENCES batches DEFERRABLE INITIALLY DEFERRED,
     created_at         timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX quarantine_batch_id ON quarantine (batch_id);

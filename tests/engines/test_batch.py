@@ -1,0 +1,75 @@
+import hashlib
+from datetime import datetime, timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shopstream.engines.embedded.batch import IncomingFile, build_batch
+from shopstream.validation.rules import RuleParams, render_rules
+
+HEADER = b"event_id,event_type,product_id,user_id,event_timestamp,quantity,price\n"
+PREDICATES = render_rules(
+    RuleParams(datetime.now() + timedelta(minutes=5), max_price=100_000, max_quantity=1000)
+)
+
+
+def incoming(data: bytes, name: str = "/in/events_1_0.csv") -> IncomingFile:
+    return IncomingFile(name, data, hashlib.sha256(data).hexdigest())
+
+
+def test_every_row_is_accounted_for_and_reasons_are_kept() -> None:
+    good = "0f8fad5b-d9cb-469f-a165-70867728950e,view,product_1,user_1,2024-01-01 10:00:00,,\n"
+    data = HEADER + (
+        good
+        + good
+        + "1b4e28ba-2fa1-11d2-883f-0016d3cca427,purchase,p,u,2024-01-01 10:00:00,0,9.99\n"
+        + "nope,teleport,p,u,2099-01-01 00:00:00,1,-3\n"
+        + "2b4e28ba-2fa1-11d2-883f-0016d3cca427,view,p,u,yesterday,,\n"
+    ).encode()
+    batch = build_batch([incoming(data)], source="/in", predicates=PREDICATES)
+    assert (batch.rows_read, batch.events.height, batch.duplicates_in_batch) == (5, 1, 1)
+    rules = dict(zip(batch.quarantine["line_no"], batch.quarantine["rules"].to_list(), strict=True))
+    assert rules[4] == ["purchase_price_quantity"]
+    assert set(rules[5]) == {
+        "event_id_uuid",
+        "event_type_known",
+        "timestamp_not_future",
+        "price_range",
+    }
+    assert rules[6] == ["timestamp_parsable"]
+    assert batch.quarantined_by_rule["price_range"] == 1
+
+
+def test_limits_are_configurable() -> None:
+    strict = render_rules(RuleParams(datetime.now(), max_price=5, max_quantity=1))
+    row = "1b4e28ba-2fa1-11d2-883f-0016d3cca427,purchase,p,u,2024-01-01 10:00:00,2,9.99\n"
+    batch = build_batch([incoming(HEADER + row.encode())], source="/in", predicates=strict)
+    assert batch.quarantine["rules"].to_list() == [["price_range", "quantity_range"]]
+
+
+def test_changed_file_is_quarantined_whole() -> None:
+    item = IncomingFile("/in/a.csv", HEADER, "new", changed_from="old")
+    batch = build_batch([item], source="/in", predicates=PREDICATES)
+    assert batch.quarantine["rules"].to_list() == [["file_changed_after_ingestion"]]
+    assert batch.files[0].status.value == "rejected"
+
+
+lines = st.one_of(
+    st.binary(max_size=120).map(lambda b: b.replace(b"\n", b"")),
+    st.lists(st.text(max_size=40).map(lambda t: t.replace("\n", "")), max_size=9).map(
+        lambda parts: ",".join(parts).encode("utf-8", "surrogatepass")
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=st.lists(lines, max_size=30), with_header=st.booleans(), jsonl=st.booleans())
+def test_garbage_never_crashes_and_is_accounted(
+    body: list[bytes], with_header: bool, jsonl: bool
+) -> None:
+    data = (HEADER if with_header and not jsonl else b"") + b"\n".join(body)
+    name = "/in/g.jsonl" if jsonl else "/in/g.csv"
+    batch = build_batch([incoming(data, name)], source="/in", predicates=PREDICATES)
+    batch.check_accounting()
+    assert batch.quarantine["raw"].null_count() == 0
+    assert sum(f.rows_read for f in batch.files) == batch.rows_read
