@@ -347,7 +347,9 @@ def _free_port() -> int:
 
 
 def _port_is_free(port: int) -> bool:
+    """Probe the way PostgreSQL binds (SO_REUSEADDR), so TIME_WAIT does not move the port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

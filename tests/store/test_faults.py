@@ -1,0 +1,126 @@
+"""Exactly-once under faults: kill -9 at random moments, and a database outage."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from shopstream.store.embedded import EmbeddedPostgres
+from tests.fixtures.cli import SHOPSTREAM, cli_env, shopstream
+from tests.fixtures.counts import Outcome, data_rows, outcome
+from tests.fixtures.postgres import service_reachable_dir
+
+pytestmark = pytest.mark.slow
+
+
+def _fresh_database(server: EmbeddedPostgres) -> str:
+    name = f"ref_{uuid.uuid4().hex[:10]}"
+    base = server.url().rsplit("/", 1)[0]
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="module")
+def backlog(
+    tmp_path_factory: pytest.TempPathFactory, pg_server: EmbeddedPostgres
+) -> Iterator[tuple[Path, Outcome]]:
+    """~300k rows with duplicates and bad rows, and what an uninterrupted run makes of them."""
+    root = tmp_path_factory.mktemp("backlog")
+    inbox = root / "in"
+    env = cli_env(None, root / "home")
+    shopstream(
+        "generate", "--out", str(inbox), "--events", "300000", "--seed", "21",
+        "--dirty", "0.01", "--duplicates", "0.03", "--late", "0.01", "--file-rows", "5000",
+        env=env,
+    )  # fmt: skip
+    reference_url = _fresh_database(pg_server)
+    shopstream("run", "--source", str(inbox), "--until-idle", env=cli_env(reference_url, root))
+    reference = outcome(reference_url)
+    assert reference.read == data_rows(str(inbox))
+    yield inbox, reference
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
+    trial: int, backlog: tuple[Path, Outcome], database_url: str, tmp_path: Path
+) -> None:
+    inbox, reference = backlog
+    env = cli_env(database_url, tmp_path / "home", SHOPSTREAM_MAX_BATCH_ROWS="20000")
+    rng = random.Random(trial)
+    kills = 0
+    for _ in range(4):
+        process = subprocess.Popen(
+            [*SHOPSTREAM, "run", "--source", str(inbox), "--until-idle"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.3, 1.0))
+        if process.poll() is None:
+            process.kill()  # SIGKILL: no cleanup of any kind
+            kills += 1
+        process.wait()
+    shopstream("run", "--source", str(inbox), "--until-idle", env=env)
+    final = outcome(database_url)
+    assert kills >= 1
+    assert final.events == final.distinct_ids == reference.events
+    assert final.ids_digest == reference.ids_digest
+    assert (final.read, final.loaded, final.duplicates, final.quarantined) == (
+        reference.read,
+        reference.loaded,
+        reference.duplicates,
+        reference.quarantined,
+    )
+    assert final.quarantine_rows == reference.quarantine_rows
+    assert final.ledger_files == len(list(inbox.iterdir()))
+
+
+def test_database_outage_mid_run_loses_nothing(
+    backlog: tuple[Path, Outcome], tmp_path: Path
+) -> None:
+    inbox, reference = backlog
+    home = service_reachable_dir("shopstream-outage-")
+    server = EmbeddedPostgres(home)
+    server.start()
+    try:
+        url = server.url()
+        env = cli_env(
+            url, tmp_path / "home", SHOPSTREAM_MAX_BATCH_ROWS="10000", SHOPSTREAM_LOG_LEVEL="INFO"
+        )
+        process = subprocess.Popen(
+            [*SHOPSTREAM, "run", "--source", str(inbox), "--until-idle"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(2.0)
+        assert process.poll() is None, "the run finished before the outage could happen"
+        server.stop()
+        time.sleep(4.0)
+        assert process.poll() is None, "the runner must wait for the database, not give up"
+        server.start()
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+        assert "retrying" in stderr
+        final = outcome(url)
+        assert final.ids_digest == reference.ids_digest
+        assert (final.read, final.loaded, final.duplicates, final.quarantined) == (
+            reference.read,
+            reference.loaded,
+            reference.duplicates,
+            reference.quarantined,
+        )
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
