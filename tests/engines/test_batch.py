@@ -19,13 +19,16 @@ def incoming(data: bytes, name: str = "/in/events_1_0.csv") -> IncomingFile:
 
 def test_every_row_is_accounted_for_and_reasons_are_kept() -> None:
     good = "0f8fad5b-d9cb-469f-a165-70867728950e,view,product_1,user_1,2024-01-01 10:00:00,,\n"
-    data = HEADER + (
-        good
-        + good
-        + "1b4e28ba-2fa1-11d2-883f-0016d3cca427,purchase,p,u,2024-01-01 10:00:00,0,9.99\n"
-        + "nope,teleport,p,u,2099-01-01 00:00:00,1,-3\n"
-        + "2b4e28ba-2fa1-11d2-883f-0016d3cca427,view,p,u,yesterday,,\n"
-    ).encode()
+    data = (
+        HEADER
+        + (
+            good
+            + good
+            + "1b4e28ba-2fa1-11d2-883f-0016d3cca427,purchase,p,u,2024-01-01 10:00:00,0,9.99\n"
+            + "nope,teleport,p,u,2099-01-01 00:00:00,1,-3\n"
+            + "2b4e28ba-2fa1-11d2-883f-0016d3cca427,view,p,u,yesterday,,\n"
+        ).encode()
+    )
     batch = build_batch([incoming(data)], source="/in", predicates=PREDICATES)
     assert (batch.rows_read, batch.events.height, batch.duplicates_in_batch) == (5, 1, 1)
     rules = dict(zip(batch.quarantine["line_no"], batch.quarantine["rules"].to_list(), strict=True))

@@ -1,0 +1,156 @@
+"""Ingest benchmark: end-to-end events/s vs the raw COPY ceiling, peak RSS, freshness.
+
+    .venv/bin/python bench/ingest.py [--events 1000000] [--freshness-seconds 20]
+
+Uses SHOPSTREAM_DATABASE_URL when set, otherwise a private PostgreSQL it starts itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import psycopg
+
+from shopstream.store.embedded import EmbeddedPostgres
+
+SHOPSTREAM = [sys.executable, "-m", "shopstream"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--freshness-seconds", type=float, default=20.0)
+    parser.add_argument("--freshness-rate", type=float, default=10_000.0)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="shopstream-bench-", dir="/tmp"))
+    work.chmod(0o755)
+    server = None
+    base_url = os.environ.get("SHOPSTREAM_DATABASE_URL")
+    if base_url is None:
+        server = EmbeddedPostgres(work / "pg-home")
+        server.start()
+        base_url = server.url()
+    try:
+        run_benchmark(args, work, base_url)
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def fresh_database(base_url: str, name: str) -> str:
+    root = base_url.rsplit("/", 1)[0]
+    with psycopg.connect(f"{root}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{root}/{name}"
+
+
+def env_for(url: str, home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPSTREAM_")}
+    return {**env, "SHOPSTREAM_DATABASE_URL": url, "SHOPSTREAM_HOME": str(home)}
+
+
+def run_benchmark(args: argparse.Namespace, work: Path, base_url: str) -> None:
+    inbox = work / "in"
+    url = fresh_database(base_url, "bench_ingest")
+    env = env_for(url, work / "home")
+    subprocess.run(
+        [*SHOPSTREAM, "generate", "--out", str(inbox), "--events", str(args.events),
+         "--seed", "1", "--dirty", "0.01", "--duplicates", "0.02", "--file-rows", "10000"],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run([*SHOPSTREAM, "db", "migrate"], env=env, check=True, capture_output=True)
+
+    started = time.perf_counter()
+    runner = psutil.Popen(
+        [*SHOPSTREAM, "run", "--source", str(inbox), "--until-idle"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    peak_rss = 0
+    while runner.poll() is None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            peak_rss = max(peak_rss, runner.memory_info().rss)
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - started
+    if runner.returncode != 0:
+        raise SystemExit(f"shopstream run failed with {runner.returncode}")
+    peak_rss_mb = peak_rss / 2**20
+    with psycopg.connect(url) as conn:
+        read, loaded = conn.execute(
+            "SELECT sum(rows_read), sum(rows_loaded) FROM batches"
+        ).fetchone()  # type: ignore[misc]
+        buffer = io.BytesIO()
+        with conn.cursor().copy("COPY events TO STDOUT (FORMAT csv)") as copy:
+            for chunk in copy:
+                buffer.write(chunk)
+        conn.execute("CREATE TABLE events_raw (LIKE events INCLUDING ALL)")
+        conn.commit()
+        raw_started = time.perf_counter()
+        with (
+            conn.transaction(),
+            conn.cursor().copy("COPY events_raw FROM STDIN (FORMAT csv)") as copy,
+        ):
+            copy.write(buffer.getvalue())
+        raw_elapsed = time.perf_counter() - raw_started
+
+    end_to_end = int(read) / elapsed
+    ceiling = int(loaded) / raw_elapsed
+    print(f"input rows                 {int(read):>12,}  ({int(loaded):,} loaded)")
+    print(f"end-to-end                 {end_to_end:>12,.0f} events/s  ({elapsed:.2f} s)")
+    print(f"raw COPY ceiling           {ceiling:>12,.0f} rows/s    ({raw_elapsed:.2f} s)")
+    print(f"ratio end-to-end / ceiling {end_to_end / ceiling:>12.2f}")
+    print(f"peak RSS (runner)          {peak_rss_mb:>12,.0f} MB")
+    freshness(args, work, base_url)
+
+
+def freshness(args: argparse.Namespace, work: Path, base_url: str) -> None:
+    url = fresh_database(base_url, "bench_fresh")
+    inbox = work / "live"
+    inbox.mkdir()
+    env = env_for(url, work / "home")
+    subprocess.run([*SHOPSTREAM, "db", "migrate"], env=env, check=True, capture_output=True)
+    runner = subprocess.Popen(
+        [*SHOPSTREAM, "run", "--source", str(inbox)], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(2)
+    subprocess.run(
+        [*SHOPSTREAM, "generate", "--out", str(inbox), "--rate", str(args.freshness_rate),
+         "--duration", str(args.freshness_seconds), "--interval", "0.1"],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    time.sleep(3)
+    runner.terminate()
+    runner.wait(timeout=60)
+    landed = {str(p): p.stat().st_mtime for p in inbox.iterdir()}
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            """SELECT f.path, f.rows_read, extract(epoch FROM b.committed_at)
+                 FROM ingested_files f JOIN batches b USING (batch_id)"""
+        ).fetchall()
+    latencies: list[float] = []
+    for path, count, committed in rows:
+        latencies.extend([float(committed) - landed[path]] * int(count))
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2]
+    p99 = latencies[int(len(latencies) * 0.99)]
+    print(
+        f"freshness @ {args.freshness_rate:,.0f} ev/s       p50 {p50 * 1000:,.0f} ms, "
+        f"p99 {p99 * 1000:,.0f} ms (file landing -> rows committed, {len(latencies):,} rows)"
+    )
+
+
+if __name__ == "__main__":
+    main()
