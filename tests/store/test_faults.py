@@ -50,6 +50,15 @@ def backlog(
     yield inbox, reference
 
 
+def assert_same_totals(final: Outcome, reference: Outcome) -> None:
+    assert (final.read, final.loaded, final.duplicates, final.quarantined) == (
+        reference.read,
+        reference.loaded,
+        reference.duplicates,
+        reference.quarantined,
+    )
+
+
 @pytest.mark.parametrize("trial", range(3))
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     trial: int, backlog: tuple[Path, Outcome], database_url: str, tmp_path: Path
@@ -75,12 +84,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     assert kills >= 1
     assert final.events == final.distinct_ids == reference.events
     assert final.ids_digest == reference.ids_digest
-    assert (final.read, final.loaded, final.duplicates, final.quarantined) == (
-        reference.read,
-        reference.loaded,
-        reference.duplicates,
-        reference.quarantined,
-    )
+    assert_same_totals(final, reference)
     assert final.quarantine_rows == reference.quarantine_rows
     assert final.ledger_files == len(list(inbox.iterdir()))
 
@@ -115,12 +119,7 @@ def test_database_outage_mid_run_loses_nothing(
         assert "retrying" in stderr
         final = outcome(url)
         assert final.ids_digest == reference.ids_digest
-        assert (final.read, final.loaded, final.duplicates, final.quarantined) == (
-            reference.read,
-            reference.loaded,
-            reference.duplicates,
-            reference.quarantined,
-        )
+        assert_same_totals(final, reference)
     finally:
         server.stop()
         shutil.rmtree(home, ignore_errors=True)
