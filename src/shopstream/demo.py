@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from shopstream.engines.base import ParsedBatch
-from shopstream.engines.embedded.runner import Runner
+from shopstream.engines.embedded.runner import Runner, RunSummary
 from shopstream.generate.writer import Faults, stream_files
 from shopstream.schema import InputFormat
 from shopstream.settings import Settings
@@ -26,11 +26,7 @@ from shopstream.store.loader import BatchResult, Loader
 @dataclass
 class DemoStats:
     generated: int = 0
-    read: int = 0
-    loaded: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-    batches: int = 0
+    committed: RunSummary = field(default_factory=RunSummary)
     lag_seconds: float = 0.0
     by_rule: Counter[str] = field(default_factory=Counter)
     window: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=50))
@@ -59,11 +55,7 @@ def run_demo(
 
     def on_batch(batch: ParsedBatch, result: BatchResult) -> None:
         with stats.lock:
-            stats.batches += 1
-            stats.read += result.rows_read
-            stats.loaded += result.rows_loaded
-            stats.duplicates += result.duplicates_in_batch + result.duplicates_in_store
-            stats.quarantined += result.rows_quarantined
+            stats.committed.add(result)
             stats.by_rule.update(batch.quarantined_by_rule)
             stats.lag_seconds = (time.time() - batch.started_at.timestamp()) + result.load_seconds
 
@@ -101,7 +93,9 @@ def run_demo(
     with Live(_panel(stats, rate), console=console, refresh_per_second=4) as live:
         while pipeline.is_alive():
             with stats.lock:
-                stats.window.append((time.monotonic(), stats.generated, stats.loaded))
+                stats.window.append(
+                    (time.monotonic(), stats.generated, stats.committed.rows_loaded)
+                )
             live.update(_panel(stats, rate))
             if duration is not None and time.monotonic() - began > duration + 2:
                 shutdown()
@@ -115,15 +109,16 @@ def _panel(stats: DemoStats, rate: float) -> Panel:
     table.add_column(justify="left")
     table.add_column(justify="right")
     with stats.lock:
+        done = stats.committed
         rows = [
             ("target rate", f"{rate:,.0f} ev/s"),
             ("events in", f"{generated_rate:,.0f} ev/s"),
             ("events loaded", f"{loaded_rate:,.0f} ev/s"),
             ("lag (last batch)", f"{stats.lag_seconds * 1000:,.0f} ms"),
-            ("batches", f"{stats.batches:,}"),
-            ("read / loaded", f"{stats.read:,} / {stats.loaded:,}"),
-            ("duplicates", f"{stats.duplicates:,}"),
-            ("quarantined", f"{stats.quarantined:,}"),
+            ("batches", f"{done.batches:,}"),
+            ("read / loaded", f"{done.rows_read:,} / {done.rows_loaded:,}"),
+            ("duplicates", f"{done.duplicates:,}"),
+            ("quarantined", f"{done.quarantined:,}"),
         ]
         rules = stats.by_rule.most_common()
     for label, value in rows:

@@ -21,8 +21,12 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".shopstream"), description="State directory.")
     trigger_ms: int = Field(default=100, ge=10, description="File source poll interval.")
     max_batch_rows: int = Field(default=200_000, ge=1, description="Rows per micro-batch.")
-    max_price: float = Field(default=100_000.0, gt=0, description="Largest accepted price.")
-    max_quantity: int = Field(default=1_000, ge=1, description="Largest accepted quantity.")
+    max_price: float = Field(
+        default=100_000.0, gt=0, lt=100_000_000, description="Largest price; numeric(10,2)."
+    )
+    max_quantity: int = Field(
+        default=1_000, ge=1, le=2**31 - 1, description="Largest quantity; integer column."
+    )
     max_future_seconds: int = Field(
         default=300, ge=0, description="How far ahead of the clock an event time may be."
     )

@@ -10,8 +10,6 @@ from typing import Final, Literal
 
 import polars as pl
 
-from shopstream.schema import FIELD_NAMES
-
 EngineName = Literal["embedded", "spark", "replay"]
 
 
@@ -85,23 +83,5 @@ class ParsedBatch:
             )
 
 
-def empty_events() -> pl.DataFrame:
-    from shopstream.engines.embedded.normalize import EVENT_SCHEMA
-
-    return pl.DataFrame(schema=EVENT_SCHEMA)
-
-
 def empty_quarantine() -> pl.DataFrame:
     return pl.DataFrame(schema=QUARANTINE_SCHEMA)
-
-
-__all__ = [
-    "FIELD_NAMES",
-    "QUARANTINE_SCHEMA",
-    "EngineName",
-    "FileOutcome",
-    "FileStatus",
-    "ParsedBatch",
-    "empty_events",
-    "empty_quarantine",
-]

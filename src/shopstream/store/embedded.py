@@ -20,7 +20,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -355,18 +354,3 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def wait_until_ready(url: str, timeout: float = 30.0) -> None:
-    """Block until PostgreSQL at ``url`` accepts connections."""
-    import psycopg
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with psycopg.connect(url, connect_timeout=2):
-                return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)

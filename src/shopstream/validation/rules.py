@@ -153,12 +153,3 @@ def render_rules(params: RuleParams, rules: tuple[Rule, ...] = ROW_RULES) -> dic
     if unfilled:
         raise ValueError(f"rules with unknown parameters: {unfilled}")
     return rendered
-
-
-def all_rule_names() -> list[str]:
-    """Every name a quarantine row may carry, for documentation and the CLI."""
-    return [
-        *(r.name for r in ROW_RULES),
-        *(s.value for s in StructuralRule),
-        *(f.value for f in FileRejection),
-    ]

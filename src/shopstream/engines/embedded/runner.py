@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from shopstream.engines.base import ParsedBatch
@@ -36,7 +36,6 @@ class RunSummary:
     duplicates: int = 0
     quarantined: int = 0
     seconds: float = 0.0
-    results: list[BatchResult] = field(default_factory=list)
 
     def add(self, result: BatchResult) -> None:
         self.batches += 1
