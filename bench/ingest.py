@@ -49,6 +49,18 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def raw_copy_seconds(conn: psycopg.Connection, payload: bytes) -> float:
+    """One plain COPY of the stored rows into an empty copy of ``events`` (same indexes)."""
+    conn.execute("TRUNCATE events_raw")
+    conn.commit()
+    conn.execute("CHECKPOINT")
+    conn.commit()
+    started = time.perf_counter()
+    with conn.transaction(), conn.cursor().copy("COPY events_raw FROM STDIN (FORMAT csv)") as copy:
+        copy.write(payload)
+    return time.perf_counter() - started
+
+
 def fresh_database(base_url: str, name: str) -> str:
     root = base_url.rsplit("/", 1)[0]
     with psycopg.connect(f"{root}/postgres", autocommit=True) as conn:
@@ -72,6 +84,8 @@ def run_benchmark(args: argparse.Namespace, work: Path, base_url: str) -> None:
         env=env, check=True, capture_output=True,
     )  # fmt: skip
     subprocess.run([*SHOPSTREAM, "db", "migrate"], env=env, check=True, capture_output=True)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
 
     started = time.perf_counter()
     runner = psutil.Popen(
@@ -97,19 +111,13 @@ def run_benchmark(args: argparse.Namespace, work: Path, base_url: str) -> None:
                 buffer.write(chunk)
         conn.execute("CREATE TABLE events_raw (LIKE events INCLUDING ALL)")
         conn.commit()
-        raw_started = time.perf_counter()
-        with (
-            conn.transaction(),
-            conn.cursor().copy("COPY events_raw FROM STDIN (FORMAT csv)") as copy,
-        ):
-            copy.write(buffer.getvalue())
-        raw_elapsed = time.perf_counter() - raw_started
+        raw_elapsed = min(raw_copy_seconds(conn, buffer.getvalue()) for _ in range(3))
 
     end_to_end = int(read) / elapsed
     ceiling = int(loaded) / raw_elapsed
     print(f"input rows                 {int(read):>12,}  ({int(loaded):,} loaded)")
     print(f"end-to-end                 {end_to_end:>12,.0f} events/s  ({elapsed:.2f} s)")
-    print(f"raw COPY ceiling           {ceiling:>12,.0f} rows/s    ({raw_elapsed:.2f} s)")
+    print(f"raw COPY ceiling (best of 3) {ceiling:>11,.0f} rows/s    ({raw_elapsed:.2f} s)")
     print(f"ratio end-to-end / ceiling {end_to_end / ceiling:>12.2f}")
     print(f"peak RSS (runner)          {peak_rss_mb:>12,.0f} MB")
     freshness(args, work, base_url)

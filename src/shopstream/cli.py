@@ -178,7 +178,13 @@ def run(
             should_stop=lambda: runner is not None and runner.stopping,
         )
         runner = Runner(
-            DirectorySource(directory, known=known, archive=archive, delete=delete),
+            DirectorySource(
+                directory,
+                known=known,
+                archive=archive,
+                delete=delete,
+                settle_seconds=settings.trigger_ms / 1000,
+            ),
             loader,
             settings,
             until_idle=until_idle,

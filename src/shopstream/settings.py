@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     )
     home: Path = Field(default=Path(".shopstream"), description="State directory.")
     trigger_ms: int = Field(default=100, ge=10, description="File source poll interval.")
-    max_batch_rows: int = Field(default=200_000, ge=1, description="Rows per micro-batch.")
+    max_batch_rows: int = Field(default=50_000, ge=1, description="Rows per micro-batch.")
     max_price: float = Field(
         default=100_000.0, gt=0, lt=100_000_000, description="Largest price; numeric(10,2)."
     )

@@ -68,6 +68,9 @@ class ParsedBatch:
     parse_seconds: float = 0.0
     source_batch_key: str | None = None
     replayed_quarantine_ids: list[int] = field(default_factory=list)
+    # Ids a look-ahead found already stored (or in an earlier batch still being loaded).
+    # Only a hint: the loader's COPY is still checked by the primary key.
+    stored_ids_hint: pl.Series | None = None
 
     @property
     def quarantined_rows(self) -> int:

@@ -1,7 +1,8 @@
 """A directory of dropped files, read oldest first, each exactly once.
 
 Writers should write under a hidden or ``.tmp`` name and rename (atomic). For writers
-that do not, a file is read only once its size and mtime were the same on two polls.
+that do not, a file is read only once it has been quiet for ``settle_seconds``: its mtime
+is that old, or its size and mtime were the same on two polls that far apart.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import hashlib
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -46,12 +48,14 @@ class DirectorySource:
         known: dict[str, set[str]],
         archive: Path | None = None,
         delete: bool = False,
+        settle_seconds: float = 0.1,
     ) -> None:
         self.directory = directory.resolve()
         self.name = str(self.directory)
         self._known = known
         self._archive = archive.resolve() if archive else None
         self._delete = delete
+        self._settle_ns = int(settle_seconds * 1e9)
         self._previous: dict[str, _Seen] = {}
         self._in_flight: set[str] = set()
         self._done: dict[str, _Seen] = {}
@@ -106,10 +110,11 @@ class DirectorySource:
             current[entry.path] = _Seen(stat.st_size, stat.st_mtime_ns)
         stable = []
         waiting = False
+        quiet_since = time.time_ns() - self._settle_ns
         for path, seen in current.items():
             if path in self._in_flight or self._done.get(path) == seen:
                 continue
-            if self._previous.get(path) == seen:
+            if seen.mtime_ns <= quiet_since or self._previous.get(path) == seen:
                 stable.append((path, seen))
             else:
                 waiting = True

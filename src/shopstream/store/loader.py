@@ -22,11 +22,13 @@ from psycopg import errors, sql
 from shopstream.engines.base import FileOutcome, ParsedBatch
 from shopstream.schema import FIELD_NAMES
 from shopstream.store.connection import connect, retry_transient
+from shopstream.store.stored_ids import stored_ids
 
 log = logging.getLogger(__name__)
 
 # Constraints whose violation means "this input was already committed by someone".
 _ALREADY_COMMITTED: Final = frozenset({"ingested_files_pkey", "batches_source_batch_key_key"})
+_EVENTS_KEY: Final = "events_pkey"
 _QUARANTINE_COLUMNS: Final = (
     "batch_id",
     "source",
@@ -70,6 +72,10 @@ class Loader:
         self._should_stop = should_stop
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
 
+    @property
+    def url(self) -> str:
+        return self._url
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -86,40 +92,46 @@ class Loader:
         )
 
     def _attempt(self, batch: ParsedBatch) -> BatchResult:
-        try:
-            return self._commit(self._connection(), batch)
-        except errors.UniqueViolation as error:
-            if error.diag.constraint_name in _ALREADY_COMMITTED:
-                raise AlreadyCommitted(batch.source) from error
-            raise
-        except psycopg.Error:
-            # The transaction is gone; a broken connection must not be reused either.
-            if self._conn is not None and self._conn.broken:
-                self.close()
-            raise
+        use_hint = True
+        while True:
+            try:
+                return self._commit(self._connection(), batch, use_hint=use_hint)
+            except errors.UniqueViolation as error:
+                constraint = error.diag.constraint_name
+                if constraint in _ALREADY_COMMITTED:
+                    raise AlreadyCommitted(batch.source) from error
+                if constraint != _EVENTS_KEY:
+                    raise
+                # A concurrent writer committed some of these ids after they were looked
+                # up; the transaction rolled back whole, so look again inside it.
+                log.info("events committed concurrently by another writer; reloading batch")
+                use_hint = False
+            except psycopg.Error:
+                # The transaction is gone; a broken connection must not be reused either.
+                if self._conn is not None and self._conn.broken:
+                    self.close()
+                raise
 
     def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
             self._conn = connect(self._url)
             self._conn.execute("SET TIME ZONE 'UTC'")
-            self._conn.execute(
-                sql.SQL(
-                    "CREATE TEMP TABLE IF NOT EXISTS stage_events ON COMMIT DELETE ROWS"
-                    " AS SELECT {cols} FROM events WITH NO DATA"
-                ).format(cols=sql.SQL(", ").join(map(sql.Identifier, FIELD_NAMES)))
-            )
             self._conn.commit()
         return self._conn
 
     def _commit(
-        self, conn: psycopg.Connection[tuple[object, ...]], batch: ParsedBatch
+        self, conn: psycopg.Connection[tuple[object, ...]], batch: ParsedBatch, *, use_hint: bool
     ) -> BatchResult:
         """Write one batch in one transaction.
 
         Commit order:
             1. Reserve the batch id.
-            2. COPY the valid events into the session's staging table.
-            3. Move them into ``events``, skipping ids already stored (duplicates).
+            2. Find which of the batch's event ids are already stored (an index probe,
+               read-only); those rows are duplicates. A runner that looked them up ahead
+               of time passes its answer as ``stored_ids_hint``.
+            3. COPY the remaining events straight into ``events``: each row is written
+               once. Should a concurrent writer commit one of those ids in between, the
+               primary key rejects the COPY and the whole transaction is retried.
             4. COPY the quarantined rows, each with its raw text and broken rules; a
                replay also closes the quarantine rows it re-ran.
             5. Record every source file in the ``ingested_files`` ledger; a file already
@@ -137,23 +149,22 @@ class Loader:
 
             # Step 2
             events = batch.events
-            if events.height:
-                _copy_frame(conn, "stage_events", FIELD_NAMES, events.select(FIELD_NAMES))
+            hint = batch.stored_ids_hint if use_hint else None
+            known = hint if hint is not None else stored_ids(conn, events["event_id"])
+            new_events = (
+                events.filter(~pl.col("event_id").is_in(known.implode())) if len(known) else events
+            )
+            inserted = new_events.height
+            duplicates_in_store = batch.events.height - inserted
 
             # Step 3
-            inserted = 0
-            if events.height:
-                columns = sql.SQL(", ").join(map(sql.Identifier, FIELD_NAMES))
-                cursor = conn.execute(
-                    sql.SQL(
-                        "INSERT INTO events ({cols}, batch_id) "
-                        "SELECT {cols}, %s FROM stage_events "
-                        "ON CONFLICT (event_id) DO NOTHING"
-                    ).format(cols=columns),
-                    (batch_id,),
+            if inserted:
+                _copy_frame(
+                    conn,
+                    "events",
+                    (*FIELD_NAMES, "batch_id"),
+                    new_events.select(*FIELD_NAMES, pl.lit(batch_id).alias("batch_id")),
                 )
-                inserted = cursor.rowcount
-            duplicates_in_store = events.height - inserted
 
             # Step 4
             if batch.quarantine.height:

@@ -2,7 +2,8 @@
 
 A parser thread builds the next batch while the calling thread commits the previous one:
 Polars and psycopg's COPY both release the GIL, so both cores work. The queue between them
-holds one batch, which bounds memory whatever the backlog.
+holds one batch, which bounds memory whatever the backlog. The parser thread also looks up
+which ids are already stored, so the loader's critical path is little more than its COPY.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import polars as pl
+
 from shopstream.engines.base import ParsedBatch
 from shopstream.engines.embedded.batch import IncomingFile, build_batch
 from shopstream.settings import Settings
 from shopstream.sources.base import Source
 from shopstream.store.connection import Stopped
 from shopstream.store.loader import AlreadyCommitted, BatchResult, Loader
+from shopstream.store.stored_ids import StoredIdsProbe
 from shopstream.validation.rules import RuleParams, render_rules
 
 log = logging.getLogger(__name__)
@@ -79,6 +83,13 @@ class Runner:
             maxsize=1
         )
         self._outstanding = 0
+        # Event ids of batches handed to the loader and not yet committed, oldest first.
+        self._in_flight: list[pl.Series] = []
+        self._probe = StoredIdsProbe(
+            loader.url,
+            retry_max_seconds=settings.retry_max_seconds,
+            should_stop=self._stop.is_set,
+        )
         self._failure: BaseException | None = None
 
     def stop(self) -> None:
@@ -100,6 +111,7 @@ class Runner:
             self._stop.set()
             producer.join(timeout=30)
             self._loader.close()
+            self._probe.close()
         if self._failure is not None:
             raise self._failure
         summary.seconds = time.perf_counter() - started
@@ -118,11 +130,15 @@ class Runner:
                     batch = build_batch(
                         files, source=self._source.name, predicates=current_rules(self._settings)
                     )
+                    batch.stored_ids_hint = self._look_ahead(batch.events["event_id"])
                     with self._lock:
                         self._outstanding += 1
+                        self._in_flight.append(batch.events["event_id"])
                     if not self._put((files, batch)):
                         with self._lock:
                             self._source.abandoned(files)
+                            self._outstanding -= 1
+                            self._in_flight.pop()
                         return
                     continue
                 if drained and self._until_idle:
@@ -133,6 +149,18 @@ class Runner:
             self._failure = error
             self._put(None)
 
+    def _look_ahead(self, ids: pl.Series) -> pl.Series:
+        """Ids already stored, or in an earlier batch that will commit before this one.
+
+        The in-flight list is read before the database: a batch that commits in between
+        is then seen by one of the two, never by neither.
+        """
+        with self._lock:
+            in_flight = list(self._in_flight)
+        stored = self._probe(ids)
+        earlier = pl.concat([stored, *in_flight]) if in_flight else stored
+        return ids.filter(ids.is_in(earlier.implode()))
+
     def _put(self, item: tuple[list[IncomingFile], ParsedBatch] | None) -> bool:
         while not self._stop.is_set():
             try:
@@ -141,6 +169,16 @@ class Runner:
             except queue.Full:
                 continue
         return False
+
+    def _settle(self, files: list[IncomingFile], *, committed: bool) -> None:
+        """The oldest in-flight batch is done: committed, or abandoned because stopping."""
+        with self._lock:
+            if committed:
+                self._source.committed(files)
+            else:
+                self._source.abandoned(files)
+            self._outstanding -= 1
+            self._in_flight.pop(0)
 
     # -- loader (calling thread) --------------------------------------------------------
 
@@ -164,18 +202,12 @@ class Runner:
             result = self._loader.load(batch)
         except AlreadyCommitted:
             log.warning("input of this batch was committed elsewhere; skipping it")
-            with self._lock:
-                self._source.committed(files)
-                self._outstanding -= 1
+            self._settle(files, committed=True)
             return
         except Stopped:
-            with self._lock:
-                self._source.abandoned(files)
-                self._outstanding -= 1
+            self._settle(files, committed=False)
             return
-        with self._lock:
-            self._source.committed(files)
-            self._outstanding -= 1
+        self._settle(files, committed=True)
         summary.add(result)
         log.info(
             "batch %d committed: read %d, loaded %d, duplicates %d, quarantined %d (%.0f ms)",

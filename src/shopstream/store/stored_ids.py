@@ -1,0 +1,63 @@
+"""Which event ids are already stored: the store-side half of deduplication.
+
+The loader asks inside its transaction. The embedded runner also asks ahead, from the
+parser thread, so the loader's critical path is the COPY alone; that early answer is only
+a hint, since the primary key of ``events`` stays the arbiter of what is new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import polars as pl
+import psycopg
+
+from shopstream.store.connection import connect, retry_transient
+
+
+def stored_ids(conn: psycopg.Connection[Any], ids: pl.Series) -> pl.Series:
+    """The subset of ``ids`` (canonical lowercase UUID text) present in ``events``."""
+    if ids.is_empty():
+        return pl.Series("event_id", [], dtype=pl.String)
+    literal = "{" + ",".join(ids.to_list()) + "}"
+    rows = conn.execute(
+        "SELECT event_id::text FROM events WHERE event_id = ANY(%s::uuid[])", (literal,)
+    ).fetchall()
+    return pl.Series("event_id", [str(row[0]) for row in rows], dtype=pl.String)
+
+
+class StoredIdsProbe:
+    """Asks ahead of the loader, over a connection of its own, through outages."""
+
+    def __init__(
+        self, url: str, *, retry_max_seconds: float, should_stop: Callable[[], bool]
+    ) -> None:
+        self._url = url
+        self._retry_max_seconds = retry_max_seconds
+        self._should_stop = should_stop
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+
+    def __call__(self, ids: pl.Series) -> pl.Series:
+        return retry_transient(
+            lambda: self._ask(ids),
+            what="looking up stored event ids",
+            max_delay=self._retry_max_seconds,
+            should_stop=self._should_stop,
+        )
+
+    def _ask(self, ids: pl.Series) -> pl.Series:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = connect(self._url)
+            self._conn.autocommit = True
+        try:
+            return stored_ids(self._conn, ids)
+        except psycopg.Error:
+            if self._conn.broken:
+                self._conn.close()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
