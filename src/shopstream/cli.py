@@ -7,6 +7,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -65,12 +66,20 @@ def _database(settings: Settings, *, migrate: bool = True) -> Iterator[str]:
 
 @app.command()
 def generate(
-    out: Annotated[Path, typer.Option(help="Directory the files are written to.")],
+    out: Annotated[Path | None, typer.Option(help="Directory the files are written to.")] = None,
+    kafka: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap servers to publish to instead.")
+    ] = None,
+    topic: Annotated[str, typer.Option(help="Kafka topic.")] = "ecommerce-events",
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions of a new topic.")] = 3,
     events: Annotated[int | None, typer.Option(help="Write a backlog of N events.")] = None,
     rate: Annotated[float | None, typer.Option(help="Live mode: events per second.")] = None,
     duration: Annotated[float | None, typer.Option(help="Live mode: stop after S s.")] = None,
     seed: Annotated[int | None, typer.Option(help="Reproducible output.")] = None,
-    fmt: Annotated[InputFormat, typer.Option("--format")] = InputFormat.SEED,
+    fmt: Annotated[
+        InputFormat | None,
+        typer.Option("--format", help="Default: seed for files, jsonl for Kafka."),
+    ] = None,
     dirty: Annotated[float, typer.Option(min=0, max=1, help="Share of bad rows.")] = 0.0,
     duplicates: Annotated[float, typer.Option(min=0, max=1, help="Share re-sent.")] = 0.0,
     late: Annotated[float, typer.Option(min=0, max=1, help="Share arriving late.")] = 0.0,
@@ -82,43 +91,58 @@ def generate(
     ] = None,
     gzip: Annotated[bool, typer.Option("--gzip", help="Compress each file.")] = False,
 ) -> None:
-    """Write synthetic shop events as files (backlog with --events, live with --rate)."""
-    from shopstream.generate.writer import Faults, generate_files, stream_files
+    """Write synthetic shop events as files or Kafka messages (--events N, or --rate)."""
+    from shopstream.generate.writer import (
+        Faults,
+        FileWriter,
+        RowSink,
+        generate_backlog,
+        stream_live,
+    )
 
     faults = Faults(dirty=dirty, duplicates=duplicates, late=late)
     if (events is None) == (rate is None):
         err.print("[red]give exactly one of --events N or --rate EV_PER_S[/red]")
         raise typer.Exit(2)
+    if (out is None) == (kafka is None):
+        err.print("[red]give exactly one of --out DIR or --kafka BOOTSTRAP[/red]")
+        raise typer.Exit(2)
+    sink: RowSink
+    if kafka is not None:
+        from shopstream.generate.kafka import KafkaWriter, ensure_topic
+
+        if fmt is InputFormat.CANONICAL:
+            err.print("[red]Kafka messages are --format jsonl (default) or seed[/red]")
+            raise typer.Exit(2)
+        ensure_topic(kafka, topic, partitions)
+        kafka_writer = KafkaWriter(kafka, topic, fmt or InputFormat.JSONL)
+        sink = kafka_writer
+    else:
+        assert out is not None
+        sink = FileWriter(out, fmt or InputFormat.SEED, compress=gzip)
     if events is not None:
-        summary = generate_files(
-            out,
-            events=events,
-            seed=seed,
-            fmt=fmt,
-            faults=faults,
-            file_rows=file_rows,
-            start=start,
-            compress=gzip,
+        summary = generate_backlog(
+            sink, events=events, seed=seed, faults=faults, file_rows=file_rows, start=start
         )
     else:
         assert rate is not None
         summary = _until_signal(
-            lambda stop: stream_files(
-                out,
+            lambda stop: stream_live(
+                sink,
                 rate=rate,
                 duration=duration,
                 seed=seed,
-                fmt=fmt,
                 faults=faults,
                 interval=interval,
-                compress=gzip,
                 stop=stop,
             )
         )
-    console.print(
-        f"wrote {summary.rows:,} rows in {summary.files:,} files to {out} "
-        f"({summary.rows / max(summary.seconds, 1e-9):,.0f} rows/s)"
-    )
+    if kafka is not None:
+        kafka_writer.flush()
+        target = f"{summary.rows:,} messages to {topic}"
+    else:
+        target = f"{summary.rows:,} rows in {summary.files:,} files to {out}"
+    console.print(f"wrote {target} ({summary.rows / max(summary.seconds, 1e-9):,.0f} rows/s)")
 
 
 def _until_signal(work: Any) -> Any:
@@ -133,24 +157,49 @@ def _until_signal(work: Any) -> Any:
 # -- run -----------------------------------------------------------------------------------
 
 
+class OffsetReset(StrEnum):
+    EARLIEST = "earliest"
+    LATEST = "latest"
+
+
 @app.command()
 def run(
-    source: Annotated[Path, typer.Option(help="Directory of dropped event files.")],
+    source: Annotated[
+        str, typer.Option(help="Directory of event files, or kafka://BOOTSTRAP/TOPIC[,TOPIC…].")
+    ],
     until_idle: Annotated[bool, typer.Option(help="Exit 0 once everything present is in.")] = False,
     trigger_ms: Annotated[int | None, typer.Option(help="Poll interval (ms).")] = None,
     max_batch_rows: Annotated[int | None, typer.Option(help="Rows per micro-batch.")] = None,
     archive: Annotated[Path | None, typer.Option(help="Move committed files here.")] = None,
     delete: Annotated[bool, typer.Option(help="Delete committed files.")] = False,
+    group: Annotated[str, typer.Option(help="Kafka consumer group.")] = "shopstream",
+    reset_offsets: Annotated[
+        OffsetReset | None,
+        typer.Option(help="Kafka: where to go when a stored offset is out of range."),
+    ] = None,
+    dead_letters: Annotated[
+        bool, typer.Option(help="Kafka: copy quarantined messages to <topic>-dlq.")
+    ] = True,
+    emit_processed: Annotated[
+        bool, typer.Option(help="Kafka: publish valid events to processed-events.")
+    ] = False,
 ) -> None:
-    """Ingest event files into PostgreSQL, exactly once."""
+    """Ingest events (files or Kafka) into PostgreSQL, exactly once."""
+    from confluent_kafka import KafkaException
+
     from shopstream.engines.embedded.runner import Runner
-    from shopstream.sources.files import DirectorySource
-    from shopstream.store.connection import connect
+    from shopstream.sources.kafka import OffsetOutOfRangeError
+    from shopstream.sources.select import directory_source, kafka_source, parse_kafka
     from shopstream.store.loader import Loader
 
     if archive is not None and delete:
         err.print("[red]--archive and --delete exclude each other[/red]")
         raise typer.Exit(2)
+    try:
+        kafka = parse_kafka(source)
+    except ValueError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from error
     overrides: dict[str, Any] = {}
     if trigger_ms is not None:
         overrides["trigger_ms"] = trigger_ms
@@ -158,43 +207,43 @@ def run(
         overrides["max_batch_rows"] = max_batch_rows
     settings = Settings(**overrides)
     with _database(settings) as url:
-        directory = source.resolve()
-        with connect(url) as conn:
-            known: dict[str, set[str]] = {}
-            for path, digest in conn.execute(
-                "SELECT path, content_hash FROM ingested_files WHERE starts_with(path, %s)",
-                (f"{directory}/",),
-            ):
-                known.setdefault(str(path), set()).add(str(digest))
         runner: Runner | None = None
+
+        def stopping() -> bool:
+            return runner is not None and runner.stopping
 
         def stop(*_: object) -> None:
             if runner is not None:
                 runner.stop()
 
-        loader = Loader(
-            url,
-            retry_max_seconds=settings.retry_max_seconds,
-            should_stop=lambda: runner is not None and runner.stopping,
+        chosen = (
+            directory_source(url, Path(source), settings, archive=archive, delete=delete)
+            if kafka is None
+            else kafka_source(
+                url,
+                kafka,
+                settings,
+                group=group,
+                reset_offsets=reset_offsets.value if reset_offsets else None,
+                dead_letters=dead_letters,
+                emit_processed=emit_processed,
+                should_stop=stopping,
+            )
         )
-        runner = Runner(
-            DirectorySource(
-                directory,
-                known=known,
-                archive=archive,
-                delete=delete,
-                settle_seconds=settings.trigger_ms / 1000,
-            ),
-            loader,
-            settings,
-            until_idle=until_idle,
-        )
+        loader = Loader(url, retry_max_seconds=settings.retry_max_seconds, should_stop=stopping)
+        runner = Runner(chosen, loader, settings, until_idle=until_idle)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         try:
             summary = runner.run()
         except psycopg.Error as error:
             err.print(f"[red]terminal database error, input left in place:[/red] {error}")
+            raise typer.Exit(1) from error
+        except OffsetOutOfRangeError as error:
+            err.print(f"[red]offsets out of range:[/red] {error}")
+            raise typer.Exit(1) from error
+        except KafkaException as error:
+            err.print(f"[red]Kafka error, offsets left where they were:[/red] {error}")
             raise typer.Exit(1) from error
     console.print(
         f"{summary.batches} batches: read {summary.rows_read:,}, loaded {summary.rows_loaded:,}, "
@@ -293,6 +342,7 @@ def status(
     with _database(Settings()) as url, connect(url) as conn:
         total = queries.totals(conn)
         recent = queries.recent_batches(conn, batches)
+        positions = queries.stream_positions(conn)
     summary = Table(title="ShopStream totals", show_header=False)
     for label, value in (
         ("batches", total.batches),
@@ -309,7 +359,9 @@ def status(
     table = Table(title="Recent batches")
     for column in ("batch", "engine", "committed", "files", "read", "loaded", "dup", "quar.", "ms"):
         table.add_column(column, justify="right")
+    table.add_column("lag by partition")
     for row in recent:
+        lag = row["source_lag"] or {}
         table.add_row(
             str(row["batch_id"]),
             row["engine"],
@@ -320,8 +372,24 @@ def status(
             f"{row['duplicates']:,}",
             f"{row['rows_quarantined']:,}",
             str(row["load_ms"]),
+            " ".join(f"{key}:{value:,}" for key, value in sorted(lag.items())),
         )
     console.print(table)
+    if positions:
+        streams = Table(title="Stream offsets (lag when last read)")
+        for column in ("group", "topic", "partition", "next offset", "end", "lag", "updated"):
+            streams.add_column(column, justify="right")
+        for row in positions:
+            streams.add_row(
+                row["consumer_group"],
+                row["topic"],
+                str(row["partition"]),
+                f"{row['next_offset']:,}",
+                f"{row['high_watermark']:,}",
+                f"{row['lag']:,}",
+                row["updated_at"].strftime("%Y-%m-%d %H:%M:%S"),
+            )
+        console.print(streams)
 
 
 @quarantine_app.command("list")

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from shopstream.engines.base import ParsedBatch
 from shopstream.engines.embedded.runner import Runner, RunSummary
-from shopstream.generate.writer import Faults, stream_files
+from shopstream.generate.writer import Faults, FileWriter, stream_live
 from shopstream.schema import InputFormat
 from shopstream.settings import Settings
 from shopstream.sources.files import DirectorySource
@@ -60,13 +60,12 @@ def run_demo(
             stats.lag_seconds = (time.time() - batch.started_at.timestamp()) + result.load_seconds
 
     generator = threading.Thread(
-        target=stream_files,
+        target=stream_live,
         kwargs={
-            "out": inbox,
+            "sink": FileWriter(inbox, InputFormat.CANONICAL),
             "rate": rate,
             "duration": duration,
             "seed": None,
-            "fmt": InputFormat.CANONICAL,
             "faults": Faults(dirty=0.01, duplicates=0.02, late=0.01),
             "stop": stop,
             "progress": count_generated,

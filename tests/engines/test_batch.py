@@ -75,4 +75,5 @@ def test_garbage_never_crashes_and_is_accounted(
     batch = build_batch([incoming(data, name)], source="/in", predicates=PREDICATES)
     batch.check_accounting()
     assert batch.quarantine["raw"].null_count() == 0
+    assert not batch.quarantine["raw"].str.contains("\x00", literal=True).any()  # PG text
     assert sum(f.rows_read for f in batch.files) == batch.rows_read

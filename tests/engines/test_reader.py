@@ -70,6 +70,9 @@ def test_structural_faults_keep_raw_bytes() -> None:
     text, exact = rows.raw_line(4)
     assert text.startswith("\\xff\\xfe,view") and exact is not None and exact.startswith(b"\xff")
     assert rows.raw_line(5) == ("a,b", None)
+    assert rows.raw_line(6) == ("x\\x00,1", b"x\x00,1")
+    both = read_rows(SEED.encode() + b"\x00\xff,1\n", "e.csv")
+    assert both.raw_line(4) == ("\\x00\\xff,1", b"\x00\xff,1")
 
 
 def test_quoted_newlines_fall_back_to_exact_parser() -> None:

@@ -48,6 +48,24 @@ class FileOutcome:
     ignored_columns: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class SourceOffset:
+    """A stream partition's part of a batch: it moves the stored offset from ``start``
+    (``None``: nothing stored yet) to ``end``, the offset after its last message."""
+
+    consumer_group: str
+    topic: str
+    partition: int
+    start: int | None
+    end: int
+    high_watermark: int
+
+    @property
+    def lag(self) -> int:
+        """Messages behind the end of the partition once this batch commits."""
+        return max(0, self.high_watermark - self.end)
+
+
 @dataclass(slots=True)
 class ParsedBatch:
     """A micro-batch ready to load: valid events (unique ids), quarantine rows, ledger rows.
@@ -71,6 +89,8 @@ class ParsedBatch:
     # Ids a look-ahead found already stored (or in an earlier batch still being loaded).
     # Only a hint: the loader's COPY is still checked by the primary key.
     stored_ids_hint: pl.Series | None = None
+    # Stream sources: the partition ranges this batch consumed (files use ``files``).
+    offsets: list[SourceOffset] = field(default_factory=list)
 
     @property
     def quarantined_rows(self) -> int:

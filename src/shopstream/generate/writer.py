@@ -1,4 +1,8 @@
-"""Write generated events as files, atomically, in the formats the sources read."""
+"""Write generated events, as files (atomically) or to any other row sink.
+
+The generation loops (a reproducible backlog, or live traffic at a steady rate) hand chunks
+of rows to a sink; ``FileWriter`` is the file sink, ``generate/kafka.py`` the Kafka one.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 import numpy as np
 import polars as pl
@@ -39,6 +43,11 @@ class WriteSummary:
     files: int = 0
     rows: int = 0
     seconds: float = 0.0
+
+
+class RowSink(Protocol):
+    def write(self, rows: pl.DataFrame, stamp: float) -> object:
+        """Deliver one chunk of rows (``_dirt`` column included) emitted at ``stamp``."""
 
 
 class FileWriter:
@@ -109,20 +118,18 @@ def _break_lines(payload: bytes, dirt: pl.Series, *, header: bool) -> bytes:
     return b"\n".join(lines)
 
 
-def generate_files(
-    out: Path,
+def generate_backlog(
+    sink: RowSink,
     *,
     events: int,
     seed: int | None,
-    fmt: InputFormat,
     faults: Faults,
     file_rows: int = 10_000,
     start: datetime | None = None,
     span: timedelta = timedelta(days=1),
-    compress: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> WriteSummary:
-    """A backlog of ``events`` events (plus duplicates) as files; reproducible with a seed."""
+    """A backlog of ``events`` events (plus duplicates) in chunks; reproducible with a seed."""
     clock = time.perf_counter()
     if start is None:
         start = REPRODUCIBLE_START if seed is not None else datetime.now(UTC) - span
@@ -135,11 +142,10 @@ def generate_files(
         duplicates=faults.duplicates,
         late=faults.late,
     )
-    writer = FileWriter(out, fmt, compress=compress)
     summary = WriteSummary()
     for offset in range(0, planned.height, file_rows):
         chunk = planned.slice(offset, file_rows)
-        writer.write(chunk, float(chunk["_emit"][0]))
+        sink.write(chunk, float(chunk["_emit"][0]))
         summary.files += 1
         summary.rows += chunk.height
         if progress is not None:
@@ -148,23 +154,20 @@ def generate_files(
     return summary
 
 
-def stream_files(
-    out: Path,
+def stream_live(
+    sink: RowSink,
     *,
     rate: float,
     duration: float | None,
     seed: int | None,
-    fmt: InputFormat,
     faults: Faults,
     interval: float = 0.2,
-    compress: bool = False,
     stop: threading.Event | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> WriteSummary:
-    """Live traffic: every ``interval`` a file of ``rate * interval`` events stamped now."""
+    """Live traffic: every ``interval`` a chunk of ``rate * interval`` events stamped now."""
     rng = np.random.default_rng(seed)
     shop: Shop = build_shop(seed if seed is not None else int(rng.integers(0, 2**31)))
-    writer = FileWriter(out, fmt, compress=compress)
     summary = WriteSummary()
     began = time.monotonic()
     owed = 0.0
@@ -178,7 +181,7 @@ def stream_files(
         if count:
             now = datetime.now(UTC)
             chunk = _live_chunk(shop, rng, count, now, interval, faults, recent)
-            writer.write(chunk, now.timestamp())
+            sink.write(chunk, now.timestamp())
             recent = chunk
             summary.files += 1
             summary.rows += chunk.height

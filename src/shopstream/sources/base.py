@@ -2,24 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from abc import ABC, abstractmethod
 
+from shopstream.engines.base import ParsedBatch
 from shopstream.engines.embedded.batch import IncomingFile
 
 
-class Source(Protocol):
-    """Hands out input not yet committed; told afterwards what was committed."""
+class Source(ABC):
+    """Hands out input not yet committed; told afterwards what was committed.
+
+    Calls come from the runner's two threads but never at the same time: the runner holds
+    one lock around each of them.
+    """
 
     name: str
 
+    @abstractmethod
     def poll(self, max_rows_hint: int) -> list[IncomingFile]:
         """Input that is ready now and not handed out before (may be empty)."""
 
+    @abstractmethod
     def committed(self, items: list[IncomingFile]) -> None:
         """The batch holding ``items`` committed: acknowledge, archive or delete them."""
 
+    @abstractmethod
     def abandoned(self, items: list[IncomingFile]) -> None:
         """The batch holding ``items`` will not commit now: hand them out again later."""
 
+    @abstractmethod
     def idle(self) -> bool:
         """Nothing is waiting and nothing is in flight."""
+
+    def annotate(self, batch: ParsedBatch, items: list[IncomingFile]) -> None:  # noqa: B027 - optional hook
+        """Add the source's position (beyond the file ledger) to a freshly built batch."""
+
+    def before_load(self, batch: ParsedBatch, items: list[IncomingFile]) -> None:  # noqa: B027 - optional hook
+        """Side effects that must happen before the batch may commit (never lost after)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the runner calls this once, on its way out."""

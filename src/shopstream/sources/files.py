@@ -18,6 +18,7 @@ from typing import Final
 
 from shopstream.engines.embedded.batch import IncomingFile
 from shopstream.schema import DATA_SUFFIXES
+from shopstream.sources.base import Source
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def is_candidate_name(name: str) -> bool:
     return name.endswith(DATA_SUFFIXES)
 
 
-class DirectorySource:
+class DirectorySource(Source):
     """Polls one directory; the ledger (``known``) makes re-delivered files no-ops."""
 
     def __init__(

@@ -19,7 +19,7 @@ import polars as pl
 import psycopg
 from psycopg import errors, sql
 
-from shopstream.engines.base import FileOutcome, ParsedBatch
+from shopstream.engines.base import FileOutcome, ParsedBatch, SourceOffset
 from shopstream.schema import FIELD_NAMES
 from shopstream.store.connection import connect, retry_transient
 from shopstream.store.stored_ids import stored_ids
@@ -44,6 +44,17 @@ _QUARANTINE_COLUMNS: Final = (
 
 class AlreadyCommitted(Exception):  # noqa: N818 - an outcome, not a failure
     """Another process (or an earlier run) committed this input; nothing was written."""
+
+
+class OffsetsMoved(Exception):  # noqa: N818 - an outcome, not a failure
+    """A partition's stored offset is not where this batch starts: another consumer (or an
+    earlier run) committed past it. Nothing was written; re-read from the stored offsets."""
+
+    def __init__(self, moved: list[SourceOffset]) -> None:
+        super().__init__(
+            ", ".join(f"{o.topic}[{o.partition}] batch starts at {o.start}" for o in moved)
+        )
+        self.moved = moved
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +145,10 @@ class Loader:
                primary key rejects the COPY and the whole transaction is retried.
             4. COPY the quarantined rows, each with its raw text and broken rules; a
                replay also closes the quarantine rows it re-ran.
-            5. Record every source file in the ``ingested_files`` ledger; a file already
-               there means the batch was committed before, and the whole batch rolls back.
+            5. Record the source position: every file in the ``ingested_files`` ledger (a
+               file already there means the batch was committed before), and every stream
+               partition's next offset in ``source_offsets``, only if the stored offset is
+               where this batch starts. Either conflict rolls the whole batch back.
             6. Insert the batch record; its CHECK constraint enforces
                read = loaded + duplicates + quarantined.
             7. Commit. Only after this may the source archive, delete or acknowledge input.
@@ -180,6 +193,8 @@ class Loader:
             # Step 5
             if batch.files:
                 _insert_ledger(conn, batch.files, batch_id)
+            if batch.offsets:
+                _advance_offsets(conn, batch.offsets, batch_id)
 
             # Step 6
             _insert_batch_record(conn, batch, batch_id, inserted, duplicates_in_store, started)
@@ -265,6 +280,37 @@ def _insert_ledger(
         )
 
 
+def _advance_offsets(
+    conn: psycopg.Connection[tuple[object, ...]], offsets: list[SourceOffset], batch_id: int
+) -> None:
+    moved = []
+    for offset in offsets:
+        row = conn.execute(
+            """INSERT INTO source_offsets AS s
+                   (consumer_group, topic, partition, next_offset, high_watermark, batch_id)
+               VALUES (%(group)s, %(topic)s, %(partition)s, %(end)s, %(high)s, %(batch)s)
+               ON CONFLICT (consumer_group, topic, partition) DO UPDATE
+                  SET next_offset = excluded.next_offset,
+                      high_watermark = excluded.high_watermark,
+                      batch_id = excluded.batch_id, updated_at = now()
+                WHERE s.next_offset IS NOT DISTINCT FROM %(start)s
+               RETURNING 1""",
+            {
+                "group": offset.consumer_group,
+                "topic": offset.topic,
+                "partition": offset.partition,
+                "start": offset.start,
+                "end": offset.end,
+                "high": offset.high_watermark,
+                "batch": batch_id,
+            },
+        ).fetchone()
+        if row is None:
+            moved.append(offset)
+    if moved:
+        raise OffsetsMoved(moved)
+
+
 def _insert_batch_record(
     conn: psycopg.Connection[tuple[object, ...]],
     batch: ParsedBatch,
@@ -287,9 +333,9 @@ def _insert_batch_record(
         """INSERT INTO batches (batch_id, engine, source, source_batch_key, started_at, files,
                rows_read, rows_loaded, duplicates_in_batch, duplicates_in_store,
                rows_quarantined, quarantined_by_rule, ignored_columns, parse_ms, load_ms,
-               min_event_time, max_event_time)
+               min_event_time, max_event_time, source_lag)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                   %s::timestamp AT TIME ZONE 'UTC', %s::timestamp AT TIME ZONE 'UTC')""",
+                   %s::timestamp AT TIME ZONE 'UTC', %s::timestamp AT TIME ZONE 'UTC', %s)""",
         (
             batch_id,
             batch.engine,
@@ -308,5 +354,8 @@ def _insert_batch_record(
             (time.perf_counter() - started) * 1000,
             min_time,
             max_time,
+            json.dumps({f"{o.topic}/{o.partition}": o.lag for o in batch.offsets})
+            if batch.offsets
+            else None,
         ),
     )

@@ -41,9 +41,19 @@ def recent_batches(conn: psycopg.Connection[Any], limit: int = 10) -> list[dict[
             """SELECT batch_id, engine, committed_at, files, rows_read, rows_loaded,
                       duplicates_in_batch + duplicates_in_store AS duplicates,
                       rows_quarantined, quarantined_by_rule, round(load_ms::numeric, 1) AS load_ms,
-                      round(parse_ms::numeric, 1) AS parse_ms
+                      round(parse_ms::numeric, 1) AS parse_ms, source_lag
                  FROM batches ORDER BY batch_id DESC LIMIT %s""",
             (limit,),
+        ).fetchall()
+
+
+def stream_positions(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    """Per consumer group and partition: the stored offset and the lag when last read."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            """SELECT consumer_group, topic, partition, next_offset, high_watermark,
+                      greatest(high_watermark - next_offset, 0) AS lag, batch_id, updated_at
+                 FROM source_offsets ORDER BY consumer_group, topic, partition"""
         ).fetchall()
 
 

@@ -68,7 +68,8 @@ class FileRows:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            return raw.decode("utf-8", "backslashreplace"), raw
+            shown = raw.decode("utf-8", "backslashreplace")
+            return shown.replace("\x00", "\\x00"), raw
         if "\x00" in text:
             return text.replace("\x00", "\\x00"), raw
         return text, None

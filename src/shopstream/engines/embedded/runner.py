@@ -23,7 +23,7 @@ from shopstream.engines.embedded.batch import IncomingFile, build_batch
 from shopstream.settings import Settings
 from shopstream.sources.base import Source
 from shopstream.store.connection import Stopped
-from shopstream.store.loader import AlreadyCommitted, BatchResult, Loader
+from shopstream.store.loader import AlreadyCommitted, BatchResult, Loader, OffsetsMoved
 from shopstream.store.stored_ids import StoredIdsProbe
 from shopstream.validation.rules import RuleParams, render_rules
 
@@ -112,6 +112,8 @@ class Runner:
             producer.join(timeout=30)
             self._loader.close()
             self._probe.close()
+            with self._lock:
+                self._source.close()
         if self._failure is not None:
             raise self._failure
         summary.seconds = time.perf_counter() - started
@@ -132,6 +134,7 @@ class Runner:
                     )
                     batch.stored_ids_hint = self._look_ahead(batch.events["event_id"])
                     with self._lock:
+                        self._source.annotate(batch, files)
                         self._outstanding += 1
                         self._in_flight.append(batch.events["event_id"])
                     if not self._put((files, batch)):
@@ -171,7 +174,8 @@ class Runner:
         return False
 
     def _settle(self, files: list[IncomingFile], *, committed: bool) -> None:
-        """The oldest in-flight batch is done: committed, or abandoned because stopping."""
+        """The oldest in-flight batch is done: committed, or not (stopping, or its stream
+        offsets moved under it)."""
         with self._lock:
             if committed:
                 self._source.committed(files)
@@ -199,10 +203,16 @@ class Runner:
 
     def _commit(self, files: list[IncomingFile], batch: ParsedBatch, summary: RunSummary) -> None:
         try:
+            with self._lock:
+                self._source.before_load(batch, files)
             result = self._loader.load(batch)
         except AlreadyCommitted:
             log.warning("input of this batch was committed elsewhere; skipping it")
             self._settle(files, committed=True)
+            return
+        except OffsetsMoved as moved:
+            log.info("another consumer committed first (%s); re-reading from there", moved)
+            self._settle(files, committed=False)
             return
         except Stopped:
             self._settle(files, committed=False)

@@ -1,0 +1,206 @@
+"""Kafka in and out against a real broker (tansu) and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from confluent_kafka.admin import AdminClient
+from psycopg import sql
+
+from shopstream.generate.kafka import ensure_topic
+from shopstream.store.embedded import EmbeddedPostgres
+from tests.fixtures.cli import cli_env, shopstream, start_shopstream
+from tests.fixtures.counts import Outcome, outcome
+from tests.fixtures.kafka import read_topic
+
+EVENTS = 150_000
+SENT = EVENTS + EVENTS * 3 // 100  # --duplicates 0.03 re-sends that many
+
+
+def _fresh_database(server: EmbeddedPostgres) -> str:
+    name = f"k_{uuid.uuid4().hex[:10]}"
+    base = server.url().rsplit("/", 1)[0]
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return f"{base}/{name}"
+
+
+def _quarantined_offsets(url: str) -> set[tuple[str, int]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT source, line_no FROM quarantine").fetchall()
+    return {(str(s).removeprefix("kafka://"), int(o)) for s, o in rows}
+
+
+def _dead_letter_offsets(bootstrap: str, topic: str) -> set[tuple[str, int]]:
+    found = set()
+    for message in read_topic(bootstrap, f"{topic}-dlq"):
+        headers = dict(message.headers() or [])  # type: ignore[attr-defined]
+        found.add(
+            (
+                f"{headers['source_topic'].decode()}/{headers['source_partition'].decode()}",
+                int(headers["source_offset"]),
+            )
+        )
+        assert headers["rule"]
+    return found
+
+
+@pytest.fixture(scope="module")
+def produced(
+    kafka_broker: str, pg_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Outcome]]:
+    """A topic of JSON events with dirt, duplicates and late events, and the outcome of
+    one uninterrupted run over it."""
+    topic = f"shop-{uuid.uuid4().hex[:6]}"
+    home = tmp_path_factory.mktemp("kafka-home")
+    env = cli_env(None, home)
+    shopstream(
+        "generate", "--kafka", kafka_broker, "--topic", topic, "--events", str(EVENTS),
+        "--seed", "8", "--dirty", "0.01", "--duplicates", "0.03", "--late", "0.01",
+        env=env,
+    )  # fmt: skip
+    url = _fresh_database(pg_server)
+    shopstream(
+        "run", "--source", f"kafka://{kafka_broker}/{topic}", "--group", "reference",
+        "--until-idle", env=cli_env(url, home),
+    )  # fmt: skip
+    yield topic, outcome(url)
+
+
+def test_topic_loads_exactly_once_with_dead_letters(
+    produced: tuple[str, Outcome], kafka_broker: str, database_url: str, tmp_path: Path
+) -> None:
+    topic, reference = produced
+    assert reference.read == SENT
+    assert reference.read == reference.loaded + reference.duplicates + reference.quarantined
+    assert reference.events == reference.distinct_ids == reference.loaded
+    assert 4000 <= reference.duplicates <= 4500
+    assert reference.quarantine_rows == reference.quarantined > 1000
+
+    env = cli_env(database_url, tmp_path / "home")
+    source = f"kafka://{kafka_broker}/{topic}"
+    shopstream("run", "--source", source, "--group", "g", "--until-idle", env=env)
+    first = outcome(database_url)
+    assert first == reference
+    assert _dead_letter_offsets(kafka_broker, topic) == _quarantined_offsets(database_url)
+
+    shopstream("run", "--source", source, "--group", "g", "--until-idle", env=env)
+    assert outcome(database_url) == first  # offsets in the database: nothing read twice
+
+    status = shopstream("status", env=env).stdout
+    assert topic in status and "lag" in status.lower()
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT partition, next_offset, high_watermark FROM source_offsets ORDER BY 1"
+        ).fetchall()
+    assert [r[0] for r in rows] == [0, 1, 2]
+    assert sum(r[1] for r in rows) == SENT
+    assert all(r[1] == r[2] for r in rows)  # caught up: no lag
+
+
+def test_seed_csv_lines_and_unparsable_messages_are_accounted_for(
+    kafka_broker: str, topic: str, database_url: str, tmp_path: Path
+) -> None:
+    from confluent_kafka import Producer
+
+    ensure_topic(kafka_broker, topic, 1)
+    producer = Producer({"bootstrap.servers": kafka_broker})
+    good_csv = b"0f8fad5b-d9cb-469f-a165-70867728950e,view,p1,u1,2026-01-01 10:00:00,,"
+    good_json = (
+        b'{"event_id":"1b4e28ba-2fa1-11d2-883f-0016d3cca427","event_type":"purchase",'
+        b'"user_id":"u2","product_id":"p2","event_timestamp":"2026-01-01T10:00:00Z",'
+        b'"price":9.99,"quantity":2}'
+    )
+    for value in [good_csv, good_json, b"", b"\x00\xff binary", b'{"event_id": ', good_json]:
+        producer.produce(topic, value=value)
+    producer.flush()
+    env = cli_env(database_url, tmp_path / "home")
+    shopstream(
+        "run", "--source", f"kafka://{kafka_broker}/{topic}", "--until-idle", env=env
+    )  # fmt: skip
+    final = outcome(database_url)
+    assert (final.read, final.loaded, final.duplicates, final.quarantined) == (6, 2, 1, 3)
+    assert _quarantined_offsets(database_url) == {(f"{topic}/0", n) for n in (2, 3, 4)}
+    dead = read_topic(kafka_broker, f"{topic}-dlq")
+    values = sorted(m.value() for m in dead)  # type: ignore[attr-defined]
+    assert values == sorted([b"", b"\x00\xff binary", b'{"event_id": '])
+
+
+def _kill_at_random(
+    source: str, group: str, env: dict[str, str], rng: random.Random, kills: int
+) -> None:
+    for _ in range(kills):
+        process = start_shopstream(
+            "run", "--source", source, "--group", group, "--until-idle", env=env
+        )
+        time.sleep(rng.uniform(3.5, 7.0))  # joining the group takes a few seconds
+        if process.poll() is not None:
+            break
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trial", range(2))
+def test_kill_9_while_consuming_loses_and_duplicates_nothing(
+    trial: int, produced: tuple[str, Outcome], kafka_broker: str, database_url: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    topic, reference = produced
+    env = cli_env(database_url, tmp_path / "home", SHOPSTREAM_MAX_BATCH_ROWS="20000")
+    source = f"kafka://{kafka_broker}/{topic}"
+    _kill_at_random(source, "crashy", env, random.Random(trial), kills=3)
+    shopstream("run", "--source", source, "--group", "crashy", "--until-idle", env=env)
+    assert outcome(database_url) == reference
+    assert _dead_letter_offsets(kafka_broker, topic) >= _quarantined_offsets(database_url)
+
+
+@pytest.mark.slow
+def test_two_runners_in_a_group_share_the_work_also_when_one_dies(
+    produced: tuple[str, Outcome], kafka_broker: str, database_url: str, tmp_path: Path
+) -> None:
+    topic, reference = produced
+    env = cli_env(database_url, tmp_path / "home", SHOPSTREAM_MAX_BATCH_ROWS="10000")
+    source = f"kafka://{kafka_broker}/{topic}"
+    args = ("run", "--source", source, "--group", "pair", "--until-idle")
+    doomed = start_shopstream(*args, env=env)
+    survivor = start_shopstream(*args, env=env)
+    time.sleep(5.0)
+    doomed.kill()
+    _, stderr = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, stderr
+    shopstream(*args, env=env)  # whatever the survivor left (it may finish before a rebalance)
+    assert outcome(database_url) == reference
+    with psycopg.connect(database_url) as conn:
+        owners = conn.execute("SELECT count(DISTINCT batch_id) FROM source_offsets").fetchone()
+    assert owners is not None and owners[0] >= 1
+
+
+def test_offsets_out_of_range_stop_with_a_clear_error_unless_reset(
+    kafka_broker: str, topic: str, database_url: str, tmp_path: Path
+) -> None:
+    env = cli_env(database_url, tmp_path / "home")
+    source = f"kafka://{kafka_broker}/{topic}"
+    produce = ("generate", "--kafka", kafka_broker, "--topic", topic, "--partitions", "2")
+    shopstream(*produce, "--events", "4000", "--seed", "1", env=env)
+    shopstream("run", "--source", source, "--until-idle", env=env)
+    loaded = outcome(database_url).loaded
+
+    admin = AdminClient({"bootstrap.servers": kafka_broker})
+    admin.delete_topics([topic])[topic].result(timeout=30)
+    shopstream(*produce, "--events", "300", "--seed", "2", env=env)  # recreated, fewer
+
+    failed = shopstream("run", "--source", source, "--until-idle", env=env, check=False)
+    assert failed.returncode == 1
+    message = " ".join(failed.stderr.split())
+    assert f"{topic}[" in message and "stored offset" in message and "--reset-offsets" in message
+    assert outcome(database_url).loaded == loaded  # nothing moved
+
+    shopstream("run", "--source", source, "--until-idle", "--reset-offsets", "earliest", env=env)
+    assert outcome(database_url).loaded == loaded + 300
