@@ -104,7 +104,7 @@ class KafkaSource(Source):
         self._partitions: dict[Partition, _PartitionState] = {}
         self._chunks: dict[str, _Chunk] = {}
         self._reseek: set[Partition] = set()
-        self._assigned_once = False
+        self._awaiting_assignment = True  # before the first one, and during rebalances
         self._bootstrap = bootstrap
         self._consumer = Consumer(
             client_config(bootstrap, {**_CONSUMER_DEFAULTS, "group.id": group})
@@ -135,7 +135,7 @@ class KafkaSource(Source):
             self._partitions[key] = _PartitionState(expected, start, high_watermark=high)
             log.info("assigned %s[%d] from offset %d", tp.topic, tp.partition, start)
         consumer.assign(partitions)
-        self._assigned_once = True
+        self._awaiting_assignment = False
 
     def _checked_start(self, key: Partition, stored: int, low: int, high: int) -> int:
         if low <= stored <= high:
@@ -183,6 +183,7 @@ class KafkaSource(Source):
             self._partitions.pop((tp.topic, tp.partition), None)
             self._reseek.discard((tp.topic, tp.partition))
         consumer.unassign()
+        self._awaiting_assignment = True
 
     # -- Source -------------------------------------------------------------------------
 
@@ -363,7 +364,7 @@ class KafkaSource(Source):
             log.info("re-reading %s[%d] from stored offset %d", *key, state.next_offset)
 
     def idle(self) -> bool:
-        if not self._assigned_once or self._chunks or self._reseek:
+        if self._awaiting_assignment or self._chunks or self._reseek:
             return False
         return all(
             state.next_offset >= self._end_offset(key) for key, state in self._partitions.items()
