@@ -64,7 +64,7 @@ def test_formats_load_the_same_events_as_seed(
     shopstream("run", "--source", str(tmp_path / "seed"), "--until-idle", env=env)
     seed_outcome = outcome(database_url)
     with psycopg.connect(database_url) as conn:
-        conn.execute("TRUNCATE events, quarantine, ingested_files, batches")
+        conn.execute("TRUNCATE events, quarantine, ingested_files, batches CASCADE")
     extra = ["--gzip"] if gzip else []
     shopstream("generate", "--out", str(tmp_path / fmt), "--format", fmt, *args, *extra, env=env)
     shopstream("run", "--source", str(tmp_path / fmt), "--until-idle", env=env)
