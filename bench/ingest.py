@@ -13,7 +13,6 @@ import io
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,9 +20,8 @@ from pathlib import Path
 import psutil
 import psycopg
 
+from common import SHOPSTREAM, env_for, fresh_database
 from shopstream.store.embedded import EmbeddedPostgres
-
-SHOPSTREAM = [sys.executable, "-m", "shopstream"]
 
 
 def main() -> None:
@@ -59,19 +57,6 @@ def raw_copy_seconds(conn: psycopg.Connection, payload: bytes) -> float:
     with conn.transaction(), conn.cursor().copy("COPY events_raw FROM STDIN (FORMAT csv)") as copy:
         copy.write(payload)
     return time.perf_counter() - started
-
-
-def fresh_database(base_url: str, name: str) -> str:
-    root = base_url.rsplit("/", 1)[0]
-    with psycopg.connect(f"{root}/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
-    return f"{root}/{name}"
-
-
-def env_for(url: str, home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPSTREAM_")}
-    return {**env, "SHOPSTREAM_DATABASE_URL": url, "SHOPSTREAM_HOME": str(home)}
 
 
 def run_benchmark(args: argparse.Namespace, work: Path, base_url: str) -> None:

@@ -328,19 +328,32 @@ def _read_jsonl(data: bytes, offsets: Lines) -> FileRows:
     if len(offsets) < 2:
         return _empty_rows(InputFormat.JSONL, None, data, offsets)
     buf = np.frombuffer(data, dtype=np.uint8)
-    blank = _content_lengths(buf, offsets) == 0
+    lengths = _content_lengths(buf, offsets)
+    blank = lengths == 0
     bad_encoding = _bad_encoding(data, buf, offsets) & ~blank
     candidates = ~blank & ~bad_encoding
-    frame: pl.DataFrame | None = None
-    payload = _keep_lines(data, offsets, candidates)
-    if payload:
-        try:
-            frame = pl.read_ndjson(payload, schema=_STRING_SCHEMA)
-        except (pl.exceptions.ComputeError, pl.exceptions.PolarsError):
-            frame = None
-        if frame is not None and frame.height != int(candidates.sum()):
-            frame = None
+    # Polars' NDJSON reader fails a whole file for one broken line, and lets a few lines
+    # that are not objects through. Lines framed by braces go to it directly; the others,
+    # or all lines if it still fails, are screened in one vectorised pass first.
+    braced = candidates & _framed_by_braces(buf, offsets, lengths)
     bad_json = np.zeros_like(candidates)
+    unbraced = candidates & ~braced
+    if unbraced.any():
+        bad_json[np.flatnonzero(unbraced)[~_json_objects(_keep_lines(data, offsets, unbraced))]] = (
+            True
+        )
+    objects = candidates & ~bad_json
+    frame = _read_ndjson(_keep_lines(data, offsets, objects))
+    if frame is None or frame.height != int(objects.sum()):
+        bad_json[
+            np.flatnonzero(candidates)[~_json_objects(_keep_lines(data, offsets, candidates))]
+        ] = True
+        objects = candidates & ~bad_json
+        frame = _read_ndjson(_keep_lines(data, offsets, objects))
+        if frame is not None and frame.height != int(objects.sum()):
+            frame = None
+    if frame is None:
+        bad_json[:] = False
     ignored: set[str] = set()
     if frame is None:
         records: list[dict[str, str | None]] = []
@@ -357,7 +370,7 @@ def _read_jsonl(data: bytes, offsets: Lines) -> FileRows:
             records.append({name: _json_text(value.get(name)) for name in FIELD_NAMES})
         frame = pl.DataFrame(records, schema=_STRING_SCHEMA)
     else:
-        first = np.flatnonzero(candidates)
+        first = np.flatnonzero(objects)
         if first.size:
             sample = json.loads(data[offsets[first[0]] : offsets[first[0] + 1]])
             ignored.update(k for k in sample if k not in _KNOWN)
@@ -374,6 +387,34 @@ def _read_jsonl(data: bytes, offsets: Lines) -> FileRows:
         data=data,
         offsets=offsets,
     )
+
+
+def _framed_by_braces(
+    buf: npt.NDArray[np.uint8], offsets: Lines, lengths: Lines
+) -> npt.NDArray[np.bool_]:
+    """Lines whose first byte is ``{`` and last (before the line break) is ``}``."""
+    starts = offsets[:-1]
+    nonempty = lengths > 0
+    first = buf[np.minimum(starts, len(buf) - 1)]
+    last = buf[np.minimum(starts + np.maximum(lengths - 1, 0), len(buf) - 1)]
+    framed: npt.NDArray[np.bool_] = nonempty & (first == ord("{")) & (last == ord("}"))
+    return framed
+
+
+def _read_ndjson(payload: bytes) -> pl.DataFrame | None:
+    if not payload:
+        return pl.DataFrame(schema=_STRING_SCHEMA)
+    try:
+        return pl.read_ndjson(payload, schema=_STRING_SCHEMA)
+    except pl.exceptions.PolarsError:
+        return None
+
+
+def _json_objects(payload: bytes) -> npt.NDArray[np.bool_]:
+    """Per line of ``payload`` (valid UTF-8): does it hold exactly one JSON object?"""
+    lines = pl.Series([payload.decode("utf-8")]).str.strip_suffix("\n").str.split("\n").explode()
+    root = lines.str.json_path_match("$")
+    return root.str.starts_with("{").fill_null(value=False).to_numpy()
 
 
 def _json_text(value: object) -> str | None:

@@ -1,0 +1,36 @@
+"""Helpers shared by the benchmark scripts: a database to measure in, the CLI's env."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import psycopg
+
+SHOPSTREAM = [sys.executable, "-m", "shopstream"]
+
+
+def fresh_database(base_url: str, name: str) -> str:
+    root = base_url.rsplit("/", 1)[0]
+    with psycopg.connect(f"{root}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{root}/{name}"
+
+
+def env_for(url: str, home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPSTREAM_")}
+    return {**env, "SHOPSTREAM_DATABASE_URL": url, "SHOPSTREAM_HOME": str(home)}
+
+
+def committed_window(url: str) -> tuple[int, float]:
+    """Rows read, and seconds from the first batch's start to the last commit."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            """SELECT sum(rows_read),
+                      extract(epoch FROM max(committed_at) - min(started_at))
+                 FROM batches"""
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), float(row[1])
