@@ -31,6 +31,7 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/kafka.py
 
 clean:
 	rm -rf $(VENV) .shopstream .pytest_cache .mypy_cache .ruff_cache

@@ -124,7 +124,8 @@ def test_seed_csv_lines_and_unparsable_messages_are_accounted_for(
     producer.flush()
     env = cli_env(database_url, tmp_path / "home")
     shopstream(
-        "run", "--source", f"kafka://{kafka_broker}/{topic}", "--until-idle", env=env
+        "run", "--source", f"kafka://{kafka_broker}/{topic}", "--until-idle", "--emit-processed",
+        env=env,
     )  # fmt: skip
     final = outcome(database_url)
     assert (final.read, final.loaded, final.duplicates, final.quarantined) == (6, 2, 1, 3)
@@ -132,6 +133,11 @@ def test_seed_csv_lines_and_unparsable_messages_are_accounted_for(
     dead = read_topic(kafka_broker, f"{topic}-dlq")
     values = sorted(m.value() for m in dead)  # type: ignore[attr-defined]
     assert values == sorted([b"", b"\x00\xff binary", b'{"event_id": '])
+    processed = {m.key() for m in read_topic(kafka_broker, "processed-events")}  # type: ignore[attr-defined]
+    assert {
+        b"0f8fad5b-d9cb-469f-a165-70867728950e",
+        b"1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+    } <= processed
 
 
 def _rows_read(stdout: str) -> int:

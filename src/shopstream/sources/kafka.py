@@ -13,6 +13,7 @@ commits follow the database commit and only feed lag monitoring.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections.abc import Callable
@@ -190,27 +191,31 @@ class KafkaSource(Source):
     def poll(self, max_rows_hint: int) -> list[IncomingFile]:
         self._seek_abandoned()
         messages = self._consumer.consume(num_messages=max_rows_hint, timeout=0.05)
-        by_partition: dict[Partition, list[Message]] = {}
+        by_partition: dict[tuple[str | None, int | None], list[Message]] = {}
         for message in messages:
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     continue
                 raise KafkaException(error)
-            key = (str(message.topic()), int(message.partition() or 0))
-            state = self._partitions.get(key)
-            offset = message.offset()
-            if state is None or offset is None or offset < state.next_offset:
-                continue  # revoked meanwhile, or fetched before a seek
-            by_partition.setdefault(key, []).append(message)
+            by_partition.setdefault((message.topic(), message.partition()), []).append(message)
         items: list[IncomingFile] = []
-        for key, batch in by_partition.items():
-            items.extend(self._chunk_files(key, batch))
+        for (topic, partition), batch in by_partition.items():
+            key = (str(topic), int(partition or 0))
+            state = self._partitions.get(key)
+            if state is None:
+                continue  # revoked meanwhile
+            offsets = [int(m.offset() or 0) for m in batch]
+            fresh = bisect.bisect_left(offsets, state.next_offset)  # skip any fetched pre-seek
+            if fresh < len(batch):
+                values = [m.value() or b"" for m in batch[fresh:]]
+                items.extend(self._chunk_files(key, state, offsets[fresh:], values))
         return items
 
-    def _chunk_files(self, key: Partition, messages: list[Message]) -> list[IncomingFile]:
-        state = self._partitions[key]
-        end = int(messages[-1].offset() or 0) + 1
+    def _chunk_files(
+        self, key: Partition, state: _PartitionState, offsets: list[int], values: list[bytes]
+    ) -> list[IncomingFile]:
+        end = offsets[-1] + 1
         _, cached_high = self._consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
         state.high_watermark = max(state.high_watermark, cached_high, end)
         position = SourceOffset(
@@ -223,24 +228,12 @@ class KafkaSource(Source):
         )
         state.expected = end
         state.next_offset = end
-        json_part: list[Message] = []
-        csv_part: list[Message] = []
-        for message in messages:
-            value = message.value() or b""
-            is_json = value.lstrip()[:1] == b"{" or not value.strip()
-            (json_part if is_json else csv_part).append(message)
         files = []
-        for part, suffix in ((json_part, "jsonl"), (csv_part, "csv")):
-            if not part:
-                continue
-            offsets = [int(m.offset() or 0) for m in part]
-            values = [m.value() or b"" for m in part]
-            path = f"kafka://{key[0]}/{key[1]}/{offsets[0]}-{offsets[-1]}.{suffix}"
-            lines = [_one_line(v, json=suffix == "jsonl") for v in values]
-            header = [] if suffix == "jsonl" else [_SEED_HEADER]
-            data = b"\n".join([*header, *lines]) + b"\n"
+        for suffix, part_offsets, part_values, data in _as_files(offsets, values):
+            path = f"kafka://{key[0]}/{key[1]}/{part_offsets[0]}-{part_offsets[-1]}.{suffix}"
+            first_line = 1 if suffix == "jsonl" else 2
             self._chunks[path] = _Chunk(
-                key[0], key[1], state.generation, len(header) + 1, offsets, values, position
+                key[0], key[1], state.generation, first_line, part_offsets, part_values, position
             )
             state.chunks.append(path)
             files.append(IncomingFile(path, data, content_hash=""))
@@ -374,6 +367,33 @@ class KafkaSource(Source):
         self._consumer.close()
         if self._producer is not None:
             self._producer.flush(_FLUSH_TIMEOUT_S)
+
+
+def _as_files(
+    offsets: list[int], values: list[bytes]
+) -> list[tuple[str, list[int], list[bytes], bytes]]:
+    """One partition's messages as a JSON Lines file and/or a seed CSV file.
+
+    The common case, a partition of JSON objects on one line each, is a single join.
+    """
+    if all(value[:1] == b"{" for value in values):
+        data = b"\n".join(values) + b"\n"
+        if data.count(b"\n") == len(values) and b"\r" not in data:
+            return [("jsonl", offsets, values, data)]
+    json_part: tuple[list[int], list[bytes]] = ([], [])
+    csv_part: tuple[list[int], list[bytes]] = ([], [])
+    for offset, value in zip(offsets, values, strict=True):
+        part = json_part if value.lstrip()[:1] == b"{" or not value.strip() else csv_part
+        part[0].append(offset)
+        part[1].append(value)
+    files = []
+    if json_part[0]:
+        lines = [_one_line(v, json=True) for v in json_part[1]]
+        files.append(("jsonl", *json_part, b"\n".join(lines) + b"\n"))
+    if csv_part[0]:
+        lines = [_SEED_HEADER, *(_one_line(v, json=False) for v in csv_part[1])]
+        files.append(("csv", *csv_part, b"\n".join(lines) + b"\n"))
+    return files
 
 
 def _one_line(value: bytes, *, json: bool) -> bytes:
