@@ -207,13 +207,18 @@ def test_a_runner_dying_mid_way_leaves_nothing_lost_or_doubled(
     topic, reference = produced
     env = cli_env(database_url, tmp_path / "home", SHOPSTREAM_MAX_BATCH_ROWS="10000")
     args = ("run", "--source", f"kafka://{kafka_broker}/{topic}", "--group", "pair")
+    shopstream("db", "migrate", env=env)
     doomed = start_shopstream(*args, env=env)
     survivor = start_shopstream(*args, env=env)
     time.sleep(4.5)
     doomed.kill()
     doomed.communicate()
-    # The survivor takes over the dead member's partitions after its session times out.
-    time.sleep(12)
+    # The survivor takes over the dead member's partitions once its session times out.
+    deadline = time.monotonic() + 180
+    while outcome(database_url).read < reference.read:
+        assert survivor.poll() is None, survivor.communicate()
+        assert time.monotonic() < deadline, "the survivor did not take over"
+        time.sleep(0.5)
     survivor.terminate()
     _, stderr = survivor.communicate(timeout=120)
     assert survivor.returncode == 0, stderr
