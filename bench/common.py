@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 
+from shopstream.store.embedded import EmbeddedPostgres
+
 SHOPSTREAM = [sys.executable, "-m", "shopstream"]
+
+
+@contextlib.contextmanager
+def workspace(prefix: str) -> Iterator[tuple[Path, str]]:
+    """A scratch directory the PostgreSQL service user can reach, and a server URL:
+    ``SHOPSTREAM_DATABASE_URL`` when set, otherwise a private server started here."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    work.chmod(0o755)
+    server = None
+    base_url = os.environ.get("SHOPSTREAM_DATABASE_URL")
+    if base_url is None:
+        server = EmbeddedPostgres(work / "pg-home")
+        server.start()
+        base_url = server.url()
+    try:
+        yield work, base_url
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def fresh_database(base_url: str, name: str) -> str:

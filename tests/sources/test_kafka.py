@@ -13,24 +13,16 @@ from pathlib import Path
 import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
-from psycopg import sql
 
 from shopstream.generate.kafka import ensure_topic
 from shopstream.store.embedded import EmbeddedPostgres
 from tests.fixtures.cli import cli_env, shopstream, start_shopstream
 from tests.fixtures.counts import Outcome, outcome
 from tests.fixtures.kafka import read_topic
+from tests.fixtures.postgres import fresh_database
 
 EVENTS = 150_000
 SENT = EVENTS + EVENTS * 3 // 100  # --duplicates 0.03 re-sends that many
-
-
-def _fresh_database(server: EmbeddedPostgres) -> str:
-    name = f"k_{uuid.uuid4().hex[:10]}"
-    base = server.url().rsplit("/", 1)[0]
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return f"{base}/{name}"
 
 
 def _quarantined_offsets(url: str) -> set[tuple[str, int]]:
@@ -67,7 +59,7 @@ def produced(
         "--seed", "8", "--dirty", "0.01", "--duplicates", "0.03", "--late", "0.01",
         env=env,
     )  # fmt: skip
-    url = _fresh_database(pg_server)
+    url = fresh_database(pg_server)
     shopstream(
         "run", "--source", f"kafka://{kafka_broker}/{topic}", "--group", "reference",
         "--until-idle", env=cli_env(url, home),

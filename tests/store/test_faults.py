@@ -6,28 +6,17 @@ import random
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from shopstream.store.embedded import EmbeddedPostgres
 from tests.fixtures.cli import SHOPSTREAM, cli_env, shopstream
 from tests.fixtures.counts import Outcome, data_rows, outcome
-from tests.fixtures.postgres import service_reachable_dir
+from tests.fixtures.postgres import fresh_database, service_reachable_dir
 
 pytestmark = pytest.mark.slow
-
-
-def _fresh_database(server: EmbeddedPostgres) -> str:
-    name = f"ref_{uuid.uuid4().hex[:10]}"
-    base = server.url().rsplit("/", 1)[0]
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return f"{base}/{name}"
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +32,7 @@ def backlog(
         "--dirty", "0.01", "--duplicates", "0.03", "--late", "0.01", "--file-rows", "5000",
         env=env,
     )  # fmt: skip
-    reference_url = _fresh_database(pg_server)
+    reference_url = fresh_database(pg_server)
     shopstream("run", "--source", str(inbox), "--until-idle", env=cli_env(reference_url, root))
     reference = outcome(reference_url)
     assert reference.read == data_rows(str(inbox))
