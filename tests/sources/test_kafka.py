@@ -21,7 +21,7 @@ from tests.fixtures.counts import Outcome, outcome
 from tests.fixtures.kafka import read_topic
 from tests.fixtures.postgres import fresh_database
 
-EVENTS = 150_000
+EVENTS = 200_000
 SENT = EVENTS + EVENTS * 3 // 100  # --duplicates 0.03 re-sends that many
 
 
@@ -74,7 +74,7 @@ def test_topic_loads_exactly_once_with_dead_letters(
     assert reference.read == SENT
     assert reference.read == reference.loaded + reference.duplicates + reference.quarantined
     assert reference.events == reference.distinct_ids == reference.loaded
-    assert 4000 <= reference.duplicates <= 4500
+    assert 5500 <= reference.duplicates <= 6000  # 6,000 re-sent; dirt on a copy turns some away
     assert reference.quarantine_rows == reference.quarantined > 1000
 
     env = cli_env(database_url, tmp_path / "home")
