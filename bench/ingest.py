@@ -43,19 +43,11 @@ def raw_copy_seconds(conn: psycopg.Connection, payload: bytes) -> float:
     return time.perf_counter() - started
 
 
-def run_benchmark(args: argparse.Namespace, work: Path, base_url: str) -> None:
-    inbox = work / "in"
-    url = fresh_database(base_url, "bench_ingest")
-    env = env_for(url, work / "home")
-    subprocess.run(
-        [*SHOPSTREAM, "generate", "--out", str(inbox), "--events", str(args.events),
-         "--seed", "1", "--dirty", "0.01", "--duplicates", "0.02", "--file-rows", "10000"],
-        env=env, check=True, capture_output=True,
-    )  # fmt: skip
+def timed_run(inbox: Path, env: dict[str, str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of one ``run --until-idle`` into a fresh database."""
     subprocess.run([*SHOPSTREAM, "db", "migrate"], env=env, check=True, capture_output=True)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(env["SHOPSTREAM_DATABASE_URL"], autocommit=True) as conn:
         conn.execute("CHECKPOINT")
-
     started = time.perf_counter()
     runner = psutil.Popen(
         [*SHOPSTREAM, "run", "--source", str(inbox), "--until-idle"],
@@ -69,6 +61,23 @@ def run_benchmark(args: argparse.Namespace, work: Path, base_url: str) -> None:
     elapsed = time.perf_counter() - started
     if runner.returncode != 0:
         raise SystemExit(f"shopstream run failed with {runner.returncode}")
+    return elapsed, peak_rss
+
+
+def run_benchmark(args: argparse.Namespace, work: Path, base_url: str) -> None:
+    inbox = work / "in"
+    bare_env = {
+        **env_for(fresh_database(base_url, "bench_bare"), work / "home"),
+        "SHOPSTREAM_ROLLUPS": "false",
+    }
+    subprocess.run(
+        [*SHOPSTREAM, "generate", "--out", str(inbox), "--events", str(args.events),
+         "--seed", "1", "--dirty", "0.01", "--duplicates", "0.02", "--file-rows", "10000"],
+        env=bare_env, check=True, capture_output=True,
+    )  # fmt: skip
+    bare_elapsed, _ = timed_run(inbox, bare_env)
+    url = fresh_database(base_url, "bench_ingest")
+    elapsed, peak_rss = timed_run(inbox, env_for(url, work / "home"))
     peak_rss_mb = peak_rss / 2**20
     with psycopg.connect(url) as conn:
         read, loaded = conn.execute(
@@ -85,9 +94,12 @@ def run_benchmark(args: argparse.Namespace, work: Path, base_url: str) -> None:
     end_to_end = int(read) / elapsed
     ceiling = int(loaded) / raw_elapsed
     print(f"input rows                 {int(read):>12,}  ({int(loaded):,} loaded)")
-    print(f"end-to-end                 {end_to_end:>12,.0f} events/s  ({elapsed:.2f} s)")
+    bare = int(read) / bare_elapsed
+    print(f"end-to-end, rollups off    {bare:>12,.0f} events/s  ({bare_elapsed:.2f} s)")
+    print(f"end-to-end, rollups on     {end_to_end:>12,.0f} events/s  ({elapsed:.2f} s)")
+    print(f"ratio rollups on / off     {end_to_end / bare:>12.2f}")
     print(f"raw COPY ceiling (best of 3) {ceiling:>11,.0f} rows/s    ({raw_elapsed:.2f} s)")
-    print(f"ratio end-to-end / ceiling {end_to_end / ceiling:>12.2f}")
+    print(f"ratio ceiling: rollups off {bare / ceiling:>12.2f}   on {end_to_end / ceiling:.2f}")
     print(f"peak RSS (runner)          {peak_rss_mb:>12,.0f} MB")
     freshness(args, work, base_url)
 

@@ -230,7 +230,7 @@ def run(
                 should_stop=stopping,
             )
         )
-        loader = Loader(url, retry_max_seconds=settings.retry_max_seconds, should_stop=stopping)
+        loader = Loader.from_settings(url, settings, should_stop=stopping)
         runner = Runner(chosen, loader, settings, until_idle=until_idle)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
@@ -461,7 +461,7 @@ def quarantine_replay(
             console.print("nothing to replay")
             return
         batch = build_replay_batch(replay, current_rules(settings))
-        loader = Loader(url, retry_max_seconds=settings.retry_max_seconds)
+        loader = Loader.from_settings(url, settings)
         try:
             result = loader.load(batch)
         except AlreadyCommitted:

@@ -74,7 +74,7 @@ def run_demo(
     )
     runner = Runner(
         DirectorySource(inbox, known={}, delete=True, settle_seconds=settings.trigger_ms / 1000),
-        Loader(url, retry_max_seconds=settings.retry_max_seconds, should_stop=stop.is_set),
+        Loader.from_settings(url, settings, should_stop=stop.is_set),
         settings,
         on_batch=on_batch,
     )

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     pg_bin: Path | None = Field(
         default=None, description="Directory of PostgreSQL server binaries for the embedded DB."
     )
+    rollups: bool = Field(
+        default=True, description="Maintain the live rollups in every batch transaction."
+    )
+    late_horizon_hours: float = Field(
+        default=168.0, gt=0, description="Events older than this at arrival count as late."
+    )
     retry_max_seconds: float = Field(
         default=30.0, gt=0, description="Longest wait between database retries."
     )

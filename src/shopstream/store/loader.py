@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final
 
 import polars as pl
@@ -21,7 +22,9 @@ from psycopg import errors, sql
 
 from shopstream.engines.base import FileOutcome, ParsedBatch, SourceOffset
 from shopstream.schema import FIELD_NAMES
+from shopstream.settings import Settings
 from shopstream.store.connection import connect, retry_transient
+from shopstream.store.rollups import apply_rollups, late_mask
 from shopstream.store.stored_ids import stored_ids
 
 log = logging.getLogger(__name__)
@@ -77,11 +80,27 @@ class Loader:
         *,
         retry_max_seconds: float = 30.0,
         should_stop: Callable[[], bool] = lambda: False,
+        rollups: bool = True,
+        late_horizon_seconds: float = 7 * 86400,
     ) -> None:
         self._url = url
+        self._rollups = rollups
+        self._late_horizon_seconds = late_horizon_seconds
         self._retry_max_seconds = retry_max_seconds
         self._should_stop = should_stop
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+
+    @classmethod
+    def from_settings(
+        cls, url: str, settings: Settings, should_stop: Callable[[], bool] = lambda: False
+    ) -> Loader:
+        return cls(
+            url,
+            retry_max_seconds=settings.retry_max_seconds,
+            should_stop=should_stop,
+            rollups=settings.rollups,
+            late_horizon_seconds=settings.late_horizon_hours * 3600,
+        )
 
     @property
     def url(self) -> str:
@@ -141,8 +160,10 @@ class Loader:
                read-only); those rows are duplicates. A runner that looked them up ahead
                of time passes its answer as ``stored_ids_hint``.
             3. COPY the remaining events straight into ``events``: each row is written
-               once. Should a concurrent writer commit one of those ids in between, the
-               primary key rejects the COPY and the whole transaction is retried.
+               once, flagged ``arrived_late`` when older than the late horizon. Should a
+               concurrent writer commit one of those ids in between, the primary key
+               rejects the COPY and the whole transaction is retried.
+            3b. Fold exactly those inserted rows into the rollups (additive upserts).
             4. COPY the quarantined rows, each with its raw text and broken rules; a
                replay also closes the quarantine rows it re-ran.
             5. Record the source position: every file in the ``ingested_files`` ledger (a
@@ -171,13 +192,18 @@ class Loader:
             duplicates_in_store = batch.events.height - inserted
 
             # Step 3
+            late = late_mask(new_events, datetime.now(UTC), self._late_horizon_seconds)
             if inserted:
                 _copy_frame(
                     conn,
                     "events",
-                    (*FIELD_NAMES, "batch_id"),
-                    new_events.select(*FIELD_NAMES, pl.lit(batch_id).alias("batch_id")),
+                    (*FIELD_NAMES, "batch_id", "arrived_late"),
+                    new_events.select(*FIELD_NAMES, pl.lit(batch_id).alias("batch_id"), late),
                 )
+
+            # Step 3b
+            if self._rollups:
+                apply_rollups(conn, new_events)
 
             # Step 4
             if batch.quarantine.height:
@@ -197,7 +223,9 @@ class Loader:
                 _advance_offsets(conn, batch.offsets, batch_id)
 
             # Step 6
-            _insert_batch_record(conn, batch, batch_id, inserted, duplicates_in_store, started)
+            _insert_batch_record(
+                conn, batch, batch_id, inserted, duplicates_in_store, int(late.sum()), started
+            )
         # Step 7: leaving the transaction block committed it.
         return BatchResult(
             batch_id=batch_id,
@@ -317,6 +345,7 @@ def _insert_batch_record(
     batch_id: int,
     inserted: int,
     duplicates_in_store: int,
+    late_events: int,
     started: float,
 ) -> None:
     ignored: dict[str, int] = {}
@@ -333,9 +362,9 @@ def _insert_batch_record(
         """INSERT INTO batches (batch_id, engine, source, source_batch_key, started_at, files,
                rows_read, rows_loaded, duplicates_in_batch, duplicates_in_store,
                rows_quarantined, quarantined_by_rule, ignored_columns, parse_ms, load_ms,
-               min_event_time, max_event_time, source_lag)
+               min_event_time, max_event_time, source_lag, late_events)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                   %s::timestamp AT TIME ZONE 'UTC', %s::timestamp AT TIME ZONE 'UTC', %s)""",
+                   %s::timestamp AT TIME ZONE 'UTC', %s::timestamp AT TIME ZONE 'UTC', %s, %s)""",
         (
             batch_id,
             batch.engine,
@@ -357,5 +386,6 @@ def _insert_batch_record(
             json.dumps({f"{o.topic}/{o.partition}": o.lag for o in batch.offsets})
             if batch.offsets
             else None,
+            late_events,
         ),
     )

@@ -1,0 +1,220 @@
+"""Fold a batch's inserted events into the live rollups, inside the batch transaction.
+
+Deltas are computed with Polars from exactly the rows the loader just inserted (never from
+duplicates or replays), whatever engine produced them, then merged with one upsert per
+table. Every measure is additive, so arrival order does not matter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+UNKNOWN_CATEGORY: Final = "unknown"
+_PURCHASE: Final = "purchase"
+_PRODUCT_COUNTS: Final = {
+    "views": "view",
+    "add_to_cart": "add_to_cart",
+    "remove_from_cart": "remove_from_cart",
+    "wishlist": "add_to_wishlist",
+    "purchases": "purchase",
+}
+
+
+def user_hash(user_id: str) -> int:
+    """Stable signed 64-bit hash of a user id (the same in every process and engine)."""
+    digest = hashlib.blake2b(user_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _with_measures(events: pl.DataFrame) -> pl.DataFrame:
+    purchase = pl.col("event_type") == _PURCHASE
+    units = pl.when(purchase).then(pl.col("quantity").fill_null(1)).otherwise(0)
+    return events.with_columns(
+        purchase.cast(pl.Int64).alias("_purchase"),
+        units.cast(pl.Int64).alias("_units"),
+        # Cents as integers: sums stay exact, as numeric(…, 2) in the database.
+        pl.when(purchase)
+        .then((pl.col("price") * 100).round(0).cast(pl.Int64) * units)
+        .otherwise(0)
+        .alias("_cents"),
+    )
+
+
+def realtime_deltas(events: pl.DataFrame) -> pl.DataFrame:
+    """Per 1-minute window, category and event type: counts, money and the user-hash set."""
+    hashes = _user_hashes(events["user_id"])
+    return (
+        _with_measures(events)
+        .with_columns(
+            pl.col("event_timestamp").dt.truncate("1m").alias("window_start"),
+            pl.col("category").fill_null(UNKNOWN_CATEGORY),
+            pl.col("user_id").replace_strict(hashes, return_dtype=pl.Int64).alias("_user"),
+        )
+        .group_by("window_start", "category", "event_type")
+        .agg(
+            pl.len().alias("events"),
+            pl.col("_units").sum().alias("units"),
+            pl.col("_cents").sum().alias("cents"),
+            pl.col("_purchase").sum().alias("purchases"),
+            pl.col("_user").unique().sort().alias("user_hashes"),
+        )
+    )
+
+
+def product_deltas(events: pl.DataFrame) -> pl.DataFrame:
+    kind = pl.col("event_type")
+    return (
+        _with_measures(events)
+        .with_columns(pl.col("event_timestamp").dt.date().alias("day"))
+        .group_by("day", "product_id")
+        .agg(
+            *((kind == value).sum().alias(name) for name, value in _PRODUCT_COUNTS.items()),
+            pl.col("_units").sum().alias("units"),
+            pl.col("_cents").sum().alias("cents"),
+        )
+    )
+
+
+def customer_deltas(events: pl.DataFrame) -> pl.DataFrame:
+    purchase = pl.col("event_type") == _PURCHASE
+    return (
+        _with_measures(events)
+        .group_by("user_id")
+        .agg(
+            pl.col("event_timestamp").min().alias("first_seen"),
+            pl.col("event_timestamp").max().alias("last_seen"),
+            pl.len().alias("events"),
+            pl.col("_purchase").sum().alias("orders"),
+            pl.col("_units").sum().alias("units"),
+            pl.col("_cents").sum().alias("cents"),
+            pl.col("event_timestamp").filter(purchase).max().alias("last_purchase"),
+        )
+    )
+
+
+def _user_hashes(user_ids: pl.Series) -> dict[str, int]:
+    return {user: user_hash(user) for user in user_ids.unique().to_list()}
+
+
+# -- upserts -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Rollup:
+    """A delta frame's staging table (session-local) and its merge into the rollup table."""
+
+    stage: str
+    columns: str  # staging table definition
+    merge: str  # INSERT … SELECT FROM the stage … ON CONFLICT DO UPDATE
+    deltas: Callable[[pl.DataFrame], pl.DataFrame]
+
+    def copy_frame(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Lists become PostgreSQL array literals; COPY takes the rest as CSV."""
+        return frame.with_columns(
+            pl.concat_str(
+                pl.lit("{"), pl.col(name).cast(pl.List(pl.String)).list.join(","), pl.lit("}")
+            ).alias(name)
+            for name, dtype in frame.schema.items()
+            if isinstance(dtype, pl.List)
+        )
+
+
+def apply_rollups(conn: psycopg.Connection[tuple[object, ...]], events: pl.DataFrame) -> None:
+    """Merge the deltas of ``events`` (rows just inserted) into every rollup table."""
+    if not events.height:
+        return
+    for rollup in _ROLLUPS:
+        frame = rollup.copy_frame(rollup.deltas(events))
+        conn.execute(
+            sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
+                sql.Identifier(rollup.stage), sql.SQL(rollup.columns)
+            )
+        )
+        payload = frame.write_csv(
+            include_header=False, datetime_format="%Y-%m-%d %H:%M:%S%.6f", null_value=""
+        )
+        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+            sql.Identifier(rollup.stage), sql.SQL(", ").join(map(sql.Identifier, frame.columns))
+        )
+        with conn.cursor().copy(statement) as copy:
+            copy.write(payload)
+        conn.execute(sql.SQL(rollup.merge))
+
+
+_ROLLUPS: Final = (
+    _Rollup(
+        stage="stage_realtime",
+        columns="""window_start timestamp, category text, event_type text, events bigint,
+                   units bigint, cents bigint, purchases bigint, user_hashes bigint[]""",
+        # Sorted keys: concurrent writers lock rows in the same order, never deadlock.
+        merge="""INSERT INTO realtime_metrics AS m (window_start, category, event_type, events,
+                     units, revenue, purchases, user_hashes)
+                 SELECT window_start AT TIME ZONE 'UTC', category, event_type, events, units,
+                        cents::numeric / 100, purchases, user_hashes
+                   FROM stage_realtime ORDER BY 1, 2, 3
+                 ON CONFLICT (window_start, category, event_type) DO UPDATE SET
+                     events = m.events + excluded.events,
+                     units = m.units + excluded.units,
+                     revenue = m.revenue + excluded.revenue,
+                     purchases = m.purchases + excluded.purchases,
+                     user_hashes = shopstream_union_hashes(m.user_hashes, excluded.user_hashes),
+                     updated_at = now()""",
+        deltas=realtime_deltas,
+    ),
+    _Rollup(
+        stage="stage_products",
+        columns="""day date, product_id text, views bigint, add_to_cart bigint,
+                   remove_from_cart bigint, wishlist bigint, purchases bigint, units bigint,
+                   cents bigint""",
+        merge="""INSERT INTO product_analytics AS p (day, product_id, views, add_to_cart,
+                     remove_from_cart, wishlist, purchases, units, revenue)
+                 SELECT day, product_id, views, add_to_cart, remove_from_cart, wishlist,
+                        purchases, units, cents::numeric / 100
+                   FROM stage_products ORDER BY 1, 2
+                 ON CONFLICT (day, product_id) DO UPDATE SET
+                     views = p.views + excluded.views,
+                     add_to_cart = p.add_to_cart + excluded.add_to_cart,
+                     remove_from_cart = p.remove_from_cart + excluded.remove_from_cart,
+                     wishlist = p.wishlist + excluded.wishlist,
+                     purchases = p.purchases + excluded.purchases,
+                     units = p.units + excluded.units,
+                     revenue = p.revenue + excluded.revenue,
+                     updated_at = now()""",
+        deltas=product_deltas,
+    ),
+    _Rollup(
+        stage="stage_customers",
+        columns="""user_id text, first_seen timestamp, last_seen timestamp, events bigint,
+                   orders bigint, units bigint, cents bigint, last_purchase timestamp""",
+        merge="""INSERT INTO customer_metrics AS c (user_id, first_seen, last_seen, events,
+                     orders, units, revenue, last_purchase)
+                 SELECT user_id, first_seen AT TIME ZONE 'UTC', last_seen AT TIME ZONE 'UTC',
+                        events, orders, units, cents::numeric / 100,
+                        last_purchase AT TIME ZONE 'UTC'
+                   FROM stage_customers ORDER BY 1
+                 ON CONFLICT (user_id) DO UPDATE SET
+                     first_seen = least(c.first_seen, excluded.first_seen),
+                     last_seen = greatest(c.last_seen, excluded.last_seen),
+                     events = c.events + excluded.events,
+                     orders = c.orders + excluded.orders,
+                     units = c.units + excluded.units,
+                     revenue = c.revenue + excluded.revenue,
+                     last_purchase = greatest(c.last_purchase, excluded.last_purchase),
+                     updated_at = now()""",
+        deltas=customer_deltas,
+    ),
+)
+
+
+def late_mask(events: pl.DataFrame, now: datetime, horizon_seconds: float) -> pl.Series:
+    """Events whose time is older than the horizon when they arrive (naive UTC times)."""
+    cutoff = now.timestamp() - horizon_seconds
+    return (events["event_timestamp"].dt.epoch("s") < cutoff).alias("arrived_late")
