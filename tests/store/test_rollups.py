@@ -70,6 +70,39 @@ CHECKS = {
 }
 
 
+# A from-scratch sessionization: the input's session_id, else 30-minute gaps per user.
+SESSIONS_FROM_EVENTS = """
+WITH gapped AS (
+    SELECT *, sum(starts) OVER (PARTITION BY user_id ORDER BY event_timestamp, event_id) AS n
+      FROM (SELECT *, CASE WHEN event_timestamp - lag(event_timestamp) OVER
+                              (PARTITION BY user_id ORDER BY event_timestamp, event_id)
+                              <= interval '30 minutes' THEN 0 ELSE 1 END AS starts
+              FROM events WHERE session_id IS NULL) AS e
+), grouped AS (
+    SELECT session_id AS k, event_id, event_type, user_id, product_id, event_timestamp,
+           category, price, quantity
+      FROM events WHERE session_id IS NOT NULL
+    UNION ALL
+    SELECT user_id || '#' || n, event_id, event_type, user_id, product_id, event_timestamp,
+           category, price, quantity
+      FROM gapped
+)
+SELECT min(user_id), min(event_timestamp), max(event_timestamp), count(*),
+       count(*) FILTER (WHERE event_type = 'view'),
+       count(*) FILTER (WHERE event_type = 'add_to_cart'),
+       count(*) FILTER (WHERE event_type = 'purchase'),
+       coalesce(sum(price * quantity) FILTER (WHERE event_type = 'purchase'), 0),
+       (array_agg(product_id ORDER BY event_timestamp, event_id))[1],
+       (array_agg(category ORDER BY event_timestamp, event_id))[1]
+  FROM grouped GROUP BY k
+"""
+SESSIONS_STORED = """
+SELECT user_id, session_start, session_end, events, views, add_to_cart, purchases, revenue,
+       entry_product, entry_category
+  FROM user_sessions
+"""
+
+
 def assert_rollups_match_events(url: str) -> None:
     with psycopg.connect(url) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
@@ -78,6 +111,14 @@ def assert_rollups_match_events(url: str) -> None:
             want = sorted(conn.execute(expected).fetchall())
             assert got, name
             assert got == want, name
+        stored = sorted(conn.execute(SESSIONS_STORED).fetchall(), key=str)
+        assert stored == sorted(conn.execute(SESSIONS_FROM_EVENTS).fetchall(), key=str)
+        per_user = conn.execute(
+            """SELECT count(*) FROM customer_metrics c
+                WHERE sessions <> (SELECT count(*) FROM user_sessions s
+                                    WHERE s.user_id = c.user_id)"""
+        ).fetchone()
+        assert per_user == (0,)
 
 
 @pytest.mark.parametrize("fmt", ["canonical", "seed"])

@@ -25,6 +25,7 @@ from shopstream.schema import FIELD_NAMES
 from shopstream.settings import Settings
 from shopstream.store.connection import connect, retry_transient
 from shopstream.store.rollups import apply_rollups, late_mask
+from shopstream.store.sessions import update_sessions
 from shopstream.store.stored_ids import stored_ids
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,8 @@ class Loader:
                once, flagged ``arrived_late`` when older than the late horizon. Should a
                concurrent writer commit one of those ids in between, the primary key
                rejects the COPY and the whole transaction is retried.
-            3b. Fold exactly those inserted rows into the rollups (additive upserts).
+            3b. Fold exactly those inserted rows into the rollups (additive upserts) and
+                into the sessions (merged with the stored sessions they join).
             4. COPY the quarantined rows, each with its raw text and broken rules; a
                replay also closes the quarantine rows it re-ran.
             5. Record the source position: every file in the ``ingested_files`` ledger (a
@@ -204,6 +206,7 @@ class Loader:
             # Step 3b
             if self._rollups:
                 apply_rollups(conn, new_events)
+                update_sessions(conn, new_events)
 
             # Step 4
             if batch.quarantine.height:

@@ -1,0 +1,222 @@
+"""Sessions, kept equal to a from-scratch sessionization whatever the arrival order.
+
+An event with a ``session_id`` belongs to that session. Without one, a user's session ends
+when more than 30 minutes pass between consecutive events (as product-analytics tools do).
+Adding events can only join sessions, never split them: a batch's own sessions are merged
+with the stored sessions of the same user that lie within 30 minutes of them, and the
+merged rows replace the old ones. Per-user advisory locks keep concurrent writers apart.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Final
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from shopstream.store.rollups import user_hash
+
+SESSION_GAP: Final = timedelta(minutes=30)
+_LOCK_CLASS: Final = 0x5E55  # advisory-lock namespace for session maintenance
+_LOCK_BUCKETS: Final = 4096
+_STEPS: Final = {
+    "views": "view",
+    "add_to_cart": "add_to_cart",
+    "remove_from_cart": "remove_from_cart",
+    "wishlist": "add_to_wishlist",
+    "purchases": "purchase",
+}
+SESSION_COLUMNS: Final = (
+    "session_key",
+    "user_id",
+    "source_session_id",
+    "session_start",
+    "session_end",
+    "events",
+    *_STEPS,
+    "revenue_cents",
+    "entry_event_id",
+    "entry_product",
+    "entry_category",
+)
+
+
+def _summaries(events: pl.DataFrame, key: pl.Expr) -> pl.DataFrame:
+    """One row per ``key``: interval, counts by type, revenue and the entry event."""
+    purchase = pl.col("event_type") == "purchase"
+    cents = (pl.col("price") * 100).round(0).cast(pl.Int64) * pl.col("quantity").fill_null(1)
+    order = ("event_timestamp", "event_id")
+    return (
+        events.with_columns(key.alias("_key"))
+        .group_by("_key")
+        .agg(
+            pl.col("user_id").min(),
+            pl.col("session_id").first().alias("source_session_id"),
+            pl.col("event_timestamp").min().alias("session_start"),
+            pl.col("event_timestamp").max().alias("session_end"),
+            pl.len().alias("events"),
+            *((pl.col("event_type") == t).sum().alias(name) for name, t in _STEPS.items()),
+            pl.when(purchase).then(cents).otherwise(0).sum().alias("revenue_cents"),
+            pl.col("event_id").sort_by(*order).first().alias("entry_event_id"),
+            pl.col("product_id").sort_by(*order).first().alias("entry_product"),
+            pl.col("category").sort_by(*order).first().alias("entry_category"),
+        )
+    )
+
+
+def merge_sessions(parts: pl.DataFrame) -> pl.DataFrame:
+    """Combine session summaries that are one session: same source id, or (without one)
+    the same user with at most 30 minutes between one's end and the next one's start."""
+    keyed = parts.filter(pl.col("source_session_id").is_not_null())
+    gapped = parts.filter(pl.col("source_session_id").is_null()).sort("user_id", "session_start")
+    gapped = gapped.with_columns(
+        (
+            pl.col("session_start")
+            > pl.col("session_end").cum_max().shift(1).over("user_id") + SESSION_GAP
+        )
+        .fill_null(value=True)
+        .cum_sum()
+        .over("user_id")
+        .alias("_n")
+    )
+    order = ("session_start", "entry_event_id")
+    combine = (
+        pl.col("user_id").min(),
+        pl.col("source_session_id").first(),
+        pl.col("session_start").min(),
+        pl.col("session_end").max(),
+        pl.col("events").sum(),
+        *(pl.col(name).sum() for name in _STEPS),
+        pl.col("revenue_cents").sum(),
+        pl.col("entry_event_id").sort_by(*order).first(),
+        pl.col("entry_product").sort_by(*order).first(),
+        pl.col("entry_category").sort_by(*order).first(),
+    )
+    by_id = keyed.group_by(pl.col("source_session_id").alias("session_key")).agg(combine)
+    by_gap = (
+        gapped.group_by("user_id", "_n")
+        .agg(combine[1:])
+        .with_columns(
+            pl.concat_str(
+                pl.col("user_id"),
+                pl.lit("@"),
+                pl.col("session_start").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f"),
+            ).alias("session_key")
+        )
+        .drop("_n")
+    )
+    return pl.concat([by_id.select(SESSION_COLUMNS), by_gap.select(SESSION_COLUMNS)])
+
+
+def batch_sessions(events: pl.DataFrame) -> pl.DataFrame:
+    """A batch's own sessions: by session id, and gap-based per user for the rest."""
+    with_id = _summaries(events.filter(pl.col("session_id").is_not_null()), pl.col("session_id"))
+    without = events.filter(pl.col("session_id").is_null()).sort("user_id", "event_timestamp")
+    runs = (
+        (pl.col("event_timestamp").diff().over("user_id") > SESSION_GAP)
+        .fill_null(value=True)
+        .cum_sum()
+        .over("user_id")
+    )
+    gapped = _summaries(
+        without, pl.concat_str(pl.col("user_id"), pl.lit("#"), runs.cast(pl.String))
+    )
+    return merge_sessions(
+        pl.concat(
+            [
+                with_id.rename({"_key": "session_key"}).select(SESSION_COLUMNS),
+                gapped.rename({"_key": "session_key"}).select(SESSION_COLUMNS),
+            ]
+        )
+    )
+
+
+def update_sessions(conn: psycopg.Connection[tuple[object, ...]], events: pl.DataFrame) -> None:
+    """Fold ``events`` (rows just inserted) into ``user_sessions`` and session counts."""
+    if not events.height:
+        return
+    local = batch_sessions(events)
+    buckets = sorted({user_hash(u) % _LOCK_BUCKETS for u in local["user_id"].unique().to_list()})
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(%s, b) FROM unnest(%s::int[]) AS b ORDER BY b",
+        (_LOCK_CLASS, buckets),
+    )
+    stored = _touching(conn, local)
+    merged = merge_sessions(pl.concat([local, stored], how="vertical_relaxed"))
+    if stored.height:
+        conn.execute(
+            "DELETE FROM user_sessions WHERE session_key = ANY(%s)",
+            (stored["session_key"].to_list(),),
+        )
+    _copy_sessions(conn, merged)
+    counts = (
+        merged.group_by("user_id")
+        .len("added")
+        .join(stored.group_by("user_id").len("removed"), on="user_id", how="full", coalesce=True)
+        .select(
+            "user_id",
+            pl.col("added").fill_null(0).cast(pl.Int64)
+            - pl.col("removed").fill_null(0).cast(pl.Int64),
+        )
+        .filter(pl.col("added") != 0)
+        .sort("user_id")
+    )
+    if counts.height:
+        conn.execute(
+            """UPDATE customer_metrics c SET sessions = c.sessions + d.delta
+                 FROM unnest(%s::text[], %s::bigint[]) AS d(user_id, delta)
+                WHERE c.user_id = d.user_id""",
+            (counts["user_id"].to_list(), counts["added"].to_list()),
+        )
+
+
+_STORED_COLUMNS: Final = sql.SQL(", ").join(
+    sql.SQL("{} AT TIME ZONE 'UTC' AS {}").format(sql.Identifier("s", c), sql.Identifier(c))
+    if c in ("session_start", "session_end")
+    else sql.SQL("{}::text").format(sql.Identifier("s", c))
+    if c == "entry_event_id"
+    else sql.Identifier("s", c)
+    for c in SESSION_COLUMNS
+)
+
+
+def _touching(conn: psycopg.Connection[tuple[object, ...]], local: pl.DataFrame) -> pl.DataFrame:
+    """Stored sessions that one of the batch's sessions joins: same session id, or same
+    user within 30 minutes of one of its gap-based sessions."""
+    keyed = local.filter(pl.col("source_session_id").is_not_null())["session_key"].to_list()
+    gapped = local.filter(pl.col("source_session_id").is_null())
+    statement = sql.SQL(
+        """SELECT {columns} FROM user_sessions s WHERE s.session_key = ANY(%(keys)s)
+           UNION
+           SELECT {columns}
+             FROM user_sessions s
+             JOIN unnest(%(users)s::text[], %(starts)s::timestamp[], %(ends)s::timestamp[])
+                  AS l(user_id, lo, hi)
+               ON s.user_id = l.user_id AND s.source_session_id IS NULL
+              AND s.session_start <= (l.hi + %(gap)s) AT TIME ZONE 'UTC'
+              AND s.session_end >= (l.lo - %(gap)s) AT TIME ZONE 'UTC'"""
+    ).format(columns=_STORED_COLUMNS)
+    rows = conn.execute(
+        statement,
+        {
+            "keys": keyed,
+            "users": gapped["user_id"].to_list(),
+            "starts": gapped["session_start"].to_list(),
+            "ends": gapped["session_end"].to_list(),
+            "gap": SESSION_GAP,
+        },
+    ).fetchall()
+    return pl.DataFrame(rows, schema=local.schema, orient="row")
+
+
+def _copy_sessions(conn: psycopg.Connection[tuple[object, ...]], sessions: pl.DataFrame) -> None:
+    payload = sessions.write_csv(
+        include_header=False, datetime_format="%Y-%m-%d %H:%M:%S%.6f+00", null_value=""
+    )
+    statement = sql.SQL("COPY user_sessions ({}) FROM STDIN (FORMAT csv)").format(
+        sql.SQL(", ").join(map(sql.Identifier, SESSION_COLUMNS))
+    )
+    with conn.cursor().copy(statement) as copy:
+        copy.write(payload)
