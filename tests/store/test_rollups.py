@@ -113,6 +113,21 @@ def assert_rollups_match_events(url: str) -> None:
             assert got == want, name
         stored = sorted(conn.execute(SESSIONS_STORED).fetchall(), key=str)
         assert stored == sorted(conn.execute(SESSIONS_FROM_EVENTS).fetchall(), key=str)
+        funnel = "SELECT day, category, sessions, sessions_with_view, sessions_with_cart, "
+        funnel += "sessions_with_purchase, view_to_cart, view_to_purchase FROM funnel_daily"
+        recomputed = f"""
+            SELECT (st AT TIME ZONE 'UTC')::date, coalesce(ec, 'unknown'), count(*),
+                   count(*) FILTER (WHERE v > 0), count(*) FILTER (WHERE c > 0),
+                   count(*) FILTER (WHERE p > 0),
+                   round(count(*) FILTER (WHERE v > 0 AND c > 0)::numeric
+                         / nullif(count(*) FILTER (WHERE v > 0), 0), 4),
+                   round(count(*) FILTER (WHERE v > 0 AND p > 0)::numeric
+                         / nullif(count(*) FILTER (WHERE v > 0), 0), 4)
+              FROM ({SESSIONS_FROM_EVENTS}) AS s(u, st, en, n, v, c, p, r, ep, ec)
+             GROUP BY 1, 2"""
+        assert sorted(conn.execute(funnel).fetchall()) == sorted(
+            conn.execute(recomputed).fetchall()
+        )
         per_user = conn.execute(
             """SELECT count(*) FROM customer_metrics c
                 WHERE sessions <> (SELECT count(*) FROM user_sessions s
@@ -182,3 +197,47 @@ def test_a_replayed_quarantine_row_reaches_the_rollups_once(
         assert conn.execute(
             "SELECT orders, units, revenue FROM customer_metrics WHERE user_id = 'u9'"
         ).fetchone() == (2, 3, 300010)
+
+
+def test_funnels_any_order_and_strict_handle_skipped_and_reversed_steps(
+    tmp_path: Path, database_url: str
+) -> None:
+    env = cli_env(database_url, tmp_path / "home")
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    rows = [  # (id suffix, type, user, time, price): three sessions of the same day
+        (1, "view", "a", "10:00:00", ""),  # a: view -> cart -> purchase, in order
+        (2, "add_to_cart", "a", "10:05:00", ""),
+        (3, "purchase", "a", "10:09:00", "5.00"),
+        (4, "view", "b", "11:00:00", ""),  # b: view -> purchase, no cart (skipped step)
+        (5, "purchase", "b", "11:02:00", "7.00"),
+        (6, "add_to_cart", "c", "12:00:00", ""),  # c: cart before view, then purchase
+        (7, "view", "c", "12:01:00", ""),
+        (8, "purchase", "c", "12:03:00", "9.00"),
+    ]
+    lines = [
+        f"00000000-0000-4000-8000-{n:012d},{kind},p{n},{user},2026-05-04 {time},"
+        f"{'1' if price else ''},{price}"
+        for n, kind, user, time, price in rows
+    ]
+    (inbox / "events_1_0.csv").write_text(
+        "event_id,event_type,product_id,user_id,event_timestamp,quantity,price\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+    shopstream("run", "--source", str(inbox), "--until-idle", env=env)
+    with psycopg.connect(database_url) as conn:
+        any_order = conn.execute(
+            """SELECT sessions, sessions_with_view, sessions_with_cart, sessions_with_purchase,
+                      view_to_cart, cart_to_purchase, view_to_purchase
+                 FROM funnel_daily WHERE day = '2026-05-04'"""
+        ).fetchone()
+        strict = conn.execute(
+            """SELECT sessions, sessions_with_view, sessions_view_then_cart,
+                      sessions_view_cart_purchase
+                 FROM funnel_strict('2026-05-04', '2026-05-04')"""
+        ).fetchone()
+    assert any_order is not None and strict is not None
+    assert any_order[:4] == (3, 3, 2, 3)
+    assert [float(r) for r in any_order[4:]] == [0.6667, 1.0, 1.0]
+    assert strict == (3, 3, 1, 1)  # only a goes view -> cart -> purchase in order
