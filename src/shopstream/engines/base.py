@@ -6,9 +6,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from shopstream.store.derived import Derived
 
 EngineName = Literal["embedded", "spark", "replay"]
 
@@ -89,6 +92,9 @@ class ParsedBatch:
     # Ids a look-ahead found already stored (or in an earlier batch still being loaded).
     # Only a hint: the loader's COPY is still checked by the primary key.
     stored_ids_hint: pl.Series | None = None
+    # Rollup deltas and sessions derived ahead from the events the hint leaves; used only
+    # together with the hint.
+    derived_hint: Derived | None = None
     # Stream sources: the partition ranges this batch consumed (files use ``files``).
     offsets: list[SourceOffset] = field(default_factory=list)
 

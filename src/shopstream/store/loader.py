@@ -24,8 +24,8 @@ from shopstream.engines.base import FileOutcome, ParsedBatch, SourceOffset
 from shopstream.schema import FIELD_NAMES
 from shopstream.settings import Settings
 from shopstream.store.connection import connect, retry_transient
-from shopstream.store.rollups import apply_rollups, late_mask
-from shopstream.store.sessions import update_sessions
+from shopstream.store.derived import derive, write_derived
+from shopstream.store.rollups import late_mask
 from shopstream.store.stored_ids import stored_ids
 
 log = logging.getLogger(__name__)
@@ -204,9 +204,9 @@ class Loader:
                 )
 
             # Step 3b
-            if self._rollups:
-                apply_rollups(conn, new_events)
-                update_sessions(conn, new_events)
+            if self._rollups and inserted:
+                prepared = batch.derived_hint if hint is not None else None
+                write_derived(conn, prepared or derive(new_events))
 
             # Step 4
             if batch.quarantine.height:

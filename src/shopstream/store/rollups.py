@@ -127,12 +127,16 @@ class _Rollup:
         )
 
 
-def apply_rollups(conn: psycopg.Connection[tuple[object, ...]], events: pl.DataFrame) -> None:
-    """Merge the deltas of ``events`` (rows just inserted) into every rollup table."""
-    if not events.height:
-        return
-    for rollup in _ROLLUPS:
-        frame = rollup.copy_frame(rollup.deltas(events))
+def rollup_deltas(events: pl.DataFrame) -> list[pl.DataFrame]:
+    """Every rollup's delta frame for ``events``, ready to COPY (same order as _ROLLUPS)."""
+    return [rollup.copy_frame(rollup.deltas(events)) for rollup in _ROLLUPS]
+
+
+def write_rollups(conn: psycopg.Connection[tuple[object, ...]], deltas: list[pl.DataFrame]) -> None:
+    """Merge delta frames (from :func:`rollup_deltas`) into the rollup tables."""
+    for rollup, frame in zip(_ROLLUPS, deltas, strict=True):
+        if not frame.height:
+            continue
         conn.execute(
             sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
                 sql.Identifier(rollup.stage), sql.SQL(rollup.columns)

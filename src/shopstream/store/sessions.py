@@ -20,7 +20,7 @@ from shopstream.store.rollups import user_hash
 
 SESSION_GAP: Final = timedelta(minutes=30)
 _LOCK_CLASS: Final = 0x5E55  # advisory-lock namespace for session maintenance
-_LOCK_BUCKETS: Final = 4096
+_LOCK_BUCKETS: Final = 256  # few locks per transaction, whatever the batch
 _STEPS: Final = {
     "views": "view",
     "add_to_cart": "add_to_cart",
@@ -133,11 +133,11 @@ def batch_sessions(events: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def update_sessions(conn: psycopg.Connection[tuple[object, ...]], events: pl.DataFrame) -> None:
-    """Fold ``events`` (rows just inserted) into ``user_sessions`` and session counts."""
-    if not events.height:
+def update_sessions(conn: psycopg.Connection[tuple[object, ...]], local: pl.DataFrame) -> None:
+    """Fold a batch's own sessions (:func:`batch_sessions` of the rows just inserted) into
+    ``user_sessions`` and the per-customer session counts."""
+    if not local.height:
         return
-    local = batch_sessions(events)
     buckets = sorted({user_hash(u) % _LOCK_BUCKETS for u in local["user_id"].unique().to_list()})
     conn.execute(
         "SELECT pg_advisory_xact_lock(%s, b) FROM unnest(%s::int[]) AS b ORDER BY b",

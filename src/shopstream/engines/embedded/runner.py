@@ -23,6 +23,7 @@ from shopstream.engines.embedded.batch import IncomingFile, build_batch
 from shopstream.settings import Settings
 from shopstream.sources.base import Source
 from shopstream.store.connection import Stopped
+from shopstream.store.derived import derive
 from shopstream.store.loader import AlreadyCommitted, BatchResult, Loader, OffsetsMoved
 from shopstream.store.stored_ids import StoredIdsProbe
 from shopstream.validation.rules import RuleParams, render_rules
@@ -132,7 +133,11 @@ class Runner:
                     batch = build_batch(
                         files, source=self._source.name, predicates=current_rules(self._settings)
                     )
-                    batch.stored_ids_hint = self._look_ahead(batch.events["event_id"])
+                    hint = self._look_ahead(batch.events["event_id"])
+                    batch.stored_ids_hint = hint
+                    if self._settings.rollups:
+                        expected = batch.events.filter(~pl.col("event_id").is_in(hint.implode()))
+                        batch.derived_hint = derive(expected)
                     with self._lock:
                         self._source.annotate(batch, files)
                         self._outstanding += 1

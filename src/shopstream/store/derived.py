@@ -1,0 +1,31 @@
+"""Everything derived from a batch's inserted events: rollup deltas and batch sessions.
+
+Deriving is pure Polars work, so the embedded runner does it ahead, in its parser thread,
+for the rows it expects to insert; the loader then only writes. When the loader inserts a
+different set (a concurrent writer took some ids), it derives again inside the transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+import psycopg
+
+from shopstream.store.rollups import rollup_deltas, write_rollups
+from shopstream.store.sessions import batch_sessions, update_sessions
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    rollups: list[pl.DataFrame]
+    sessions: pl.DataFrame
+
+
+def derive(events: pl.DataFrame) -> Derived:
+    return Derived(rollup_deltas(events), batch_sessions(events))
+
+
+def write_derived(conn: psycopg.Connection[tuple[object, ...]], derived: Derived) -> None:
+    write_rollups(conn, derived.rollups)
+    update_sessions(conn, derived.sessions)
