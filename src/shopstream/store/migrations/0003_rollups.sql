@@ -24,30 +24,24 @@ CREATE TABLE realtime_metrics (
 );
 
 -- Coarser windows are derived from the 1-minute rows; their user sets are unions.
-CREATE VIEW realtime_metrics_5m AS
+CREATE FUNCTION realtime_metrics_window(width interval)
+    RETURNS TABLE (window_start timestamptz, category text, event_type text, events numeric,
+                   units numeric, revenue numeric, purchases numeric, distinct_users bigint)
+    LANGUAGE sql STABLE
+AS $$
 SELECT w.window_start, w.category, w.event_type, w.events, w.units, w.revenue, w.purchases,
        (SELECT count(DISTINCT h)
           FROM realtime_metrics m, unnest(m.user_hashes) AS h
-         WHERE m.window_start >= w.window_start
-           AND m.window_start < w.window_start + interval '5 minutes'
-           AND m.category = w.category AND m.event_type = w.event_type) AS distinct_users
-  FROM (SELECT date_bin('5 minutes', window_start, timestamptz '2000-01-01 00:00+00')
-                   AS window_start,
+         WHERE m.window_start >= w.window_start AND m.window_start < w.window_start + width
+           AND m.category = w.category AND m.event_type = w.event_type)
+  FROM (SELECT date_bin(width, window_start, timestamptz '2000-01-01 00:00+00') AS window_start,
                category, event_type, sum(events) AS events, sum(units) AS units,
                sum(revenue) AS revenue, sum(purchases) AS purchases
-          FROM realtime_metrics GROUP BY 1, 2, 3) AS w;
+          FROM realtime_metrics GROUP BY 1, 2, 3) AS w
+$$;
 
-CREATE VIEW realtime_metrics_hourly AS
-SELECT w.window_start, w.category, w.event_type, w.events, w.units, w.revenue, w.purchases,
-       (SELECT count(DISTINCT h)
-          FROM realtime_metrics m, unnest(m.user_hashes) AS h
-         WHERE m.window_start >= w.window_start
-           AND m.window_start < w.window_start + interval '1 hour'
-           AND m.category = w.category AND m.event_type = w.event_type) AS distinct_users
-  FROM (SELECT date_trunc('hour', window_start, 'UTC') AS window_start,
-               category, event_type, sum(events) AS events, sum(units) AS units,
-               sum(revenue) AS revenue, sum(purchases) AS purchases
-          FROM realtime_metrics GROUP BY 1, 2, 3) AS w;
+CREATE VIEW realtime_metrics_5m AS SELECT * FROM realtime_metrics_window('5 minutes');
+CREATE VIEW realtime_metrics_hourly AS SELECT * FROM realtime_metrics_window('1 hour');
 
 CREATE TABLE product_analytics (
     day               date           NOT NULL,  -- UTC day of the event
