@@ -23,8 +23,10 @@ from shopstream.settings import Settings
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Manage the database (embedded or external).")
 quarantine_app = typer.Typer(no_args_is_help=True, help="Inspect and replay quarantined input.")
+batch_app = typer.Typer(no_args_is_help=True, help="Batch analytics jobs.")
 app.add_typer(db_app, name="db")
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(batch_app, name="batch")
 console = Console()
 err = Console(stderr=True)
 
@@ -329,6 +331,25 @@ def db_url(
 
 
 # -- status and quarantine -----------------------------------------------------------------
+
+
+@batch_app.command("daily")
+def batch_daily(
+    day: Annotated[
+        datetime | None,
+        typer.Option("--date", formats=["%Y-%m-%d"], help="UTC day; default yesterday."),
+    ] = None,
+) -> None:
+    """Fill daily_aggregations for one day (idempotent: rerun to refresh)."""
+    from datetime import UTC, timedelta
+
+    from shopstream.analytics.daily import run_daily
+    from shopstream.store.connection import connect
+
+    target = day.date() if day else (datetime.now(UTC) - timedelta(days=1)).date()
+    with _database(Settings()) as url, connect(url) as conn:
+        rows = run_daily(conn, target)
+    console.print(f"daily_aggregations for {target}: {rows} rows")
 
 
 @app.command()

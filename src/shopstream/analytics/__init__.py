@@ -1,0 +1,1 @@
+"""Batch analytics over the stored events and live rollups."""
