@@ -6,7 +6,7 @@ import logging
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -91,6 +91,7 @@ def generate(
         datetime | None,
         typer.Option(help="Backlog start (UTC); default now-1d, or fixed with a seed"),
     ] = None,
+    days: Annotated[float, typer.Option(min=0.001, help="Backlog: days the events span.")] = 1.0,
     gzip: Annotated[bool, typer.Option("--gzip", help="Compress each file.")] = False,
 ) -> None:
     """Write synthetic shop events as files or Kafka messages (--events N, or --rate)."""
@@ -124,7 +125,13 @@ def generate(
         sink = FileWriter(out, fmt or InputFormat.SEED, compress=gzip)
     if events is not None:
         summary = generate_backlog(
-            sink, events=events, seed=seed, faults=faults, file_rows=file_rows, start=start
+            sink,
+            events=events,
+            seed=seed,
+            faults=faults,
+            file_rows=file_rows,
+            start=start,
+            span=timedelta(days=days),
         )
     else:
         assert rate is not None
@@ -341,7 +348,7 @@ def batch_daily(
     ] = None,
 ) -> None:
     """Fill daily_aggregations for one day (idempotent: rerun to refresh)."""
-    from datetime import UTC, timedelta
+    from datetime import UTC
 
     from shopstream.analytics.daily import run_daily
     from shopstream.store.connection import connect
@@ -350,6 +357,29 @@ def batch_daily(
     with _database(Settings()) as url, connect(url) as conn:
         rows = run_daily(conn, target)
     console.print(f"daily_aggregations for {target}: {rows} rows")
+
+
+@batch_app.command("customers")
+def batch_customers(
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"], help="Reference day; default the day after the last purchase."
+        ),
+    ] = None,
+) -> None:
+    """RFM segments, historical and predicted customer value (BG/NBD + Gamma-Gamma)."""
+    from shopstream.analytics.customers import run_customers
+    from shopstream.store.connection import connect
+
+    with _database(Settings()) as url, connect(url) as conn:
+        sizes = run_customers(conn, as_of.date() if as_of else None)
+    table = Table(title="Customer segments")
+    table.add_column("segment")
+    table.add_column("customers", justify="right")
+    for segment, customers in sizes.iter_rows():
+        table.add_row(str(segment), f"{customers:,}")
+    console.print(table)
 
 
 @app.command()
