@@ -8,7 +8,7 @@ import polars as pl
 import psycopg
 
 from shopstream.analytics.customers import score
-from tests.fixtures.cli import cli_env, shopstream
+from tests.fixtures.cli import cli_env, generate_and_load, shopstream
 
 
 def test_segments_follow_the_scores() -> None:
@@ -31,11 +31,10 @@ def test_batch_customers_scores_every_purchaser_and_predicts_value(
 ) -> None:
     env = cli_env(database_url, tmp_path / "home")
     inbox = tmp_path / "in"
-    shopstream(
-        "generate", "--out", str(inbox), "--events", "60000", "--seed", "5",
-        "--start", "2026-01-01T00:00:00", "--days", "120", env=env,
+    generate_and_load(
+        inbox, "--events", "60000", "--seed", "5", "--start", "2026-01-01", "--days", "120",
+        env=env,
     )  # fmt: skip
-    shopstream("run", "--source", str(inbox), "--until-idle", env=env)
     output = shopstream("batch", "customers", env=env).stdout
     assert "Customer segments" in output
     with psycopg.connect(database_url) as conn:

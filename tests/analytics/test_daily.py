@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import psycopg
 
-from tests.fixtures.cli import cli_env, shopstream
+from tests.fixtures.cli import cli_env, generate_and_load, shopstream
 
 DAY = "2026-01-01"
 
@@ -17,11 +17,7 @@ def test_daily_aggregations_match_duckdb_over_the_input_and_are_idempotent(
 ) -> None:
     env = cli_env(database_url, tmp_path / "home")
     inbox = tmp_path / "in"
-    shopstream(
-        "generate", "--out", str(inbox), "--events", "20000", "--seed", "3",
-        "--format", "canonical", "--file-rows", "5000", env=env,
-    )  # fmt: skip
-    shopstream("run", "--source", str(inbox), "--until-idle", env=env)
+    generate_and_load(inbox, "--events", "20000", "--seed", "3", "--format", "canonical", env=env)
     shopstream("batch", "daily", "--date", DAY, env=env)
     with psycopg.connect(database_url) as conn:
         query = """SELECT category, event_type, total_events, total_revenue, unique_users,
