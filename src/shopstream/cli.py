@@ -96,6 +96,7 @@ def generate(
 ) -> None:
     """Write synthetic shop events as files or Kafka messages (--events N, or --rate)."""
     from shopstream.generate.writer import (
+        WRITABLE_FORMATS,
         Faults,
         FileWriter,
         RowSink,
@@ -106,6 +107,9 @@ def generate(
     faults = Faults(dirty=dirty, duplicates=duplicates, late=late)
     if (events is None) == (rate is None):
         err.print("[red]give exactly one of --events N or --rate EV_PER_S[/red]")
+        raise typer.Exit(2)
+    if fmt is not None and fmt not in WRITABLE_FORMATS:
+        err.print(f"[red]the generator writes {', '.join(WRITABLE_FORMATS)}, not {fmt}[/red]")
         raise typer.Exit(2)
     if (out is None) == (kafka is None):
         err.print("[red]give exactly one of --out DIR or --kafka BOOTSTRAP[/red]")

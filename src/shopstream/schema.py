@@ -69,6 +69,7 @@ class InputFormat(StrEnum):
     SEED = "seed"
     CANONICAL = "canonical"
     JSONL = "jsonl"
+    REES46 = "rees46"  # the public REES46 clickstream export (read only)
 
 
 # File-name suffixes the file source picks up (gzip of either is fine).

@@ -31,6 +31,9 @@ _EXTENSIONS: Final = {
 }
 
 
+WRITABLE_FORMATS: Final = tuple(_EXTENSIONS)
+
+
 @dataclass(frozen=True, slots=True)
 class Faults:
     dirty: float = 0.0

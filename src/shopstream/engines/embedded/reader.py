@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from shopstream.engines.embedded.formats import ADAPTERS
 from shopstream.schema import FIELD_NAMES, REQUIRED_FIELDS, SEED_COLUMNS, InputFormat
 from shopstream.validation.rules import FileRejection, StructuralRule
 
@@ -179,13 +180,18 @@ def _read_csv(data: bytes, offsets: Lines) -> FileRows:
     if "\x00" in header_text or not header_text.isprintable():
         raise FileRejectedError(FileRejection.NOT_TEXT, "header holds control bytes")
     names = [n.strip().lower() for n in next(csv.reader([header_text]), [])]
+    adapter = ADAPTERS.get(tuple(names))
     missing = [r for r in REQUIRED_FIELDS if r not in names]
-    if missing:
+    if missing and adapter is None:
         raise FileRejectedError(
             FileRejection.UNKNOWN_HEADER, f"missing {', '.join(missing)} in {header_text[:200]!r}"
         )
-    input_format = InputFormat.SEED if tuple(names) == SEED_COLUMNS else InputFormat.CANONICAL
-    ignored = tuple(n for n in names if n not in _KNOWN)
+    ignored: tuple[str, ...] = ()
+    if adapter is not None:
+        input_format = adapter.input_format
+    else:
+        input_format = InputFormat.SEED if tuple(names) == SEED_COLUMNS else InputFormat.CANONICAL
+        ignored = tuple(n for n in names if n not in _KNOWN)
 
     buf = np.frombuffer(data, dtype=np.uint8)
     body = np.ones(len(offsets) - 1, dtype=np.bool_)
@@ -316,7 +322,12 @@ def _unique_names(names: list[str]) -> list[str]:
 
 
 def _canonical(frame: pl.DataFrame, names: list[str]) -> pl.DataFrame:
-    """Keep the known columns (first occurrence), in canonical order."""
+    """Keep the known columns (first occurrence), in canonical order; a foreign export
+    (recognised by its header) is mapped onto them first."""
+    adapter = ADAPTERS.get(tuple(names))
+    if adapter is not None:
+        frame = adapter.to_canonical(frame)
+        names = list(frame.columns)
     present = [n for n in FIELD_NAMES if n in names]
     return frame.select(present)
 
