@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import re
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from confluent_kafka.admin import AdminClient
 
 from shopstream.generate.kafka import ensure_topic
 from shopstream.store.embedded import EmbeddedPostgres
-from tests.fixtures.cli import cli_env, shopstream, start_shopstream
+from tests.fixtures.cli import Background, cli_env, shopstream, start_shopstream
 from tests.fixtures.counts import Outcome, outcome
 from tests.fixtures.kafka import read_topic
 from tests.fixtures.postgres import fresh_database
@@ -139,7 +138,7 @@ def _rows_read(stdout: str) -> int:
     return int(match.group(1).replace(",", ""))
 
 
-def _wait_for_progress(url: str, before: int, process: subprocess.Popen[str]) -> None:
+def _wait_for_progress(url: str, before: int, process: Background) -> None:
     """Until the runner committed a batch (joining the group takes seconds) or ended."""
     deadline = time.monotonic() + 60
     while outcome(url).read == before and process.poll() is None:
@@ -202,18 +201,24 @@ def test_a_runner_dying_mid_way_leaves_nothing_lost_or_doubled(
     shopstream("db", "migrate", env=env)
     doomed = start_shopstream(*args, env=env)
     survivor = start_shopstream(*args, env=env)
-    time.sleep(4.5)
-    doomed.kill()
-    doomed.communicate()
-    # The survivor takes over the dead member's partitions once its session times out.
-    deadline = time.monotonic() + 180
-    while outcome(database_url).read < reference.read:
-        assert survivor.poll() is None, survivor.communicate()
-        assert time.monotonic() < deadline, "the survivor did not take over"
-        time.sleep(0.5)
-    survivor.terminate()
-    _, stderr = survivor.communicate(timeout=120)
-    assert survivor.returncode == 0, stderr
+    try:
+        time.sleep(4.5)
+        doomed.kill()
+        doomed.communicate()
+        # The survivor takes over the dead member's partitions once its session times out.
+        deadline = time.monotonic() + 180
+        while outcome(database_url).read < reference.read:
+            assert survivor.poll() is None, survivor.communicate()
+            assert time.monotonic() < deadline, "the survivor did not take over"
+            time.sleep(0.5)
+        survivor.terminate()
+        _, stderr = survivor.communicate(timeout=120)
+        assert survivor.returncode == 0, stderr
+    finally:
+        for process in (doomed, survivor):
+            if process.poll() is None:
+                process.kill()
+                print(process.communicate()[1][-5000:])
     assert outcome(database_url) == reference
 
 
