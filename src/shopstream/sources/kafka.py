@@ -17,7 +17,7 @@ import bisect
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, Literal
 
 import polars as pl
@@ -81,7 +81,6 @@ class _PartitionState:
     next_offset: int  # next message to hand out
     generation: int = 0
     high_watermark: int = 0
-    chunks: list[str] = field(default_factory=list)
 
 
 class KafkaSource(Source):
@@ -235,18 +234,16 @@ class KafkaSource(Source):
             self._chunks[path] = _Chunk(
                 key[0], key[1], state.generation, first_line, part_offsets, part_values, position
             )
-            state.chunks.append(path)
             files.append(IncomingFile(path, data, content_hash=""))
         return files
 
     def annotate(self, batch: ParsedBatch, items: list[IncomingFile]) -> None:
         """Offsets instead of a file ledger; quarantine rows point at partition and offset."""
-        chunks = [self._chunks[item.path] for item in items]
+        lookup = {item.path: self._chunks[item.path] for item in items}
         batch.files = []
-        batch.offsets = list({(c.topic, c.partition): c.position for c in chunks}.values())
+        batch.offsets = list({(c.topic, c.partition): c.position for c in lookup.values()}.values())
         if not batch.quarantine.height:
             return
-        lookup = {item.path: self._chunks[item.path] for item in items}
         sources, offsets = [], []
         for path, line in batch.quarantine.select("source", "line_no").iter_rows():
             chunk = lookup[path]
@@ -314,9 +311,6 @@ class KafkaSource(Source):
         for item in items:
             chunk = self._chunks.pop(item.path)
             commits[(chunk.topic, chunk.partition)] = chunk.position.end
-            state = self._partitions.get((chunk.topic, chunk.partition))
-            if state is not None and item.path in state.chunks:
-                state.chunks.remove(item.path)
         owned = [
             TopicPartition(t, p, o) for (t, p), o in commits.items() if (t, p) in self._partitions
         ]
@@ -331,11 +325,7 @@ class KafkaSource(Source):
             chunk = self._chunks.pop(item.path)
             key = (chunk.topic, chunk.partition)
             state = self._partitions.get(key)
-            if state is None:
-                continue
-            if item.path in state.chunks:
-                state.chunks.remove(item.path)
-            if chunk.generation == state.generation:
+            if state is not None and chunk.generation == state.generation:
                 self._reseek.add(key)
 
     def _seek_abandoned(self) -> None:

@@ -12,20 +12,24 @@ from dataclasses import dataclass
 import polars as pl
 import psycopg
 
-from shopstream.store.rollups import rollup_deltas, write_rollups
-from shopstream.store.sessions import batch_sessions, update_sessions
+from shopstream.store.rollups import rollup_deltas, with_measures, write_rollups
+from shopstream.store.sessions import batch_sessions, lock_buckets, update_sessions
 
 
 @dataclass(frozen=True, slots=True)
 class Derived:
     rollups: list[pl.DataFrame]
     sessions: pl.DataFrame
+    lock_buckets: list[int]
 
 
 def derive(events: pl.DataFrame) -> Derived:
-    return Derived(rollup_deltas(events), batch_sessions(events))
+    measured = with_measures(events)  # user hashes and money, once for everything below
+    return Derived(
+        rollup_deltas(measured), batch_sessions(measured), lock_buckets(measured["_user"])
+    )
 
 
 def write_derived(conn: psycopg.Connection[tuple[object, ...]], derived: Derived) -> None:
     write_rollups(conn, derived.rollups)
-    update_sessions(conn, derived.sessions)
+    update_sessions(conn, derived.sessions, derived.lock_buckets)

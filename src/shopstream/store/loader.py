@@ -25,8 +25,8 @@ from shopstream.schema import FIELD_NAMES
 from shopstream.settings import Settings
 from shopstream.store.connection import connect, retry_transient
 from shopstream.store.derived import derive, write_derived
-from shopstream.store.rollups import late_mask
-from shopstream.store.stored_ids import stored_ids
+from shopstream.store.rollups import create_stages
+from shopstream.store.stored_ids import stored_ids, without
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,7 @@ class Loader:
         if self._conn is None or self._conn.closed:
             self._conn = connect(self._url)
             self._conn.execute("SET TIME ZONE 'UTC'")
+            create_stages(self._conn)
             self._conn.commit()
         return self._conn
 
@@ -187,14 +188,12 @@ class Loader:
             events = batch.events
             hint = batch.stored_ids_hint if use_hint else None
             known = hint if hint is not None else stored_ids(conn, events["event_id"])
-            new_events = (
-                events.filter(~pl.col("event_id").is_in(known.implode())) if len(known) else events
-            )
+            new_events = without(events, known)
             inserted = new_events.height
             duplicates_in_store = batch.events.height - inserted
 
             # Step 3
-            late = late_mask(new_events, datetime.now(UTC), self._late_horizon_seconds)
+            late = _late_mask(new_events, datetime.now(UTC), self._late_horizon_seconds)
             if inserted:
                 _copy_frame(
                     conn,
@@ -239,6 +238,12 @@ class Loader:
             rows_quarantined=batch.quarantined_rows,
             load_seconds=time.perf_counter() - started,
         )
+
+
+def _late_mask(events: pl.DataFrame, now: datetime, horizon_seconds: float) -> pl.Series:
+    """Events whose time is older than the horizon when they arrive (naive UTC times)."""
+    cutoff = now.timestamp() - horizon_seconds
+    return (events["event_timestamp"].dt.epoch("s") < cutoff).alias("arrived_late")
 
 
 def _copy_frame(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Final
 
 import polars as pl
@@ -34,10 +33,14 @@ def user_hash(user_id: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _with_measures(events: pl.DataFrame) -> pl.DataFrame:
+def with_measures(events: pl.DataFrame) -> pl.DataFrame:
+    """The per-event measures every rollup and session sums, computed once per batch:
+    ``_user`` (stable user hash), ``_purchase``, ``_units`` and ``_cents``."""
     purchase = pl.col("event_type") == _PURCHASE
     units = pl.when(purchase).then(pl.col("quantity").fill_null(1)).otherwise(0)
+    hashes = {user: user_hash(user) for user in events["user_id"].unique().to_list()}
     return events.with_columns(
+        pl.col("user_id").replace_strict(hashes, return_dtype=pl.Int64).alias("_user"),
         purchase.cast(pl.Int64).alias("_purchase"),
         units.cast(pl.Int64).alias("_units"),
         # Cents as integers: sums stay exact, as numeric(…, 2) in the database.
@@ -48,15 +51,15 @@ def _with_measures(events: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+# The delta functions take events already passed through :func:`with_measures`.
+
+
 def realtime_deltas(events: pl.DataFrame) -> pl.DataFrame:
     """Per 1-minute window, category and event type: counts, money and the user-hash set."""
-    hashes = _user_hashes(events["user_id"])
     return (
-        _with_measures(events)
-        .with_columns(
+        events.with_columns(
             pl.col("event_timestamp").dt.truncate("1m").alias("window_start"),
             pl.col("category").fill_null(UNKNOWN_CATEGORY),
-            pl.col("user_id").replace_strict(hashes, return_dtype=pl.Int64).alias("_user"),
         )
         .group_by("window_start", "category", "event_type")
         .agg(
@@ -72,8 +75,7 @@ def realtime_deltas(events: pl.DataFrame) -> pl.DataFrame:
 def product_deltas(events: pl.DataFrame) -> pl.DataFrame:
     kind = pl.col("event_type")
     return (
-        _with_measures(events)
-        .with_columns(pl.col("event_timestamp").dt.date().alias("day"))
+        events.with_columns(pl.col("event_timestamp").dt.date().alias("day"))
         .group_by("day", "product_id")
         .agg(
             *((kind == value).sum().alias(name) for name, value in _PRODUCT_COUNTS.items()),
@@ -85,23 +87,15 @@ def product_deltas(events: pl.DataFrame) -> pl.DataFrame:
 
 def customer_deltas(events: pl.DataFrame) -> pl.DataFrame:
     purchase = pl.col("event_type") == _PURCHASE
-    return (
-        _with_measures(events)
-        .group_by("user_id")
-        .agg(
-            pl.col("event_timestamp").min().alias("first_seen"),
-            pl.col("event_timestamp").max().alias("last_seen"),
-            pl.len().alias("events"),
-            pl.col("_purchase").sum().alias("orders"),
-            pl.col("_units").sum().alias("units"),
-            pl.col("_cents").sum().alias("cents"),
-            pl.col("event_timestamp").filter(purchase).max().alias("last_purchase"),
-        )
+    return events.group_by("user_id").agg(
+        pl.col("event_timestamp").min().alias("first_seen"),
+        pl.col("event_timestamp").max().alias("last_seen"),
+        pl.len().alias("events"),
+        pl.col("_purchase").sum().alias("orders"),
+        pl.col("_units").sum().alias("units"),
+        pl.col("_cents").sum().alias("cents"),
+        pl.col("event_timestamp").filter(purchase).max().alias("last_purchase"),
     )
-
-
-def _user_hashes(user_ids: pl.Series) -> dict[str, int]:
-    return {user: user_hash(user) for user in user_ids.unique().to_list()}
 
 
 # -- upserts -------------------------------------------------------------------------------
@@ -127,21 +121,28 @@ class _Rollup:
         )
 
 
-def rollup_deltas(events: pl.DataFrame) -> list[pl.DataFrame]:
-    """Every rollup's delta frame for ``events``, ready to COPY (same order as _ROLLUPS)."""
-    return [rollup.copy_frame(rollup.deltas(events)) for rollup in _ROLLUPS]
+def rollup_deltas(measured: pl.DataFrame) -> list[pl.DataFrame]:
+    """Every rollup's delta frame, ready to COPY (same order as _ROLLUPS), from events
+    passed through :func:`with_measures`."""
+    return [rollup.copy_frame(rollup.deltas(measured)) for rollup in _ROLLUPS]
 
 
-def write_rollups(conn: psycopg.Connection[tuple[object, ...]], deltas: list[pl.DataFrame]) -> None:
-    """Merge delta frames (from :func:`rollup_deltas`) into the rollup tables."""
-    for rollup, frame in zip(_ROLLUPS, deltas, strict=True):
-        if not frame.height:
-            continue
+def create_stages(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """The session's staging tables for the deltas; once per connection."""
+    for rollup in _ROLLUPS:
         conn.execute(
             sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
                 sql.Identifier(rollup.stage), sql.SQL(rollup.columns)
             )
         )
+
+
+def write_rollups(conn: psycopg.Connection[tuple[object, ...]], deltas: list[pl.DataFrame]) -> None:
+    """Merge delta frames (from :func:`rollup_deltas`) into the rollup tables, through the
+    staging tables of :func:`create_stages`."""
+    for rollup, frame in zip(_ROLLUPS, deltas, strict=True):
+        if not frame.height:
+            continue
         payload = frame.write_csv(
             include_header=False, datetime_format="%Y-%m-%d %H:%M:%S%.6f", null_value=""
         )
@@ -216,9 +217,3 @@ _ROLLUPS: Final = (
         deltas=customer_deltas,
     ),
 )
-
-
-def late_mask(events: pl.DataFrame, now: datetime, horizon_seconds: float) -> pl.Series:
-    """Events whose time is older than the horizon when they arrive (naive UTC times)."""
-    cutoff = now.timestamp() - horizon_seconds
-    return (events["event_timestamp"].dt.epoch("s") < cutoff).alias("arrived_late")

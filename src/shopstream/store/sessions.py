@@ -16,8 +16,6 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from shopstream.store.rollups import user_hash
-
 SESSION_GAP: Final = timedelta(minutes=30)
 _LOCK_CLASS: Final = 0x5E55  # advisory-lock namespace for session maintenance
 _LOCK_BUCKETS: Final = 256  # few locks per transaction, whatever the batch
@@ -45,8 +43,6 @@ SESSION_COLUMNS: Final = (
 
 def _summaries(events: pl.DataFrame, key: pl.Expr) -> pl.DataFrame:
     """One row per ``key``: interval, counts by type, revenue and the entry event."""
-    purchase = pl.col("event_type") == "purchase"
-    cents = (pl.col("price") * 100).round(0).cast(pl.Int64) * pl.col("quantity").fill_null(1)
     order = ("event_timestamp", "event_id")
     return (
         events.with_columns(key.alias("_key"))
@@ -58,7 +54,7 @@ def _summaries(events: pl.DataFrame, key: pl.Expr) -> pl.DataFrame:
             pl.col("event_timestamp").max().alias("session_end"),
             pl.len().alias("events"),
             *((pl.col("event_type") == t).sum().alias(name) for name, t in _STEPS.items()),
-            pl.when(purchase).then(cents).otherwise(0).sum().alias("revenue_cents"),
+            pl.col("_cents").sum().alias("revenue_cents"),
             pl.col("event_id").sort_by(*order).first().alias("entry_event_id"),
             pl.col("product_id").sort_by(*order).first().alias("entry_product"),
             pl.col("category").sort_by(*order).first().alias("entry_category"),
@@ -111,7 +107,8 @@ def merge_sessions(parts: pl.DataFrame) -> pl.DataFrame:
 
 
 def batch_sessions(events: pl.DataFrame) -> pl.DataFrame:
-    """A batch's own sessions: by session id, and gap-based per user for the rest."""
+    """A batch's own sessions (events passed through ``rollups.with_measures``): by
+    session id, and gap-based per user for the rest."""
     with_id = _summaries(events.filter(pl.col("session_id").is_not_null()), pl.col("session_id"))
     without = events.filter(pl.col("session_id").is_null()).sort("user_id", "event_timestamp")
     runs = (
@@ -133,12 +130,20 @@ def batch_sessions(events: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def update_sessions(conn: psycopg.Connection[tuple[object, ...]], local: pl.DataFrame) -> None:
+def lock_buckets(user_hashes: pl.Series) -> list[int]:
+    """Advisory-lock buckets of a batch's users, sorted so writers never deadlock."""
+    buckets = (user_hashes.reinterpret(signed=False) % _LOCK_BUCKETS).unique().sort()
+    return [int(b) for b in buckets.to_list()]
+
+
+def update_sessions(
+    conn: psycopg.Connection[tuple[object, ...]], local: pl.DataFrame, buckets: list[int]
+) -> None:
     """Fold a batch's own sessions (:func:`batch_sessions` of the rows just inserted) into
-    ``user_sessions`` and the per-customer session counts."""
+    ``user_sessions`` and the per-customer session counts; ``buckets`` from
+    :func:`lock_buckets` of the same rows."""
     if not local.height:
         return
-    buckets = sorted({user_hash(u) % _LOCK_BUCKETS for u in local["user_id"].unique().to_list()})
     conn.execute(
         "SELECT pg_advisory_xact_lock(%s, b) FROM unnest(%s::int[]) AS b ORDER BY b",
         (_LOCK_CLASS, buckets),

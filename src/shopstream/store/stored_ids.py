@@ -61,3 +61,8 @@ class StoredIdsProbe:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def without(events: pl.DataFrame, ids: pl.Series) -> pl.DataFrame:
+    """``events`` minus the rows whose ``event_id`` is in ``ids``."""
+    return events.filter(~pl.col("event_id").is_in(ids.implode())) if len(ids) else events

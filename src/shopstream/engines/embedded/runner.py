@@ -25,7 +25,7 @@ from shopstream.sources.base import Source
 from shopstream.store.connection import Stopped
 from shopstream.store.derived import derive
 from shopstream.store.loader import AlreadyCommitted, BatchResult, Loader, OffsetsMoved
-from shopstream.store.stored_ids import StoredIdsProbe
+from shopstream.store.stored_ids import StoredIdsProbe, without
 from shopstream.validation.rules import RuleParams, render_rules
 
 log = logging.getLogger(__name__)
@@ -136,8 +136,7 @@ class Runner:
                     hint = self._look_ahead(batch.events["event_id"])
                     batch.stored_ids_hint = hint
                     if self._settings.rollups:
-                        expected = batch.events.filter(~pl.col("event_id").is_in(hint.implode()))
-                        batch.derived_hint = derive(expected)
+                        batch.derived_hint = derive(without(batch.events, hint))
                     with self._lock:
                         self._source.annotate(batch, files)
                         self._outstanding += 1
