@@ -38,9 +38,12 @@ def with_measures(events: pl.DataFrame) -> pl.DataFrame:
     ``_user`` (stable user hash), ``_purchase``, ``_units`` and ``_cents``."""
     purchase = pl.col("event_type") == _PURCHASE
     units = pl.when(purchase).then(pl.col("quantity").fill_null(1)).otherwise(0)
-    hashes = {user: user_hash(user) for user in events["user_id"].unique().to_list()}
-    return events.with_columns(
-        pl.col("user_id").replace_strict(hashes, return_dtype=pl.Int64).alias("_user"),
+    users = events["user_id"].unique()
+    hashes = pl.DataFrame(
+        {"user_id": users, "_user": [user_hash(u) for u in users.to_list()]},
+        schema={"user_id": pl.String, "_user": pl.Int64},
+    )
+    return events.join(hashes, on="user_id", how="left", maintain_order="left").with_columns(
         purchase.cast(pl.Int64).alias("_purchase"),
         units.cast(pl.Int64).alias("_units"),
         # Cents as integers: sums stay exact, as numeric(…, 2) in the database.
