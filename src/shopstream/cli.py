@@ -196,6 +196,13 @@ def run(
     emit_processed: Annotated[
         bool, typer.Option(help="Kafka: publish valid events to processed-events.")
     ] = False,
+    input_format: Annotated[
+        InputFormat | None,
+        typer.Option(
+            "--format",
+            help="Files: accept only this format (default: recognised by extension and header).",
+        ),
+    ] = None,
 ) -> None:
     """Ingest events (files or Kafka) into PostgreSQL, exactly once."""
     from confluent_kafka import KafkaException
@@ -213,6 +220,9 @@ def run(
     except ValueError as error:
         err.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from error
+    if kafka is not None and input_format is not None:
+        err.print("[red]--format applies to files; Kafka messages are recognised one by one[/red]")
+        raise typer.Exit(2)
     overrides: dict[str, Any] = {}
     if trigger_ms is not None:
         overrides["trigger_ms"] = trigger_ms
@@ -230,7 +240,14 @@ def run(
                 runner.stop()
 
         chosen = (
-            directory_source(url, Path(source), settings, archive=archive, delete=delete)
+            directory_source(
+                url,
+                Path(source),
+                settings,
+                archive=archive,
+                delete=delete,
+                input_format=input_format,
+            )
             if kafka is None
             else kafka_source(
                 url,

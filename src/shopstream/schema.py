@@ -16,6 +16,7 @@ class EventType(StrEnum):
     REMOVE_FROM_CART = "remove_from_cart"
     ADD_TO_WISHLIST = "add_to_wishlist"
     PURCHASE = "purchase"
+    REFUND = "refund"  # a returned purchase: its amount counts against net revenue
 
 
 FieldKind = Literal["uuid", "text", "timestamp", "money", "integer"]
@@ -51,6 +52,14 @@ TYPED_FIELDS: Final[tuple[str, ...]] = tuple(
     f.name for f in EVENT_FIELDS if f.kind in ("timestamp", "money", "integer")
 )
 
+# Columns an adapter may add beside the canonical ones, for its format's own rules
+# (NULL in rows of every other format): the invoice number of Online Retail lines.
+ADAPTER_FIELDS: Final[tuple[str, ...]] = ("invoice_no",)
+
+# User ids of checkouts without a customer account start with this: their money counts in
+# revenue, but customer analytics (metrics, segments, lifetime value) leave them out.
+GUEST_USER_PREFIX: Final = "guest:"
+
 # The CSV layout the original pipelines wrote; accepted byte for byte.
 SEED_COLUMNS: Final[tuple[str, ...]] = (
     "event_id",
@@ -70,6 +79,7 @@ class InputFormat(StrEnum):
     CANONICAL = "canonical"
     JSONL = "jsonl"
     REES46 = "rees46"  # the public REES46 clickstream export (read only)
+    ONLINE_RETAIL = "online-retail"  # the UCI Online Retail invoice lines (read only)
 
 
 # File-name suffixes the file source picks up (gzip of either is fine).

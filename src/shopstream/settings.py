@@ -25,7 +25,7 @@ class Settings(BaseSettings):
         default=100_000.0, gt=0, lt=100_000_000, description="Largest price; numeric(10,2)."
     )
     max_quantity: int = Field(
-        default=1_000, ge=1, le=2**31 - 1, description="Largest quantity; integer column."
+        default=100_000, ge=1, le=2**31 - 1, description="Largest quantity; integer column."
     )
     max_future_seconds: int = Field(
         default=300, ge=0, description="How far ahead of the clock an event time may be."

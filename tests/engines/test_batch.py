@@ -5,6 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shopstream.engines.embedded.batch import IncomingFile, build_batch
+from shopstream.schema import InputFormat
 from shopstream.validation.rules import RuleParams, render_rules
 
 HEADER = b"event_id,event_type,product_id,user_id,event_timestamp,quantity,price\n"
@@ -55,6 +56,46 @@ def test_changed_file_is_quarantined_whole() -> None:
     batch = build_batch([item], source="/in", predicates=PREDICATES)
     assert batch.quarantine["rules"].to_list() == [["file_changed_after_ingestion"]]
     assert batch.files[0].status.value == "rejected"
+
+
+def test_a_given_format_accepts_only_that_format() -> None:
+    seed = incoming(
+        HEADER + b"1b4e28ba-2fa1-11d2-883f-0016d3cca427,view,p,u,2024-01-01 10:00:00,,\n"
+    )
+    retail = build_batch(
+        [seed], source="/in", predicates=PREDICATES, input_format=InputFormat.ONLINE_RETAIL
+    )
+    assert retail.quarantine["rules"].to_list() == [["file_format_mismatch"]]
+    assert "--format online-retail given, the header is canonical" in retail.quarantine["raw"][0]
+    canonical = build_batch(
+        [seed], source="/in", predicates=PREDICATES, input_format=InputFormat.CANONICAL
+    )
+    assert canonical.events.height == 1  # the seed layout is canonical CSV
+
+
+def test_online_retail_lines_become_purchases_refunds_or_quarantine() -> None:
+    header = b"InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+    body = (
+        b"536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom\n"
+        b"C536379,D,Discount,-1,12/1/2010 9:41,27.5,14527.0,United Kingdom\n"
+        b"536414,22139,,-56,2010-12-01 11:52:00,0,,United Kingdom\n"
+        b"A563185,B,Adjust bad debt,1,2011-08-12 14:50:00,11062.06,,United Kingdom\n"
+        b'536370,POST,"POSTAGE, FRANCE",3,2010-12-01 08:45:00,18,,France\n'
+    )
+    batch = build_batch([incoming(header + body)], source="/in", predicates=PREDICATES)
+    events = batch.events.sort("event_timestamp")
+    assert events.select("event_type", "user_id", "quantity", "price").rows() == [
+        ("purchase", "17850", 6, 2.55),
+        ("purchase", "guest:536370", 3, 18.0),
+        ("refund", "14527", 1, 27.5),
+    ]
+    assert str(events["event_timestamp"][2]) == "2010-12-01 09:41:00"
+    rules = dict(zip(batch.quarantine["line_no"], batch.quarantine["rules"].to_list(), strict=True))
+    assert set(rules[4]) == {
+        "retail_quantity_sign", "retail_price_positive", "purchase_price_quantity",
+        "quantity_range",
+    }  # fmt: skip
+    assert rules[5] == ["retail_bad_debt_adjustment"]
 
 
 lines = st.one_of(

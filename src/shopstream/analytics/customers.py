@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from shopstream.analytics.clv import fit_bgnbd, fit_gamma_gamma
+from shopstream.schema import GUEST_USER_PREFIX
 
 HORIZON_DAYS: Final = 365
 MIN_REPEAT_CUSTOMERS: Final = 20  # fewer: the models are not fitted, predictions stay NULL
@@ -33,19 +34,30 @@ SEGMENTS: Final = (
     ("Lost", pl.lit(value=True)),
 )
 
+# Customers who bought at least once; guest checkouts are not customers. Monetary value is
+# net of refunds; recency and frequency count purchases only.
 _PURCHASERS: Final = """
 SELECT user_id,
-       min(event_timestamp AT TIME ZONE 'UTC')::date AS first_day,
-       max(event_timestamp AT TIME ZONE 'UTC')::date AS last_day,
-       count(DISTINCT (event_timestamp AT TIME ZONE 'UTC')::date) AS purchase_days,
-       count(*) AS frequency,
-       sum(price * quantity)::float8 AS monetary
-  FROM events WHERE event_type = 'purchase' GROUP BY user_id
+       (min(event_timestamp AT TIME ZONE 'UTC') FILTER (WHERE event_type = 'purchase'))::date
+           AS first_day,
+       (max(event_timestamp AT TIME ZONE 'UTC') FILTER (WHERE event_type = 'purchase'))::date
+           AS last_day,
+       count(DISTINCT (event_timestamp AT TIME ZONE 'UTC')::date)
+           FILTER (WHERE event_type = 'purchase') AS purchase_days,
+       count(*) FILTER (WHERE event_type = 'purchase') AS frequency,
+       sum(shopstream_net_amount(event_type, price, quantity))::float8 AS monetary
+  FROM events
+ WHERE event_type IN ('purchase', 'refund') AND NOT starts_with(user_id, %(guest)s)
+ GROUP BY user_id
+HAVING count(*) FILTER (WHERE event_type = 'purchase') > 0
 """
+# Order value per purchase day, for Gamma-Gamma (which models what is spent, gross).
 _DAY_VALUES: Final = """
 SELECT user_id, (event_timestamp AT TIME ZONE 'UTC')::date AS day,
        sum(price * quantity)::float8 AS value
-  FROM events WHERE event_type = 'purchase' GROUP BY 1, 2
+  FROM events
+ WHERE event_type = 'purchase' AND NOT starts_with(user_id, %(guest)s)
+ GROUP BY 1, 2
 """
 
 
@@ -77,7 +89,7 @@ def score(customers: pl.DataFrame) -> pl.DataFrame:
 def run_customers(conn: psycopg.Connection[Any], reference: date | None = None) -> pl.DataFrame:
     """Rebuild ``customer_segments`` (one transaction); returns the segment sizes."""
     purchasers = pl.DataFrame(
-        conn.execute(_PURCHASERS).fetchall(),
+        conn.execute(_PURCHASERS, {"guest": GUEST_USER_PREFIX}).fetchall(),
         schema=["user_id", "first_day", "last_day", "purchase_days", "frequency", "monetary"],
         orient="row",
     )
@@ -86,7 +98,9 @@ def run_customers(conn: psycopg.Connection[Any], reference: date | None = None) 
     if reference is None:
         reference = cast(date, purchasers["last_day"].max()) + timedelta(days=1)
     days = pl.DataFrame(
-        conn.execute(_DAY_VALUES).fetchall(), schema=["user_id", "day", "value"], orient="row"
+        conn.execute(_DAY_VALUES, {"guest": GUEST_USER_PREFIX}).fetchall(),
+        schema=["user_id", "day", "value"],
+        orient="row",
     )
     repeat_value = (
         days.join(purchasers.select("user_id", "first_day"), on="user_id")

@@ -17,7 +17,7 @@ TOP_PRODUCTS: Final = 5
 _DAILY: Final = """
 WITH day_events AS (
     SELECT e.*, coalesce(e.category, 'unknown') AS cat,
-           CASE WHEN e.event_type = 'purchase' THEN e.price * e.quantity ELSE 0 END AS amount
+           shopstream_net_amount(e.event_type, e.price, e.quantity) AS amount
       FROM events e
      WHERE e.event_timestamp >= %(day)s::timestamp AT TIME ZONE 'UTC'
        AND e.event_timestamp < (%(day)s::date + 1)::timestamp AT TIME ZONE 'UTC'

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 
 from shopstream.engines.base import ParsedBatch
 from shopstream.engines.embedded.batch import IncomingFile
+from shopstream.schema import InputFormat
 
 
 class Source(ABC):
@@ -16,6 +17,7 @@ class Source(ABC):
     """
 
     name: str
+    input_format: InputFormat | None = None  # None: recognised per file (extension, header)
 
     @abstractmethod
     def poll(self, max_rows_hint: int) -> list[IncomingFile]:

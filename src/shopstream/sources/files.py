@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from shopstream.engines.embedded.batch import IncomingFile
-from shopstream.schema import DATA_SUFFIXES
+from shopstream.schema import DATA_SUFFIXES, InputFormat
 from shopstream.sources.base import Source
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,11 @@ class DirectorySource(Source):
         archive: Path | None = None,
         delete: bool = False,
         settle_seconds: float = 0.1,
+        input_format: InputFormat | None = None,
     ) -> None:
         self.directory = directory.resolve()
         self.name = str(self.directory)
+        self.input_format = input_format
         self._known = known
         self._archive = archive.resolve() if archive else None
         self._delete = delete

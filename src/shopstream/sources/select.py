@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
+from shopstream.schema import InputFormat
 from shopstream.settings import Settings
 from shopstream.sources.base import Source
 from shopstream.store.connection import connect
@@ -37,7 +38,13 @@ def parse_kafka(spec: str) -> KafkaSpec | None:
 
 
 def directory_source(
-    url: str, directory: Path, settings: Settings, *, archive: Path | None, delete: bool
+    url: str,
+    directory: Path,
+    settings: Settings,
+    *,
+    archive: Path | None,
+    delete: bool,
+    input_format: InputFormat | None = None,
 ) -> Source:
     from shopstream.sources.files import DirectorySource
 
@@ -55,6 +62,7 @@ def directory_source(
         archive=archive,
         delete=delete,
         settle_seconds=settings.trigger_ms / 1000,
+        input_format=input_format,
     )
 
 

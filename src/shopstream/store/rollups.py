@@ -16,14 +16,19 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from shopstream.schema import GUEST_USER_PREFIX
+
 UNKNOWN_CATEGORY: Final = "unknown"
 _PURCHASE: Final = "purchase"
-_PRODUCT_COUNTS: Final = {
+_REFUND: Final = "refund"
+# Column counting each event type, in product_analytics and user_sessions alike.
+TYPE_COUNTS: Final = {
     "views": "view",
     "add_to_cart": "add_to_cart",
     "remove_from_cart": "remove_from_cart",
     "wishlist": "add_to_wishlist",
     "purchases": "purchase",
+    "refunds": "refund",
 }
 
 
@@ -35,22 +40,22 @@ def user_hash(user_id: str) -> int:
 
 def with_measures(events: pl.DataFrame) -> pl.DataFrame:
     """The per-event measures every rollup and session sums, computed once per batch:
-    ``_user`` (stable user hash), ``_purchase``, ``_units`` and ``_cents``."""
-    purchase = pl.col("event_type") == _PURCHASE
-    units = pl.when(purchase).then(pl.col("quantity").fill_null(1)).otherwise(0)
+    ``_user`` (stable user hash), ``_purchase``, ``_refund``, and the net ``_units`` and
+    ``_cents``: a purchase adds its units and amount, a refund subtracts them."""
+    kind = pl.col("event_type")
+    sign = pl.when(kind == _PURCHASE).then(1).when(kind == _REFUND).then(-1).otherwise(0)
+    units = sign * pl.col("quantity").fill_null(1)
     users = events["user_id"].unique()
     hashes = pl.DataFrame(
         {"user_id": users, "_user": [user_hash(u) for u in users.to_list()]},
         schema={"user_id": pl.String, "_user": pl.Int64},
     )
     return events.join(hashes, on="user_id", how="left", maintain_order="left").with_columns(
-        purchase.cast(pl.Int64).alias("_purchase"),
+        (kind == _PURCHASE).cast(pl.Int64).alias("_purchase"),
+        (kind == _REFUND).cast(pl.Int64).alias("_refund"),
         units.cast(pl.Int64).alias("_units"),
         # Cents as integers: sums stay exact, as numeric(…, 2) in the database.
-        pl.when(purchase)
-        .then((pl.col("price") * 100).round(0).cast(pl.Int64) * units)
-        .otherwise(0)
-        .alias("_cents"),
+        ((pl.col("price").fill_null(0) * 100).round(0).cast(pl.Int64) * units).alias("_cents"),
     )
 
 
@@ -81,7 +86,7 @@ def product_deltas(events: pl.DataFrame) -> pl.DataFrame:
         events.with_columns(pl.col("event_timestamp").dt.date().alias("day"))
         .group_by("day", "product_id")
         .agg(
-            *((kind == value).sum().alias(name) for name, value in _PRODUCT_COUNTS.items()),
+            *((kind == value).sum().alias(name) for name, value in TYPE_COUNTS.items()),
             pl.col("_units").sum().alias("units"),
             pl.col("_cents").sum().alias("cents"),
         )
@@ -89,12 +94,15 @@ def product_deltas(events: pl.DataFrame) -> pl.DataFrame:
 
 
 def customer_deltas(events: pl.DataFrame) -> pl.DataFrame:
+    """Per customer; guest checkouts are not customers."""
     purchase = pl.col("event_type") == _PURCHASE
-    return events.group_by("user_id").agg(
+    customers = events.filter(~pl.col("user_id").str.starts_with(GUEST_USER_PREFIX))
+    return customers.group_by("user_id").agg(
         pl.col("event_timestamp").min().alias("first_seen"),
         pl.col("event_timestamp").max().alias("last_seen"),
         pl.len().alias("events"),
         pl.col("_purchase").sum().alias("orders"),
+        pl.col("_refund").sum().alias("refunds"),
         pl.col("_units").sum().alias("units"),
         pl.col("_cents").sum().alias("cents"),
         pl.col("event_timestamp").filter(purchase).max().alias("last_purchase"),
@@ -180,12 +188,12 @@ _ROLLUPS: Final = (
     _Rollup(
         stage="stage_products",
         columns="""day date, product_id text, views bigint, add_to_cart bigint,
-                   remove_from_cart bigint, wishlist bigint, purchases bigint, units bigint,
-                   cents bigint""",
+                   remove_from_cart bigint, wishlist bigint, purchases bigint, refunds bigint,
+                   units bigint, cents bigint""",
         merge="""INSERT INTO product_analytics AS p (day, product_id, views, add_to_cart,
-                     remove_from_cart, wishlist, purchases, units, revenue)
+                     remove_from_cart, wishlist, purchases, refunds, units, revenue)
                  SELECT day, product_id, views, add_to_cart, remove_from_cart, wishlist,
-                        purchases, units, cents::numeric / 100
+                        purchases, refunds, units, cents::numeric / 100
                    FROM stage_products ORDER BY 1, 2
                  ON CONFLICT (day, product_id) DO UPDATE SET
                      views = p.views + excluded.views,
@@ -193,6 +201,7 @@ _ROLLUPS: Final = (
                      remove_from_cart = p.remove_from_cart + excluded.remove_from_cart,
                      wishlist = p.wishlist + excluded.wishlist,
                      purchases = p.purchases + excluded.purchases,
+                     refunds = p.refunds + excluded.refunds,
                      units = p.units + excluded.units,
                      revenue = p.revenue + excluded.revenue,
                      updated_at = now()""",
@@ -201,11 +210,12 @@ _ROLLUPS: Final = (
     _Rollup(
         stage="stage_customers",
         columns="""user_id text, first_seen timestamp, last_seen timestamp, events bigint,
-                   orders bigint, units bigint, cents bigint, last_purchase timestamp""",
+                   orders bigint, refunds bigint, units bigint, cents bigint,
+                   last_purchase timestamp""",
         merge="""INSERT INTO customer_metrics AS c (user_id, first_seen, last_seen, events,
-                     orders, units, revenue, last_purchase)
+                     orders, refunds, units, revenue, last_purchase)
                  SELECT user_id, first_seen AT TIME ZONE 'UTC', last_seen AT TIME ZONE 'UTC',
-                        events, orders, units, cents::numeric / 100,
+                        events, orders, refunds, units, cents::numeric / 100,
                         last_purchase AT TIME ZONE 'UTC'
                    FROM stage_customers ORDER BY 1
                  ON CONFLICT (user_id) DO UPDATE SET
@@ -213,6 +223,7 @@ _ROLLUPS: Final = (
                      last_seen = greatest(c.last_seen, excluded.last_seen),
                      events = c.events + excluded.events,
                      orders = c.orders + excluded.orders,
+                     refunds = c.refunds + excluded.refunds,
                      units = c.units + excluded.units,
                      revenue = c.revenue + excluded.revenue,
                      last_purchase = greatest(c.last_purchase, excluded.last_purchase),

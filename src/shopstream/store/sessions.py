@@ -16,16 +16,11 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from shopstream.store.rollups import TYPE_COUNTS
+
 SESSION_GAP: Final = timedelta(minutes=30)
 _LOCK_CLASS: Final = 0x5E55  # advisory-lock namespace for session maintenance
 _LOCK_BUCKETS: Final = 256  # few locks per transaction, whatever the batch
-_STEPS: Final = {
-    "views": "view",
-    "add_to_cart": "add_to_cart",
-    "remove_from_cart": "remove_from_cart",
-    "wishlist": "add_to_wishlist",
-    "purchases": "purchase",
-}
 SESSION_COLUMNS: Final = (
     "session_key",
     "user_id",
@@ -33,7 +28,7 @@ SESSION_COLUMNS: Final = (
     "session_start",
     "session_end",
     "events",
-    *_STEPS,
+    *TYPE_COUNTS,
     "revenue_cents",
     "entry_event_id",
     "entry_product",
@@ -53,7 +48,7 @@ def _summaries(events: pl.DataFrame, key: pl.Expr) -> pl.DataFrame:
             pl.col("event_timestamp").min().alias("session_start"),
             pl.col("event_timestamp").max().alias("session_end"),
             pl.len().alias("events"),
-            *((pl.col("event_type") == t).sum().alias(name) for name, t in _STEPS.items()),
+            *((pl.col("event_type") == t).sum().alias(name) for name, t in TYPE_COUNTS.items()),
             pl.col("_cents").sum().alias("revenue_cents"),
             pl.col("event_id").sort_by(*order).first().alias("entry_event_id"),
             pl.col("product_id").sort_by(*order).first().alias("entry_product"),
@@ -84,7 +79,7 @@ def merge_sessions(parts: pl.DataFrame) -> pl.DataFrame:
         pl.col("session_start").min(),
         pl.col("session_end").max(),
         pl.col("events").sum(),
-        *(pl.col(name).sum() for name in _STEPS),
+        *(pl.col(name).sum() for name in TYPE_COUNTS),
         pl.col("revenue_cents").sum(),
         pl.col("entry_event_id").sort_by(*order).first(),
         pl.col("entry_product").sort_by(*order).first(),

@@ -96,8 +96,9 @@ ROW_RULES: Final[tuple[Rule, ...]] = (
     ),
     Rule(
         "purchase_price_quantity",
-        "a purchase has price > 0 and quantity >= 1",
-        "event_type IS NULL OR event_type <> 'purchase' OR (price > 0 AND quantity >= 1)",
+        "a purchase or refund has price > 0 and quantity >= 1",
+        "event_type IS NULL OR event_type NOT IN ('purchase', 'refund')"
+        " OR (price > 0 AND quantity >= 1)",
     ),
     Rule(
         "price_range",
@@ -110,6 +111,22 @@ ROW_RULES: Final[tuple[Rule, ...]] = (
         "quantity IS NULL OR (quantity >= 0 AND quantity <= ${max_quantity})",
     ),
     Rule("field_length", "text fields fit their column", _LENGTH_CHECKS),
+    # Online Retail lines (``invoice_no`` set by its adapter; NULL for every other format).
+    Rule(
+        "retail_bad_debt_adjustment",
+        "an Online Retail bad-debt adjustment (invoice A...) is bookkeeping, not a sale",
+        "invoice_no IS NULL OR invoice_no NOT LIKE 'A%'",
+    ),
+    Rule(
+        "retail_quantity_sign",
+        "an Online Retail line has Quantity > 0, or < 0 on a cancellation (invoice C...)",
+        "invoice_no IS NULL OR quantity IS NULL OR quantity > 0",
+    ),
+    Rule(
+        "retail_price_positive",
+        "an Online Retail line has UnitPrice > 0",
+        "invoice_no IS NULL OR price IS NULL OR price > 0",
+    ),
 )
 
 
@@ -135,6 +152,7 @@ class FileRejection(StrEnum):
     NOT_TEXT = "file_not_text"
     UNKNOWN_HEADER = "file_unknown_header"
     CHANGED_AFTER_INGESTION = "file_changed_after_ingestion"
+    FORMAT_MISMATCH = "file_format_mismatch"
 
 
 FILE_REJECTIONS: Final[dict[FileRejection, str]] = {
@@ -142,6 +160,7 @@ FILE_REJECTIONS: Final[dict[FileRejection, str]] = {
     FileRejection.NOT_TEXT: "the header is not UTF-8 text (binary junk?)",
     FileRejection.UNKNOWN_HEADER: "the header lacks required event columns",
     FileRejection.CHANGED_AFTER_INGESTION: "a file of this name was ingested with other content",
+    FileRejection.FORMAT_MISMATCH: "the file is not in the format given with --format",
 }
 
 

@@ -25,7 +25,7 @@ from shopstream.engines.embedded.reader import (
     read_rows,
 )
 from shopstream.engines.embedded.validate import split_valid
-from shopstream.schema import FIELD_NAMES
+from shopstream.schema import FIELD_NAMES, InputFormat
 from shopstream.validation.rules import FileRejection
 
 _FILE_PREVIEW_CHARS: Final = 65_536
@@ -51,7 +51,10 @@ def build_batch(
     *,
     source: str,
     predicates: dict[str, str],
+    input_format: InputFormat | None = None,
 ) -> ParsedBatch:
+    """Parse, validate and dedupe ``files`` into one batch; ``input_format``, when given,
+    is the only format accepted (otherwise each file's is recognised)."""
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
     outcomes: list[FileOutcome] = []
@@ -62,7 +65,7 @@ def build_batch(
 
     for incoming in files:
         try:
-            rows = _read_incoming(incoming)
+            rows = _read_incoming(incoming, input_format)
         except FileRejectedError as rejection:
             quarantine_parts.append(_file_quarantine(incoming, rejection))
             counts[rejection.reason.value] += 1
@@ -131,13 +134,13 @@ def build_batch(
     return batch
 
 
-def _read_incoming(incoming: IncomingFile) -> FileRows:
+def _read_incoming(incoming: IncomingFile, input_format: InputFormat | None) -> FileRows:
     if incoming.changed_from is not None:
         raise FileRejectedError(
             FileRejection.CHANGED_AFTER_INGESTION,
             f"ingested before with hash {incoming.changed_from}",
         )
-    return read_rows(decode_container(incoming.data, incoming.name), incoming.name)
+    return read_rows(decode_container(incoming.data, incoming.name), incoming.name, input_format)
 
 
 def _file_quarantine(incoming: IncomingFile, rejection: FileRejectedError) -> pl.DataFrame:

@@ -16,7 +16,7 @@ from typing import Final
 
 import polars as pl
 
-from shopstream.schema import InputFormat
+from shopstream.schema import GUEST_USER_PREFIX, InputFormat
 
 
 def content_event_ids(frame: pl.DataFrame) -> pl.Series:
@@ -61,6 +61,48 @@ def _rees46(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _negated(text: pl.Expr) -> pl.Expr:
+    """A number's text with the opposite sign, still text (unparsable stays unparsable)."""
+    return (
+        pl.when(text.str.starts_with("-"))
+        .then(text.str.strip_prefix("-"))
+        .otherwise(pl.lit("-") + text.str.strip_prefix("+"))
+    )
+
+
+def _online_retail(frame: pl.DataFrame) -> pl.DataFrame:
+    """UCI Online Retail: an invoice line is a purchase, a cancellation line (invoice C...) a
+    refund of ``-Quantity`` units. ``CustomerID`` comes as float text (``17850.0``); a line
+    without one is a guest checkout under ``guest:<invoice>``. Invoice dates carry no zone
+    and are read as UTC; the original ``M/D/YYYY H:MM`` spelling is accepted too. The
+    format's own rules (``retail_*``) judge ``invoice_no`` and the signed quantity."""
+    invoice = pl.col("invoiceno").str.strip_chars()
+    cancelled = invoice.str.starts_with("C")
+    quantity = pl.col("quantity").str.strip_chars()
+    customer = pl.col("customerid").str.strip_chars().str.replace(r"\.0*$", "")
+    us_date = (
+        pl.col("invoicedate")
+        .str.strip_chars()
+        .str.to_datetime("%m/%d/%Y %H:%M", strict=False)
+        .dt.strftime("%Y-%m-%d %H:%M:%S")
+    )
+    return frame.select(
+        content_event_ids(frame),
+        pl.when(cancelled).then(pl.lit("refund")).otherwise(pl.lit("purchase")).alias("event_type"),
+        pl.when(customer.is_null() | (customer == ""))
+        .then(pl.lit(GUEST_USER_PREFIX) + invoice)
+        .otherwise(customer)
+        .alias("user_id"),
+        pl.col("stockcode").alias("product_id"),
+        pl.coalesce(us_date, pl.col("invoicedate")).alias("event_timestamp"),
+        pl.col("unitprice").alias("price"),
+        pl.when(cancelled).then(_negated(quantity)).otherwise(quantity).alias("quantity"),
+        pl.lit("GBP").alias("currency"),
+        "country",
+        invoice.alias("invoice_no"),
+    )
+
+
 ADAPTERS: Final[dict[tuple[str, ...], Adapter]] = {
     adapter.header: adapter
     for adapter in (
@@ -69,6 +111,12 @@ ADAPTERS: Final[dict[tuple[str, ...], Adapter]] = {
             ("event_time", "event_type", "product_id", "category_id", "category_code", "brand",
              "price", "user_id", "user_session"),
             _rees46,
+        ),
+        Adapter(
+            InputFormat.ONLINE_RETAIL,
+            ("invoiceno", "stockcode", "description", "quantity", "invoicedate", "unitprice",
+             "customerid", "country"),
+            _online_retail,
         ),
     )
 }  # fmt: skip

@@ -10,7 +10,7 @@ from typing import Final
 
 import polars as pl
 
-from shopstream.schema import EVENT_FIELDS, FIELD_NAMES, TYPED_FIELDS
+from shopstream.schema import ADAPTER_FIELDS, EVENT_FIELDS, FIELD_NAMES, TYPED_FIELDS
 
 EVENT_SCHEMA: Final[dict[str, pl.DataType]] = {
     f.name: {
@@ -43,7 +43,11 @@ def _parse_quantity(text: pl.Expr) -> pl.Expr:
 
 def normalize(rows: pl.DataFrame) -> pl.DataFrame:
     """Canonical typed columns plus ``raw_<field>`` for typed fields; extra columns kept."""
-    missing = [pl.lit(None, dtype=pl.String).alias(n) for n in FIELD_NAMES if n not in rows.columns]
+    missing = [
+        pl.lit(None, dtype=pl.String).alias(n)
+        for n in (*FIELD_NAMES, *ADAPTER_FIELDS)
+        if n not in rows.columns
+    ]
     text = rows.with_columns(missing).with_columns(
         pl.col(name).str.strip_chars().replace("", None) for name in FIELD_NAMES
     )

@@ -20,7 +20,13 @@ import numpy.typing as npt
 import polars as pl
 
 from shopstream.engines.embedded.formats import ADAPTERS
-from shopstream.schema import FIELD_NAMES, REQUIRED_FIELDS, SEED_COLUMNS, InputFormat
+from shopstream.schema import (
+    ADAPTER_FIELDS,
+    FIELD_NAMES,
+    REQUIRED_FIELDS,
+    SEED_COLUMNS,
+    InputFormat,
+)
 from shopstream.validation.rules import FileRejection, StructuralRule
 
 _BOM: Final = b"\xef\xbb\xbf"
@@ -96,14 +102,24 @@ def detect_format(name: str) -> InputFormat | None:
     return None
 
 
-def read_rows(data: bytes, name: str) -> FileRows:
-    """Parse one file (already decompressed) into rows."""
+def read_rows(data: bytes, name: str, expected: InputFormat | None = None) -> FileRows:
+    """Parse one file (already decompressed) into rows; with ``expected``, a file in any
+    other format is rejected (the seed layout counts as canonical CSV)."""
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
     offsets = _line_offsets(data)
-    if detect_format(name) is InputFormat.JSONL:
-        return _read_jsonl(data, offsets)
-    return _read_csv(data, offsets)
+    jsonl = (
+        detect_format(name) is InputFormat.JSONL
+        if expected is None
+        else expected is InputFormat.JSONL
+    )
+    rows = _read_jsonl(data, offsets) if jsonl else _read_csv(data, offsets)
+    found = InputFormat.CANONICAL if rows.input_format is InputFormat.SEED else rows.input_format
+    if expected not in (None, rows.input_format, found):
+        raise FileRejectedError(
+            FileRejection.FORMAT_MISMATCH, f"--format {expected} given, the header is {found}"
+        )
+    return rows
 
 
 # -- shared line machinery -----------------------------------------------------------------
@@ -323,13 +339,12 @@ def _unique_names(names: list[str]) -> list[str]:
 
 def _canonical(frame: pl.DataFrame, names: list[str]) -> pl.DataFrame:
     """Keep the known columns (first occurrence), in canonical order; a foreign export
-    (recognised by its header) is mapped onto them first."""
+    (recognised by its header) is mapped onto them, plus its adapter's own fields."""
     adapter = ADAPTERS.get(tuple(names))
     if adapter is not None:
-        frame = adapter.to_canonical(frame)
-        names = list(frame.columns)
-    present = [n for n in FIELD_NAMES if n in names]
-    return frame.select(present)
+        mapped = adapter.to_canonical(frame)
+        return mapped.select(n for n in (*FIELD_NAMES, *ADAPTER_FIELDS) if n in mapped.columns)
+    return frame.select(n for n in FIELD_NAMES if n in names)
 
 
 # -- JSON Lines ----------------------------------------------------------------------------

@@ -131,7 +131,10 @@ class Runner:
                     drained = not files and self._source.idle() and self._outstanding == 0
                 if files:
                     batch = build_batch(
-                        files, source=self._source.name, predicates=current_rules(self._settings)
+                        files,
+                        source=self._source.name,
+                        predicates=current_rules(self._settings),
+                        input_format=self._source.input_format,
                     )
                     hint = self._look_ahead(batch.events["event_id"])
                     batch.stored_ids_hint = hint
