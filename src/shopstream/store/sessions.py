@@ -16,7 +16,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from shopstream.store.rollups import TYPE_COUNTS
+from shopstream.store.rollups import TYPE_COUNTS, UNKNOWN_CATEGORY
 
 SESSION_GAP: Final = timedelta(minutes=30)
 _LOCK_CLASS: Final = 0x5E55  # advisory-lock namespace for session maintenance
@@ -151,6 +151,7 @@ def update_sessions(
             (stored["session_key"].to_list(),),
         )
     _copy_sessions(conn, merged)
+    _update_funnels(conn, added=merged, removed=stored)
     counts = (
         merged.group_by("user_id")
         .len("added")
@@ -170,6 +171,55 @@ def update_sessions(
                 WHERE c.user_id = d.user_id""",
             (counts["user_id"].to_list(), counts["added"].to_list()),
         )
+
+
+def funnel_deltas(added: pl.DataFrame, removed: pl.DataFrame) -> pl.DataFrame:
+    """Changes to ``funnel_sessions`` when ``removed`` sessions give way to ``added`` ones."""
+
+    def counted(sessions: pl.DataFrame, sign: int) -> pl.DataFrame:
+        view, cart, bought = (pl.col(c) > 0 for c in ("views", "add_to_cart", "purchases"))
+        flags = {
+            "sessions": pl.lit(value=True),
+            "sessions_with_view": view,
+            "sessions_with_cart": cart,
+            "sessions_with_purchase": bought,
+            "view_and_cart": view & cart,
+            "cart_and_purchase": cart & bought,
+            "view_and_purchase": view & bought,
+        }
+        return sessions.select(
+            pl.col("session_start").dt.date().alias("day"),
+            pl.col("entry_category").fill_null(UNKNOWN_CATEGORY).alias("category"),
+            *((flag.cast(pl.Int64) * sign).alias(name) for name, flag in flags.items()),
+        )
+
+    both = pl.concat([counted(added, 1), counted(removed, -1)])
+    deltas = both.group_by("day", "category").sum().sort("day", "category")
+    return deltas.filter(pl.any_horizontal(pl.exclude("day", "category") != 0))
+
+
+def _update_funnels(
+    conn: psycopg.Connection[tuple[object, ...]], *, added: pl.DataFrame, removed: pl.DataFrame
+) -> None:
+    deltas = funnel_deltas(added, removed)
+    if not deltas.height:
+        return
+    counts = [c for c in deltas.columns if c not in ("day", "category")]
+    statement = sql.SQL(
+        """INSERT INTO funnel_sessions AS f (day, category, {columns})
+           SELECT * FROM unnest(%s::date[], %s::text[], {arrays})
+           ON CONFLICT (day, category) DO UPDATE SET {sums}"""
+    ).format(
+        columns=sql.SQL(", ").join(map(sql.Identifier, counts)),
+        arrays=sql.SQL(", ").join(sql.SQL("%s::bigint[]") for _ in counts),
+        sums=sql.SQL(", ").join(
+            sql.SQL("{} = {} + excluded.{}").format(
+                sql.Identifier(c), sql.Identifier("f", c), sql.Identifier(c)
+            )
+            for c in counts
+        ),
+    )
+    conn.execute(statement, [deltas[c].to_list() for c in deltas.columns])
 
 
 _STORED_COLUMNS: Final = sql.SQL(", ").join(
