@@ -47,6 +47,7 @@ _SEED_HEADER: Final = ",".join(SEED_COLUMNS).encode()
 _WATERMARK_TIMEOUT_S: Final = 10.0
 _FLUSH_TIMEOUT_S: Final = 60.0
 _PROBE_SECONDS: Final = 3.0
+_STALL_WARNING_S: Final = 60.0
 _CONSUMER_DEFAULTS: Final[dict[str, str | int | float | bool]] = {
     "enable.auto.commit": False,
     "enable.auto.offset.store": False,
@@ -105,6 +106,8 @@ class KafkaSource(Source):
         self._chunks: dict[str, _Chunk] = {}
         self._reseek: set[Partition] = set()
         self._awaiting_assignment = True  # before the first one, and during rebalances
+        self._awaiting_since = time.monotonic()
+        self._last_stall_warning = 0.0
         self._bootstrap = bootstrap
         self._consumer = Consumer(
             client_config(bootstrap, {**_CONSUMER_DEFAULTS, "group.id": group})
@@ -184,10 +187,12 @@ class KafkaSource(Source):
             self._reseek.discard((tp.topic, tp.partition))
         consumer.unassign()
         self._awaiting_assignment = True
+        self._awaiting_since = time.monotonic()
 
     # -- Source -------------------------------------------------------------------------
 
     def poll(self, max_rows_hint: int) -> list[IncomingFile]:
+        self._warn_if_rebalance_stalls()
         self._seek_abandoned()
         messages = self._consumer.consume(num_messages=max_rows_hint, timeout=0.05)
         by_partition: dict[tuple[str | None, int | None], list[Message]] = {}
@@ -210,6 +215,21 @@ class KafkaSource(Source):
                 values = [m.value() or b"" for m in batch[fresh:]]
                 items.extend(self._chunk_files(key, state, offsets[fresh:], values))
         return items
+
+    def _warn_if_rebalance_stalls(self) -> None:
+        """A group whose rebalance never completes (a broker holding on to a dead member)
+        stops consuming silently; say so once a minute."""
+        now = time.monotonic()
+        waited = now - self._awaiting_since
+        stalled = self._awaiting_assignment and waited > _STALL_WARNING_S
+        if stalled and now - self._last_stall_warning > _STALL_WARNING_S:
+            self._last_stall_warning = now
+            log.warning(
+                "consumer group %s: no partition assignment for %.0f s; the rebalance is "
+                "not completing (check the broker and the group's other members)",
+                self.group,
+                waited,
+            )
 
     def _chunk_files(
         self, key: Partition, state: _PartitionState, offsets: list[int], values: list[bytes]

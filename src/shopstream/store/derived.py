@@ -12,13 +12,24 @@ from dataclasses import dataclass
 import polars as pl
 import psycopg
 
-from shopstream.store.rollups import rollup_deltas, with_measures, write_rollups
-from shopstream.store.sessions import batch_sessions, lock_buckets, update_sessions
+from shopstream.store.rollups import (
+    StagedDelta,
+    create_stages,
+    rollup_deltas,
+    with_measures,
+    write_rollups,
+)
+from shopstream.store.sessions import (
+    batch_sessions,
+    create_probe_stage,
+    lock_buckets,
+    update_sessions,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Derived:
-    rollups: list[pl.DataFrame]
+    rollups: list[StagedDelta]
     sessions: pl.DataFrame
     lock_buckets: list[int]
 
@@ -28,6 +39,12 @@ def derive(events: pl.DataFrame) -> Derived:
     return Derived(
         rollup_deltas(measured), batch_sessions(measured), lock_buckets(measured["_user"])
     )
+
+
+def prepare_connection(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """The session's staging tables for writing derived data; once per connection."""
+    create_stages(conn)
+    create_probe_stage(conn)
 
 
 def write_derived(conn: psycopg.Connection[tuple[object, ...]], derived: Derived) -> None:

@@ -24,8 +24,7 @@ from shopstream.engines.base import FileOutcome, ParsedBatch, SourceOffset
 from shopstream.schema import FIELD_NAMES
 from shopstream.settings import Settings
 from shopstream.store.connection import connect, retry_transient
-from shopstream.store.derived import derive, write_derived
-from shopstream.store.rollups import create_stages
+from shopstream.store.derived import derive, prepare_connection, write_derived
 from shopstream.store.stored_ids import stored_ids, without
 
 log = logging.getLogger(__name__)
@@ -147,7 +146,7 @@ class Loader:
         if self._conn is None or self._conn.closed:
             self._conn = connect(self._url)
             self._conn.execute("SET TIME ZONE 'UTC'")
-            create_stages(self._conn)
+            prepare_connection(self._conn)
             self._conn.commit()
         return self._conn
 

@@ -121,21 +121,34 @@ class _Rollup:
     merge: str  # INSERT … SELECT FROM the stage … ON CONFLICT DO UPDATE
     deltas: Callable[[pl.DataFrame], pl.DataFrame]
 
-    def copy_frame(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """Lists become PostgreSQL array literals; COPY takes the rest as CSV."""
-        return frame.with_columns(
+    def staged(self, frame: pl.DataFrame) -> StagedDelta:
+        """The delta as COPY input: lists become PostgreSQL array literals, the rest CSV."""
+        frame = frame.with_columns(
             pl.concat_str(
                 pl.lit("{"), pl.col(name).cast(pl.List(pl.String)).list.join(","), pl.lit("}")
             ).alias(name)
             for name, dtype in frame.schema.items()
             if isinstance(dtype, pl.List)
         )
+        payload = frame.write_csv(
+            include_header=False, datetime_format="%Y-%m-%d %H:%M:%S%.6f", null_value=""
+        )
+        return StagedDelta(tuple(frame.columns), frame.height, payload)
 
 
-def rollup_deltas(measured: pl.DataFrame) -> list[pl.DataFrame]:
-    """Every rollup's delta frame, ready to COPY (same order as _ROLLUPS), from events
-    passed through :func:`with_measures`."""
-    return [rollup.copy_frame(rollup.deltas(measured)) for rollup in _ROLLUPS]
+@dataclass(frozen=True, slots=True)
+class StagedDelta:
+    """One rollup's delta, serialised ahead (in the parser thread) for the loader's COPY."""
+
+    columns: tuple[str, ...]
+    rows: int
+    payload: str
+
+
+def rollup_deltas(measured: pl.DataFrame) -> list[StagedDelta]:
+    """Every rollup's delta, ready to COPY (same order as _ROLLUPS), from events passed
+    through :func:`with_measures`."""
+    return [rollup.staged(rollup.deltas(measured)) for rollup in _ROLLUPS]
 
 
 def create_stages(conn: psycopg.Connection[tuple[object, ...]]) -> None:
@@ -148,20 +161,17 @@ def create_stages(conn: psycopg.Connection[tuple[object, ...]]) -> None:
         )
 
 
-def write_rollups(conn: psycopg.Connection[tuple[object, ...]], deltas: list[pl.DataFrame]) -> None:
-    """Merge delta frames (from :func:`rollup_deltas`) into the rollup tables, through the
+def write_rollups(conn: psycopg.Connection[tuple[object, ...]], deltas: list[StagedDelta]) -> None:
+    """Merge deltas (from :func:`rollup_deltas`) into the rollup tables, through the
     staging tables of :func:`create_stages`."""
-    for rollup, frame in zip(_ROLLUPS, deltas, strict=True):
-        if not frame.height:
+    for rollup, delta in zip(_ROLLUPS, deltas, strict=True):
+        if not delta.rows:
             continue
-        payload = frame.write_csv(
-            include_header=False, datetime_format="%Y-%m-%d %H:%M:%S%.6f", null_value=""
-        )
         statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-            sql.Identifier(rollup.stage), sql.SQL(", ").join(map(sql.Identifier, frame.columns))
+            sql.Identifier(rollup.stage), sql.SQL(", ").join(map(sql.Identifier, delta.columns))
         )
         with conn.cursor().copy(statement) as copy:
-            copy.write(payload)
+            copy.write(delta.payload)
         conn.execute(sql.SQL(rollup.merge))
 
 

@@ -232,32 +232,54 @@ _STORED_COLUMNS: Final = sql.SQL(", ").join(
 )
 
 
+_PROBE: Final = "stage_session_probe"
+
+
+def create_probe_stage(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """The session's table of lookups for :func:`_touching`; once per connection."""
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {} (session_key text, user_id text, "
+            "lo timestamp, hi timestamp) ON COMMIT DELETE ROWS"
+        ).format(sql.Identifier(_PROBE))
+    )
+
+
 def _touching(conn: psycopg.Connection[tuple[object, ...]], local: pl.DataFrame) -> pl.DataFrame:
     """Stored sessions that one of the batch's sessions joins: same session id, or same
-    user within 30 minutes of one of its gap-based sessions."""
-    keyed = local.filter(pl.col("source_session_id").is_not_null())["session_key"].to_list()
-    gapped = local.filter(pl.col("source_session_id").is_null())
+    user within 30 minutes of one of its gap-based sessions.
+
+    The lookups travel by COPY into a temporary table (one per user for gap-based
+    sessions, spanning all of the user's batch sessions): passing thousands of keys and
+    timestamps as array parameters cost more than the query itself. A stored session
+    between two of a user's batch sessions may come back without touching either; merging
+    leaves it as it was."""
+    keyed = local.filter(pl.col("source_session_id").is_not_null()).select("session_key")
+    gapped = (
+        local.filter(pl.col("source_session_id").is_null())
+        .group_by("user_id")
+        .agg(pl.col("session_start").min().alias("lo"), pl.col("session_end").max().alias("hi"))
+    )
+    probe = pl.concat([keyed, gapped], how="diagonal").select("session_key", "user_id", "lo", "hi")
+    with conn.cursor().copy(
+        sql.SQL("COPY {} FROM STDIN (FORMAT csv)").format(sql.Identifier(_PROBE))
+    ) as copy:
+        copy.write(
+            probe.write_csv(
+                include_header=False, datetime_format="%Y-%m-%d %H:%M:%S%.6f", null_value=""
+            )
+        )
     statement = sql.SQL(
-        """SELECT {columns} FROM user_sessions s WHERE s.session_key = ANY(%(keys)s)
+        """SELECT {columns} FROM user_sessions s JOIN {probe} l ON s.session_key = l.session_key
            UNION
            SELECT {columns}
              FROM user_sessions s
-             JOIN unnest(%(users)s::text[], %(starts)s::timestamp[], %(ends)s::timestamp[])
-                  AS l(user_id, lo, hi)
+             JOIN {probe} l
                ON s.user_id = l.user_id AND s.source_session_id IS NULL
               AND s.session_start <= (l.hi + %(gap)s) AT TIME ZONE 'UTC'
               AND s.session_end >= (l.lo - %(gap)s) AT TIME ZONE 'UTC'"""
-    ).format(columns=_STORED_COLUMNS)
-    rows = conn.execute(
-        statement,
-        {
-            "keys": keyed,
-            "users": gapped["user_id"].to_list(),
-            "starts": gapped["session_start"].to_list(),
-            "ends": gapped["session_end"].to_list(),
-            "gap": SESSION_GAP,
-        },
-    ).fetchall()
+    ).format(columns=_STORED_COLUMNS, probe=sql.Identifier(_PROBE))
+    rows = conn.execute(statement, {"gap": SESSION_GAP}).fetchall()
     return pl.DataFrame(rows, schema=local.schema, orient="row")
 
 
