@@ -32,6 +32,7 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/kafka.py
+	$(BIN)/python bench/queries.py
 
 clean:
 	rm -rf $(VENV) .shopstream .pytest_cache .mypy_cache .ruff_cache

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from shopstream.api.keys import Role
 from shopstream.schema import InputFormat
 from shopstream.settings import Settings
 
@@ -24,9 +25,11 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Manage the database (embedded or external).")
 quarantine_app = typer.Typer(no_args_is_help=True, help="Inspect and replay quarantined input.")
 batch_app = typer.Typer(no_args_is_help=True, help="Batch analytics jobs.")
+apikey_app = typer.Typer(no_args_is_help=True, help="API keys for `shopstream serve`.")
 app.add_typer(db_app, name="db")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(batch_app, name="batch")
+app.add_typer(apikey_app, name="apikey")
 console = Console()
 err = Console(stderr=True)
 
@@ -203,6 +206,10 @@ def run(
             help="Files: accept only this format (default: recognised by extension and header).",
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus metrics on this port (127.0.0.1) while running."),
+    ] = None,
 ) -> None:
     """Ingest events (files or Kafka) into PostgreSQL, exactly once."""
     from confluent_kafka import KafkaException
@@ -223,6 +230,10 @@ def run(
     if kafka is not None and input_format is not None:
         err.print("[red]--format applies to files; Kafka messages are recognised one by one[/red]")
         raise typer.Exit(2)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
     overrides: dict[str, Any] = {}
     if trigger_ms is not None:
         overrides["trigger_ms"] = trigger_ms
@@ -520,33 +531,95 @@ def quarantine_replay(
     limit: Annotated[int, typer.Option(min=1)] = 100_000,
 ) -> None:
     """Re-run open quarantine rows through the current rules; load those that pass."""
-    from shopstream.engines.embedded.replay import build_replay_batch, select_for_replay
-    from shopstream.engines.embedded.runner import current_rules
-    from shopstream.store.connection import connect
-    from shopstream.store.loader import AlreadyCommitted, Loader
+    from shopstream.engines.embedded.replay import replay_quarantine
+    from shopstream.store.loader import AlreadyCommitted
 
     settings = Settings()
     with _database(settings) as url:
-        with connect(url) as conn:
-            replay = select_for_replay(conn, rule=rule, ids=ids, limit=limit)
-        if not replay.quarantine_ids:
-            console.print("nothing to replay")
-            return
-        batch = build_replay_batch(replay, current_rules(settings))
-        loader = Loader.from_settings(url, settings)
         try:
-            result = loader.load(batch)
+            result = replay_quarantine(url, settings, rule=rule, ids=ids, limit=limit)
         except AlreadyCommitted:
             err.print("[red]another replay closed some of these rows; nothing changed[/red]")
             raise typer.Exit(1) from None
-        finally:
-            loader.close()
+    if result is None:
+        console.print("nothing to replay")
+        return
     console.print(
         f"replayed {result.rows_read:,} rows in batch {result.batch_id}: "
         f"loaded {result.rows_loaded:,}, duplicates "
         f"{result.duplicates_in_batch + result.duplicates_in_store:,}, "
         f"still quarantined {result.rows_quarantined:,}"
     )
+
+
+# -- serve and API keys ---------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """REST API (/api/v1, OpenAPI at /docs), dashboard (/) and /metrics."""
+    import uvicorn
+
+    from shopstream.api.app import create_app
+
+    settings = Settings()
+    with _database(settings) as url:
+        uvicorn.run(create_app(settings, url), host=host, port=port, log_level="warning")
+
+
+@apikey_app.command("create")
+def apikey_create(
+    role: Annotated[Role, typer.Option(help="viewer, analyst or admin.")],
+    name: Annotated[str, typer.Option(help="What the key is for.")] = "api",
+    expires: Annotated[float | None, typer.Option(min=0.001, help="Expire after DAYS.")] = None,
+) -> None:
+    """Create a key and print it once, on its own line (only its digest is stored)."""
+    from shopstream.api.keys import create_key, expiry
+    from shopstream.store.connection import connect
+
+    settings = Settings()
+    with _database(settings) as url, connect(url) as conn:
+        key_id, key = create_key(conn, role, name, expiry(expires))
+    err.print(f"key {key_id} ({role.value}, {name!r}) created; it is shown only now:")
+    print(key)
+
+
+@apikey_app.command("list")
+def apikey_list() -> None:
+    """Keys with role, name, creation, expiry and whether they are active."""
+    from shopstream.api.keys import list_keys
+    from shopstream.store.connection import connect
+
+    settings = Settings()
+    with _database(settings) as url, connect(url) as conn:
+        rows = list_keys(conn)
+    table = Table("id", "name", "role", "prefix", "created", "expires", "active")
+    for row in rows:
+        table.add_row(
+            str(row["key_id"]), row["name"], row["role"], row["key_prefix"] + "…",
+            f"{row['created_at']:%Y-%m-%d %H:%M}",
+            f"{row['expires_at']:%Y-%m-%d %H:%M}" if row["expires_at"] else "never",
+            "yes" if row["active"] else "no",
+        )  # fmt: skip
+    console.print(table)
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(key_id: Annotated[int, typer.Argument(help="The key's id.")]) -> None:
+    """Revoke a key at once."""
+    from shopstream.api.keys import revoke_key
+    from shopstream.store.connection import connect
+
+    settings = Settings()
+    with _database(settings) as url, connect(url) as conn:
+        revoked = revoke_key(conn, key_id)
+    if not revoked:
+        err.print(f"[red]no active key {key_id}[/red]")
+        raise typer.Exit(1)
+    console.print(f"key {key_id} revoked")
 
 
 # -- demo ----------------------------------------------------------------------------------

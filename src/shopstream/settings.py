@@ -42,6 +42,17 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(
         default=30.0, gt=0, description="Longest wait between database retries."
     )
+    api_rate_per_second: float = Field(
+        default=50.0, gt=0, description="API requests per second and key (sustained)."
+    )
+    api_rate_burst: int = Field(default=100, ge=1, description="API requests a key may burst.")
+    api_cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed to call the API from a browser."
+    )
+    api_max_body_bytes: int = Field(
+        default=65_536, ge=1024, description="Largest request body the API accepts."
+    )
+    api_pool_size: int = Field(default=10, ge=1, description="API database connections.")
 
     @cached_property
     def home_dir(self) -> Path:

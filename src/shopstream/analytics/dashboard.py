@@ -139,3 +139,47 @@ def segment_sizes(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
                       round(avg(predicted_clv_365d), 2) AS avg_predicted_clv_365d
                  FROM customer_segments GROUP BY segment ORDER BY customers DESC, segment"""
         ).fetchall()
+
+
+def coverage(conn: psycopg.Connection[Any]) -> tuple[datetime | None, datetime | None]:
+    """The first and last minute that hold events."""
+    row = conn.execute("SELECT min(window_start), max(window_start) FROM realtime_metrics")
+    first, last = row.fetchone() or (None, None)
+    return first, last
+
+
+def session_stats(conn: psycopg.Connection[Any], start: datetime, end: datetime) -> dict[str, Any]:
+    """Sessions starting in ``[start, end)``: count, duration, depth, bounces, buyers."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            """SELECT count(*) AS sessions,
+                      round(avg(duration_seconds), 1) AS average_duration_seconds,
+                      round(avg(events), 2) AS average_events,
+                      round(avg((events = 1)::int), 4) AS bounce_rate,
+                      round(avg(purchased::int), 4) AS purchase_rate,
+                      coalesce(sum(revenue), 0) AS revenue
+                 FROM user_sessions WHERE session_start >= %s AND session_start < %s""",
+            (start, end),
+        ).fetchone()
+    assert row is not None
+    return row
+
+
+def clv_distribution(conn: psycopg.Connection[Any], buckets: int = 10) -> list[dict[str, Any]]:
+    """Customers per equal-width bucket of predicted 365-day value."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            """WITH bounds AS (
+                   SELECT min(predicted_clv_365d) AS lo, max(predicted_clv_365d) AS hi
+                     FROM customer_segments
+               ), placed AS (
+                   SELECT least(width_bucket(c.predicted_clv_365d, b.lo, b.hi, %(n)s), %(n)s)
+                              AS bucket, b.lo, (b.hi - b.lo) / %(n)s AS width
+                     FROM customer_segments c, bounds b
+                    WHERE c.predicted_clv_365d IS NOT NULL AND b.hi > b.lo
+               )
+               SELECT round(lo + (bucket - 1) * width, 2) AS low,
+                      round(lo + bucket * width, 2) AS high, count(*) AS customers
+                 FROM placed GROUP BY bucket, lo, width ORDER BY bucket""",
+            {"n": buckets},
+        ).fetchall()

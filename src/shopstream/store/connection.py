@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import psycopg
 
+from shopstream.metrics import record_db_failure
 from shopstream.settings import Settings
 from shopstream.store.embedded import EmbeddedPostgres
 from shopstream.store.errors import is_transient
@@ -68,7 +69,10 @@ def retry_transient(
         try:
             return operation()
         except Exception as error:
-            if not is_transient(error):
+            transient = is_transient(error)
+            if isinstance(error, psycopg.Error):
+                record_db_failure(error, retried=transient)
+            if not transient:
                 raise
             attempt += 1
             log.warning(

@@ -66,15 +66,20 @@ def quarantine_by_rule(conn: psycopg.Connection[Any]) -> list[tuple[str, int]]:
 
 
 def quarantine_rows(
-    conn: psycopg.Connection[Any], *, rule: str | None, limit: int, status: str = "quarantined"
+    conn: psycopg.Connection[Any],
+    *,
+    rule: str | None,
+    limit: int,
+    offset: int = 0,
+    status: str = "quarantined",
 ) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             """SELECT quarantine_id, batch_id, source, line_no, scope, rules, raw, status
                  FROM quarantine
                 WHERE status = %s AND (%s::text IS NULL OR %s = ANY(rules))
-                ORDER BY quarantine_id LIMIT %s""",
-            (status, rule, rule, limit),
+                ORDER BY quarantine_id LIMIT %s OFFSET %s""",
+            (status, rule, rule, limit, offset),
         ).fetchall()
 
 

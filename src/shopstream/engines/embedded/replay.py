@@ -16,6 +16,9 @@ from psycopg.rows import dict_row
 
 from shopstream.engines.base import ParsedBatch
 from shopstream.engines.embedded.batch import IncomingFile, build_batch
+from shopstream.settings import Settings
+from shopstream.store.connection import connect
+from shopstream.store.loader import BatchResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +79,25 @@ def build_replay_batch(replay: ReplayInput, predicates: dict[str, str]) -> Parse
             line_no=pl.Series([o[1] for o in originals], dtype=pl.Int64),
         )
     return batch
+
+
+def replay_quarantine(
+    url: str, settings: Settings, *, rule: str | None, ids: list[int] | None, limit: int
+) -> BatchResult | None:
+    """Select, rebuild and load one replay batch; None when nothing matched.
+
+    Raises :class:`~shopstream.store.loader.AlreadyCommitted` when a concurrent replay
+    closed some of the rows first (then nothing changed)."""
+    from shopstream.engines.embedded.runner import current_rules
+    from shopstream.store.loader import Loader
+
+    with connect(url) as conn:
+        replay = select_for_replay(conn, rule=rule, ids=ids, limit=limit)
+    if not replay.quarantine_ids:
+        return None
+    batch = build_replay_batch(replay, current_rules(settings))
+    loader = Loader.from_settings(url, settings)
+    try:
+        return loader.load(batch)
+    finally:
+        loader.close()

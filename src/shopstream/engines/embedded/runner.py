@@ -20,6 +20,7 @@ import polars as pl
 
 from shopstream.engines.base import ParsedBatch
 from shopstream.engines.embedded.batch import IncomingFile, build_batch
+from shopstream.metrics import record_batch
 from shopstream.settings import Settings
 from shopstream.sources.base import Source
 from shopstream.store.connection import Stopped
@@ -48,6 +49,11 @@ class RunSummary:
         self.rows_loaded += result.rows_loaded
         self.duplicates += result.duplicates_in_batch + result.duplicates_in_store
         self.quarantined += result.rows_quarantined
+
+
+def _newest(events: pl.DataFrame) -> datetime | None:
+    newest = events["event_timestamp"].max() if events.height else None
+    return newest if isinstance(newest, datetime) else None
 
 
 def current_rules(settings: Settings) -> dict[str, str]:
@@ -226,6 +232,14 @@ class Runner:
             return
         self._settle(files, committed=True)
         summary.add(result)
+        record_batch(
+            read=result.rows_read,
+            loaded=result.rows_loaded,
+            duplicates=result.duplicates_in_batch + result.duplicates_in_store,
+            quarantined_by_rule=dict(batch.quarantined_by_rule),
+            seconds=batch.parse_seconds + result.load_seconds,
+            newest_event=_newest(batch.events),
+        )
         log.info(
             "batch %d committed: read %d, loaded %d, duplicates %d, quarantined %d (%.0f ms)",
             result.batch_id,

@@ -1,0 +1,164 @@
+"""The FastAPI application: REST API under ``/api/v1``, dashboard at ``/``, ``/metrics``,
+``/healthz`` and ``/readyz``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Final
+
+import plotly
+import psycopg
+from fastapi import FastAPI, Request, Response, status
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg_pool import ConnectionPool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shopstream.api.metrics import ApiMetrics
+from shopstream.api.ratelimit import RateLimiter
+from shopstream.api.v1 import analytics, customers, keys, quality
+from shopstream.settings import Settings
+from shopstream.store.migrate import pending_migrations
+
+DASHBOARD: Final = Path(__file__).resolve().parent.parent / "dashboard" / "static"
+PLOTLY_JS: Final = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+
+
+class BodyLimit:
+    """413 for request bodies over ``limit`` bytes, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self._app = app
+        self._limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._limit:
+            await _too_large(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self._limit:
+                raise _BodyTooLargeError
+            return message
+
+        try:
+            await self._app(scope, counted, send)
+        except _BodyTooLargeError:
+            await _too_large(scope, receive, send)
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    response = JSONResponse({"detail": "request body too large"}, status_code=413)
+    await response(scope, receive, send)
+
+
+def create_app(settings: Settings, database_url: str) -> FastAPI:
+    pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=settings.api_pool_size,
+        kwargs={"application_name": "shopstream-api"},
+        open=False,
+    )
+    metrics = ApiMetrics(pool)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        pool.open(wait=True, timeout=30)
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(
+        title="ShopStream API",
+        version="1.0.0",
+        description="Real-time e-commerce analytics. Send an API key as "
+        "`Authorization: Bearer KEY` or `X-API-Key: KEY`.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.database_url = database_url
+    app.state.pool = pool
+    app.state.limiter = RateLimiter(settings.api_rate_per_second, settings.api_rate_burst)
+    app.state.metrics = metrics
+
+    for router in (analytics.router, customers.router, quality.router, keys.router):
+        app.include_router(router, prefix="/api/v1")
+
+    @app.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        metrics.requests.labels(template, request.method, str(response.status_code)).observe(
+            time.perf_counter() - started
+        )
+        return response
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_down(_: Request, error: psycopg.OperationalError) -> JSONResponse:
+        metrics.db_errors.inc()
+        return JSONResponse(
+            {"detail": "the database is unavailable"}, status.HTTP_503_SERVICE_UNAVAILABLE
+        )
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        """The database answers and its schema is current."""
+        try:
+            with pool.connection(timeout=5) as conn:
+                pending = [m.name for m in pending_migrations(conn)]
+        except (psycopg.Error, TimeoutError) as error:
+            return JSONResponse({"status": "database unavailable", "error": str(error)}, 503)
+        if pending:
+            return JSONResponse({"status": "migrations pending", "pending": pending}, 503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(DASHBOARD / "index.html")
+
+    @app.get("/static/vendor/plotly.min.js", include_in_schema=False)
+    def plotly_js() -> FileResponse:
+        return FileResponse(PLOTLY_JS, media_type="text/javascript")
+
+    app.mount("/static", StaticFiles(directory=DASHBOARD), name="static")
+    if settings.api_cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api_cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
+    app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
+    return app

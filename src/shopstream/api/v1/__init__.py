@@ -1,0 +1,1 @@
+"""Version 1 of the REST API, mounted under ``/api/v1``."""

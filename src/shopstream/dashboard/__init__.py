@@ -1,0 +1,1 @@
+"""The web dashboard: static pages the API process serves at ``/`` (see ``static/``)."""

@@ -1,0 +1,156 @@
+// ShopStream dashboard: signs in with an API key (kept in sessionStorage, never in the URL),
+// then polls the REST API every few seconds and redraws with Plotly (served locally).
+"use strict";
+
+const KEY = "shopstream.apiKey";
+const REFRESH_MS = 3000;
+let timer = null;
+
+const $ = (id) => document.getElementById(id);
+const money = (v) => v == null ? "–" : Number(v).toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+const count = (v) => v == null ? "–" : Number(v).toLocaleString();
+const percent = (v) => v == null ? "–" : (100 * Number(v)).toFixed(2) + " %";
+
+class ApiError extends Error {
+  constructor(status, detail) { super(detail); this.status = status; }
+}
+
+async function api(path) {
+  const response = await fetch(path, { headers: { "X-API-Key": sessionStorage.getItem(KEY) || "" } });
+  if (!response.ok) {
+    let detail = response.statusText;
+    try { detail = (await response.json()).detail; } catch (_) { /* keep the status text */ }
+    throw new ApiError(response.status, typeof detail === "string" ? detail : JSON.stringify(detail));
+  }
+  return response.json();
+}
+
+function plot(id, traces, layout) {
+  Plotly.react($(id), traces, Object.assign({ margin: { t: 40, r: 10, b: 40, l: 50 } }, layout), { displayModeBar: false, responsive: true });
+}
+
+async function dataEnd() {
+  const coverage = await api("/api/v1/coverage");
+  if (!coverage.last_minute) return null;
+  return new Date(new Date(coverage.last_minute).getTime() + 60_000);
+}
+
+async function executive() {
+  const end = await dataEnd();
+  if (!end) { $("exec-until").textContent = "(no events yet)"; return; }
+  const start = new Date(end.getTime() - 3600_000);
+  const window = `from=${start.toISOString()}&to=${end.toISOString()}`;
+  $("exec-until").textContent = end.toISOString().replace("T", " ").slice(0, 16) + " UTC";
+  const [kpis, series] = await Promise.all([
+    api(`/api/v1/kpis?${window}`), api(`/api/v1/timeseries?${window}&grain=minute`),
+  ]);
+  $("kpi-revenue").textContent = money(kpis.revenue);
+  $("kpi-orders").textContent = count(kpis.orders);
+  $("kpi-aov").textContent = money(kpis.average_order_value);
+  $("kpi-conversion").textContent = percent(kpis.conversion_rate);
+  $("kpi-users").textContent = count(kpis.active_users);
+  $("kpi-events").textContent = count(kpis.events);
+
+  const byCategory = {};
+  for (const point of series) {
+    (byCategory[point.category] ||= { x: [], y: [] });
+    byCategory[point.category].x.push(point.window_start);
+    byCategory[point.category].y.push(Number(point.revenue));
+  }
+  plot("chart-revenue", Object.entries(byCategory).map(([name, s]) => ({ type: "bar", name, x: s.x, y: s.y })),
+    { title: "Net revenue per minute", barmode: "stack" });
+  const totals = Object.entries(byCategory).map(([name, s]) => [name, s.y.reduce((a, b) => a + b, 0)]);
+  plot("chart-categories", [{ type: "bar", x: totals.map((t) => t[0]), y: totals.map((t) => t[1]) }],
+    { title: "Revenue by category (last hour)" });
+
+  const day = end.toISOString().slice(0, 10);
+  const products = await api(`/api/v1/products/top?from=${day}&to=${day}&limit=10`);
+  $("top-products").querySelector("tbody").innerHTML = products.map((p) =>
+    `<tr><td>${escapeHtml(p.product_id)}</td><td>${count(p.views)}</td><td>${count(p.purchases)}</td><td>${money(p.revenue)}</td></tr>`).join("");
+}
+
+async function operations() {
+  try {
+    const [pipeline, quality, batches] = await Promise.all([
+      api("/api/v1/pipeline"), api("/api/v1/quality"), api("/api/v1/batches?limit=60"),
+    ]);
+    $("ops-denied").hidden = true;
+    $("ops-rate").textContent = count(pipeline.events_per_second_5m);
+    $("ops-since").textContent = pipeline.seconds_since_last_commit == null ? "–" : pipeline.seconds_since_last_commit.toFixed(1);
+    $("ops-lag").textContent = pipeline.kafka_lag == null ? "n/a" : count(pipeline.kafka_lag);
+    $("ops-duplicates").textContent = count(quality.duplicates);
+    $("ops-late").textContent = count(quality.late_events);
+    $("ops-quarantine").textContent = count(quality.open_quarantine);
+    const ordered = batches.slice().reverse();
+    plot("chart-batches", [
+      { type: "scatter", mode: "lines+markers", name: "load ms", x: ordered.map((b) => b.committed_at), y: ordered.map((b) => Number(b.load_ms)) },
+      { type: "scatter", mode: "lines+markers", name: "parse ms", x: ordered.map((b) => b.committed_at), y: ordered.map((b) => Number(b.parse_ms)) },
+    ], { title: "Batch durations" });
+    const rules = Object.entries(quality.quarantined_by_rule);
+    plot("chart-rules", [{ type: "bar", x: rules.map((r) => r[0]), y: rules.map((r) => r[1]) }],
+      { title: "Open quarantine by rule" });
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 403) { $("ops-denied").hidden = false; return; }
+    throw error;
+  }
+}
+
+async function customers() {
+  const [segments, clv] = await Promise.all([api("/api/v1/segments"), api("/api/v1/segments/clv")]);
+  $("customers-empty").hidden = segments.length > 0;
+  plot("chart-segments", [{ type: "bar", x: segments.map((s) => s.segment), y: segments.map((s) => s.customers) }],
+    { title: "RFM segments (customers)" });
+  plot("chart-clv", [{ type: "bar", x: clv.map((b) => `${money(b.low)}–${money(b.high)}`), y: clv.map((b) => b.customers) }],
+    { title: "Predicted 365-day value (customers)" });
+}
+
+const PAGES = { executive, operations, customers };
+
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+async function refresh() {
+  const page = (location.hash || "#executive").slice(1);
+  for (const section of document.querySelectorAll(".page")) section.hidden = section.id !== page;
+  for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.dataset.page === page);
+  try {
+    await (PAGES[page] || executive)();
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) { signOut("The key is not valid (any more)."); return; }
+    console.error(error);
+  }
+}
+
+function start() {
+  $("sign-in").hidden = true;
+  $("nav").hidden = false;
+  clearInterval(timer);
+  refresh();
+  timer = setInterval(refresh, REFRESH_MS);
+}
+
+function signOut(message) {
+  clearInterval(timer);
+  sessionStorage.removeItem(KEY);
+  for (const section of document.querySelectorAll(".page")) section.hidden = true;
+  $("nav").hidden = true;
+  $("sign-in").hidden = false;
+  $("sign-in-error").textContent = message || "";
+}
+
+$("sign-in-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(KEY, $("api-key").value.trim());
+  $("api-key").value = "";
+  try {
+    await api("/api/v1/coverage");
+    $("sign-in-error").textContent = "";
+    start();
+  } catch (error) {
+    signOut(error instanceof ApiError && error.status === 401 ? "That key is not valid." : String(error));
+  }
+});
+$("sign-out").addEventListener("click", () => signOut());
+window.addEventListener("hashchange", refresh);
+if (sessionStorage.getItem(KEY)) start();
