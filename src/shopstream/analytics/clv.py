@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 from scipy import optimize, special
 
 Array = npt.NDArray[np.float64]
+_NO_DROPOUT: Final = 1e-6  # mean dropout probability below which BG/NBD is plain NBD
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +41,21 @@ class BgNbd:
         return np.asarray(1.0 / (1.0 + ratio), dtype=np.float64)
 
     def expected_purchases(self, t: float, x: Array, t_x: Array, big_t: Array) -> Array:
-        """Expected purchases in the next ``t`` time units, given each customer's history."""
+        """Expected purchase days in the next ``t`` days, given each customer's history.
+
+        When the fit finds (almost) no dropout (a / (a + b) below 1e-6, as for shoppers who
+        all come back daily), the closed form cancels catastrophically; its limit, the NBD
+        model's ``(r + x) / (alpha + T) * t``, is used instead. At most one purchase day per
+        day: results are capped at ``t``."""
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
-        hyp = special.hyp2f1(r + x, b + x, a + b + x - 1, t / (alpha + big_t + t))
-        head = (a + b + x - 1) / (a - 1)
-        body = 1 - ((alpha + big_t) / (alpha + big_t + t)) ** (r + x) * hyp
-        return np.asarray(head * body * self.p_alive(x, t_x, big_t), dtype=np.float64)
+        if a / (a + b) < _NO_DROPOUT:
+            expected = (r + x) / (alpha + big_t) * t
+        else:
+            hyp = special.hyp2f1(r + x, b + x, a + b + x - 1, t / (alpha + big_t + t))
+            head = (a + b + x - 1) / (a - 1)
+            body = 1 - ((alpha + big_t) / (alpha + big_t + t)) ** (r + x) * hyp
+            expected = head * body * self.p_alive(x, t_x, big_t)
+        return np.asarray(np.clip(expected, 0.0, t), dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)

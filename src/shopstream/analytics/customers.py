@@ -62,8 +62,11 @@ SELECT user_id, (event_timestamp AT TIME ZONE 'UTC')::date AS day,
 
 
 def _quintile(column: str, *, descending: bool = False) -> pl.Expr:
-    rank = pl.col(column).rank("min", descending=descending)  # ties share a score
-    return ((rank - 1) * 5 // pl.len() + 1).cast(pl.Int16)
+    """1..5 by the quintile of each value's mid-rank: ties share a score, and a large tie
+    (most customers bought yesterday) lands in the middle of the ranks it covers rather
+    than at their bottom."""
+    rank = pl.col(column).rank("average", descending=descending)
+    return ((rank - 0.5) * 5 / pl.len()).floor().clip(0, 4).cast(pl.Int16) + 1
 
 
 def score(customers: pl.DataFrame) -> pl.DataFrame:

@@ -101,7 +101,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.state.metrics = metrics
 
     for router in (analytics.router, customers.router, quality.router, keys.router):
-        app.include_router(router, prefix="/api/v1")
+        app.include_router(router)
 
     @app.middleware("http")
     async def observe(

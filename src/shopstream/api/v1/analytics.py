@@ -14,7 +14,7 @@ from shopstream.analytics import dashboard
 from shopstream.api.deps import Connection, Viewer
 from shopstream.api.v1.params import DayRange, Limit, TimeWindow, day_range, time_window
 
-router = APIRouter(tags=["analytics"])
+router = APIRouter(prefix="/api/v1", tags=["analytics"])
 Window = Annotated[TimeWindow, Depends(time_window)]
 Days = Annotated[DayRange, Depends(day_range)]
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from shopstream.api.deps import Analyst, Connection
 from shopstream.api.v1.params import Limit
 
-router = APIRouter(tags=["customers"])
+router = APIRouter(prefix="/api/v1", tags=["customers"])
 UserId = Annotated[str, Path(min_length=1, max_length=128)]
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from shopstream.api.deps import Admin, Connection
 from shopstream.api.keys import Role, create_key, expiry, list_keys, revoke_key
 
-router = APIRouter(tags=["keys"])
+router = APIRouter(prefix="/api/v1", tags=["keys"])
 
 
 class KeyInfo(BaseModel):

@@ -14,7 +14,7 @@ from shopstream.api.deps import Admin, Analyst, Connection
 from shopstream.api.v1.params import Limit, Offset
 from shopstream.store import queries
 
-router = APIRouter(tags=["quality"])
+router = APIRouter(prefix="/api/v1", tags=["quality"])
 
 
 class Quality(BaseModel):
