@@ -629,13 +629,18 @@ def apikey_revoke(key_id: Annotated[int, typer.Argument(help="The key's id.")]) 
 def demo(
     rate: Annotated[float, typer.Option(help="Generated events per second.")] = 3_000,
     duration: Annotated[float | None, typer.Option(help="Stop after S seconds.")] = None,
+    port: Annotated[int, typer.Option(help="Port of the API and dashboard.")] = 8000,
+    serve: Annotated[bool, typer.Option(help="Serve the API and dashboard too.")] = True,
 ) -> None:
-    """Embedded database + live generator + pipeline, with a live panel. Ctrl-C stops."""
+    """Embedded database + live generator + pipeline + API and dashboard. Ctrl-C stops."""
     from shopstream.demo import run_demo
 
     settings = Settings()
     with _database(settings) as url:
-        run_demo(settings, url, rate=rate, duration=duration, console=console)
+        run_demo(
+            settings, url, rate=rate, duration=duration, console=console,
+            port=port if serve else None,
+        )  # fmt: skip
     console.print(
         "\nThe data stays in the embedded database. Reach it with:\n"
         "  shopstream db up        # start it again for other tools\n"

@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import timedelta
+from typing import Any, Final
 
+import psycopg
+import uvicorn
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from shopstream.analytics.customers import run_customers
+from shopstream.api.app import create_app
+from shopstream.api.keys import Role, create_key
 from shopstream.engines.base import ParsedBatch
 from shopstream.engines.embedded.runner import Runner, RunSummary
 from shopstream.generate.writer import Faults, FileWriter, stream_live
 from shopstream.schema import InputFormat
 from shopstream.settings import Settings
 from shopstream.sources.files import DirectorySource
+from shopstream.store.connection import connect
 from shopstream.store.loader import BatchResult, Loader
+
+log = logging.getLogger(__name__)
+CUSTOMERS_EVERY_S: Final = 30.0
 
 
 @dataclass
@@ -28,6 +39,7 @@ class DemoStats:
     generated: int = 0
     committed: RunSummary = field(default_factory=RunSummary)
     lag_seconds: float = 0.0
+    dashboard: str = ""
     by_rule: Counter[str] = field(default_factory=Counter)
     window: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=50))
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -41,8 +53,33 @@ class DemoStats:
         return (g1 - g0) / span, (l1 - l0) / span
 
 
+def _serve(settings: Settings, url: str, port: int) -> uvicorn.Server:
+    """The API and dashboard on 127.0.0.1:port, in a thread of this process."""
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, url), host="127.0.0.1", port=port, log_level="warning")
+    )
+    threading.Thread(target=server.run, name="shopstream-api", daemon=True).start()
+    return server
+
+
+def _segment_periodically(url: str, stop: threading.Event) -> None:
+    """Keep the dashboard's customer page current while the demo runs."""
+    while not stop.wait(CUSTOMERS_EVERY_S):
+        try:
+            with connect(url) as conn:
+                run_customers(conn)
+        except psycopg.Error as error:
+            log.warning("batch customers failed in the demo: %s", error)
+
+
 def run_demo(
-    settings: Settings, url: str, *, rate: float, duration: float | None, console: Console
+    settings: Settings,
+    url: str,
+    *,
+    rate: float,
+    duration: float | None,
+    console: Console,
+    port: int | None = 8000,
 ) -> None:
     inbox = settings.home_dir / "demo" / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
@@ -85,6 +122,18 @@ def run_demo(
 
     signal.signal(signal.SIGINT, shutdown)
     signal.signal(signal.SIGTERM, shutdown)
+    server = None
+    if port is not None:
+        with connect(url) as conn:
+            _, key = create_key(conn, Role.VIEWER, "demo", timedelta(days=1))
+        server = _serve(settings, url, port)
+        stats.dashboard = f"http://127.0.0.1:{port}/"
+        console.print(f"Dashboard and API: {stats.dashboard} (OpenAPI at /docs)")
+        console.print("Viewer API key for this demo (valid for a day):")
+        console.print(key, soft_wrap=True, highlight=False)
+        threading.Thread(
+            target=_segment_periodically, args=(url, stop), name="shopstream-segments", daemon=True
+        ).start()
     generator.start()
     pipeline = threading.Thread(target=runner.run, name="shopstream-demo", daemon=True)
     pipeline.start()
@@ -100,6 +149,8 @@ def run_demo(
                 shutdown()
             time.sleep(0.25)
     generator.join(timeout=5)
+    if server is not None:
+        server.should_exit = True
 
 
 def _panel(stats: DemoStats, rate: float) -> Panel:
@@ -110,6 +161,7 @@ def _panel(stats: DemoStats, rate: float) -> Panel:
     with stats.lock:
         done = stats.committed
         rows = [
+            *((("dashboard", stats.dashboard),) if stats.dashboard else ()),
             ("target rate", f"{rate:,.0f} ev/s"),
             ("events in", f"{generated_rate:,.0f} ev/s"),
             ("events loaded", f"{loaded_rate:,.0f} ev/s"),

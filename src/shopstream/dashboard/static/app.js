@@ -58,10 +58,10 @@ async function executive() {
     byCategory[point.category].y.push(Number(point.revenue));
   }
   plot("chart-revenue", Object.entries(byCategory).map(([name, s]) => ({ type: "bar", name, x: s.x, y: s.y })),
-    { title: "Net revenue per minute", barmode: "stack" });
+    { title: { text: "Net revenue per minute" }, barmode: "stack" });
   const totals = Object.entries(byCategory).map(([name, s]) => [name, s.y.reduce((a, b) => a + b, 0)]);
   plot("chart-categories", [{ type: "bar", x: totals.map((t) => t[0]), y: totals.map((t) => t[1]) }],
-    { title: "Revenue by category (last hour)" });
+    { title: { text: "Revenue by category (last hour)" } });
 
   const day = end.toISOString().slice(0, 10);
   const products = await api(`/api/v1/products/top?from=${day}&to=${day}&limit=10`);
@@ -85,10 +85,10 @@ async function operations() {
     plot("chart-batches", [
       { type: "scatter", mode: "lines+markers", name: "load ms", x: ordered.map((b) => b.committed_at), y: ordered.map((b) => Number(b.load_ms)) },
       { type: "scatter", mode: "lines+markers", name: "parse ms", x: ordered.map((b) => b.committed_at), y: ordered.map((b) => Number(b.parse_ms)) },
-    ], { title: "Batch durations" });
+    ], { title: { text: "Batch durations" } });
     const rules = Object.entries(quality.quarantined_by_rule);
     plot("chart-rules", [{ type: "bar", x: rules.map((r) => r[0]), y: rules.map((r) => r[1]) }],
-      { title: "Open quarantine by rule" });
+      { title: { text: "Open quarantine by rule" } });
   } catch (error) {
     if (error instanceof ApiError && error.status === 403) { $("ops-denied").hidden = false; return; }
     throw error;
@@ -99,9 +99,9 @@ async function customers() {
   const [segments, clv] = await Promise.all([api("/api/v1/segments"), api("/api/v1/segments/clv")]);
   $("customers-empty").hidden = segments.length > 0;
   plot("chart-segments", [{ type: "bar", x: segments.map((s) => s.segment), y: segments.map((s) => s.customers) }],
-    { title: "RFM segments (customers)" });
+    { title: { text: "RFM segments (customers)" } });
   plot("chart-clv", [{ type: "bar", x: clv.map((b) => `${money(b.low)}–${money(b.high)}`), y: clv.map((b) => b.customers) }],
-    { title: "Predicted 365-day value (customers)" });
+    { title: { text: "Predicted 365-day value (customers)" } });
 }
 
 const PAGES = { executive, operations, customers };

@@ -1,0 +1,70 @@
+"""The dashboard in a real browser: Debian's chromium, headless, driven by Playwright."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from tests.fixtures.api import Served
+from tests.fixtures.cli import shopstream
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def _tile(page: Page, name: str) -> str:
+    return page.locator(f"#kpi-{name}").inner_text()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="make install puts chromium there")
+def test_sign_in_see_kpis_change_while_ingesting_and_stay_local(served: Served) -> None:
+    requests: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto(served.base_url)
+            page.fill("#api-key", "ssk_wrong")
+            page.click("#sign-in-form button")
+            page.wait_for_selector("#sign-in-error:has-text('not valid')")
+
+            page.fill("#api-key", served.keys["viewer"])
+            page.click("#sign-in-form button")
+            page.wait_for_function("document.querySelector('#kpi-events').innerText !== '…'")
+            before = _tile(page, "events")
+            assert int(before.replace(",", "")) > 0 and "." in _tile(page, "revenue")
+            page.wait_for_function("document.querySelector('#chart-revenue .main-svg')")
+            assert served.keys["viewer"] not in page.url
+
+            # New events land now; the page polls and shows the newest hour.
+            start = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S")
+            inbox = served.inbox.parent / "live"
+            shopstream(
+                "generate", "--out", str(inbox), "--events", "3000", "--seed", "4",
+                "--format", "canonical", "--start", start, "--days", "0.003", env=served.env,
+            )  # fmt: skip
+            shopstream("run", "--source", str(inbox), "--until-idle", env=served.env)
+            deadline = time.monotonic() + 20
+            while _tile(page, "events") == before:
+                assert time.monotonic() < deadline, "the KPIs did not change"
+                page.wait_for_timeout(250)
+
+            page.click("nav a[data-page=operations]")
+            page.wait_for_selector("#ops-denied", state="visible")  # a viewer key
+            page.click("nav a[data-page=customers]")
+            page.wait_for_function("document.querySelector('#chart-segments .main-svg')")
+            page.click("nav a[data-page=executive]")
+            page.wait_for_function("document.querySelector('#chart-categories .main-svg')")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
+    assert requests and all(url.startswith(served.base_url) for url in requests), {
+        url for url in requests if not url.startswith(served.base_url)
+    }
