@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,10 +13,11 @@ from typing import Annotated, Any
 import psycopg
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
 
 from shopstream.api.keys import Role
+from shopstream.logs import LogFormat
+from shopstream.logs import configure as configure_logging
 from shopstream.schema import InputFormat
 from shopstream.settings import Settings
 
@@ -37,12 +37,11 @@ err = Console(stderr=True)
 @app.callback()
 def _configure(
     log_level: Annotated[str, typer.Option(envvar="SHOPSTREAM_LOG_LEVEL")] = "INFO",
+    log_format: Annotated[
+        LogFormat, typer.Option(envvar="SHOPSTREAM_LOG_FORMAT", help="console or json")
+    ] = "console",
 ) -> None:
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(message)s",
-        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
-    )
+    configure_logging(log_level, log_format, err)
 
 
 def main() -> None:
@@ -559,15 +558,25 @@ def quarantine_replay(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
 ) -> None:
     """REST API (/api/v1, OpenAPI at /docs), dashboard (/) and /metrics."""
+    import os
+
     import uvicorn
 
     from shopstream.api.app import create_app
 
     settings = Settings()
     with _database(settings) as url:
-        uvicorn.run(create_app(settings, url), host=host, port=port, log_level="warning")
+        if workers == 1:
+            uvicorn.run(create_app(settings, url), host=host, port=port, log_level="warning")
+            return
+        os.environ["SHOPSTREAM_DATABASE_URL"] = url  # each worker process builds the app
+        uvicorn.run(
+            "shopstream.api.app:app_from_environment", factory=True, workers=workers,
+            host=host, port=port, log_level="warning",
+        )  # fmt: skip
 
 
 @apikey_app.command("create")

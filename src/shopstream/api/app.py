@@ -162,3 +162,11 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         )
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one ``serve --workers N`` process (the parent set the database URL)."""
+    settings = Settings()
+    if settings.database_url is None:
+        raise RuntimeError("SHOPSTREAM_DATABASE_URL is not set")
+    return create_app(settings, settings.database_url)

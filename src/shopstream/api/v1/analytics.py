@@ -12,7 +12,14 @@ from pydantic import BaseModel
 
 from shopstream.analytics import dashboard
 from shopstream.api.deps import Connection, Viewer
-from shopstream.api.v1.params import DayRange, Limit, TimeWindow, day_range, time_window
+from shopstream.api.v1.params import (
+    PRINTABLE,
+    DayRange,
+    Limit,
+    TimeWindow,
+    day_range,
+    time_window,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["analytics"])
 Window = Annotated[TimeWindow, Depends(time_window)]
@@ -69,7 +76,7 @@ def timeseries(
     conn: Connection,
     window: Window,
     grain: Literal["minute", "hour"] = "minute",
-    category: Annotated[str | None, Query(max_length=128)] = None,
+    category: Annotated[str | None, Query(max_length=128, pattern=PRINTABLE)] = None,
 ) -> list[dict[str, Any]]:
     """Net revenue, orders and events per minute (or hour) and category."""
     rows = dashboard.revenue_series(conn, window.start, window.end, grain)

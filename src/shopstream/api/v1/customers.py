@@ -11,10 +11,10 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel
 
 from shopstream.api.deps import Analyst, Connection
-from shopstream.api.v1.params import Limit
+from shopstream.api.v1.params import PRINTABLE, Limit
 
 router = APIRouter(prefix="/api/v1", tags=["customers"])
-UserId = Annotated[str, Path(min_length=1, max_length=128)]
+UserId = Annotated[str, Path(min_length=1, max_length=128, pattern=PRINTABLE)]
 
 
 class Customer(BaseModel):

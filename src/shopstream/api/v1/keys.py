@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from shopstream.api.deps import Admin, Connection
 from shopstream.api.keys import Role, create_key, expiry, list_keys, revoke_key
+from shopstream.api.v1.params import PRINTABLE
 
 router = APIRouter(prefix="/api/v1", tags=["keys"])
 
@@ -27,7 +28,7 @@ class KeyInfo(BaseModel):
 
 class NewKey(BaseModel):
     role: Role
-    name: str = Field(default="api", min_length=1, max_length=100)
+    name: str = Field(default="api", min_length=1, max_length=100, pattern=PRINTABLE)
     expires_days: float | None = Field(default=None, gt=0, le=3650)
 
 

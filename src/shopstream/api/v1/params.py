@@ -8,6 +8,8 @@ from typing import Annotated, Final
 
 from fastapi import HTTPException, Query, status
 
+# Text that goes to PostgreSQL: no control characters (a NUL cannot be stored at all).
+PRINTABLE: Final = r"^[^\x00-\x1f\x7f]*$"
 MAX_SPAN: Final = timedelta(days=400)
 MAX_LIMIT: Final = 500
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -11,9 +12,11 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from shopstream.api.deps import Admin, Analyst, Connection
-from shopstream.api.v1.params import Limit, Offset
+from shopstream.api.v1.params import PRINTABLE, Limit, Offset
+from shopstream.logs import bind_batch
 from shopstream.store import queries
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["quality"])
 
 
@@ -60,7 +63,7 @@ class QuarantineRow(BaseModel):
 def quarantine(
     _: Analyst,
     conn: Connection,
-    rule: Annotated[str | None, Query(max_length=64)] = None,
+    rule: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE)] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[dict[str, Any]]:
@@ -69,7 +72,7 @@ def quarantine(
 
 
 class ReplayRequest(BaseModel):
-    rule: str | None = Field(default=None, max_length=64)
+    rule: str | None = Field(default=None, max_length=64, pattern=PRINTABLE)
     ids: list[int] | None = Field(default=None, max_length=10_000)
     limit: int = Field(default=100_000, ge=1, le=1_000_000)
 
@@ -83,7 +86,7 @@ class ReplayResult(BaseModel):
 
 
 @router.post("/quarantine/replay", response_model=ReplayResult)
-def replay(_: Admin, http: Request, body: Annotated[ReplayRequest, Body()]) -> ReplayResult:
+def replay(who: Admin, http: Request, body: Annotated[ReplayRequest, Body()]) -> ReplayResult:
     """Re-run open quarantine rows through today's rules, as one accounted batch."""
     from shopstream.engines.embedded.replay import replay_quarantine
     from shopstream.store.loader import AlreadyCommitted
@@ -97,6 +100,13 @@ def replay(_: Admin, http: Request, body: Annotated[ReplayRequest, Body()]) -> R
         raise HTTPException(
             status.HTTP_409_CONFLICT, "another replay closed some of these rows"
         ) from error
+    if result is not None:
+        with bind_batch(result.batch_id):
+            log.info(
+                "quarantine replay by key %d (%s): read %d, loaded %d, quarantined %d",
+                who.key_id, who.name, result.rows_read, result.rows_loaded,
+                result.rows_quarantined,
+            )  # fmt: skip
     if result is None:
         return ReplayResult(
             batch_id=None, rows_read=0, rows_loaded=0, duplicates=0, rows_quarantined=0

@@ -20,6 +20,7 @@ import polars as pl
 
 from shopstream.engines.base import ParsedBatch
 from shopstream.engines.embedded.batch import IncomingFile, build_batch
+from shopstream.logs import bind_batch
 from shopstream.metrics import record_batch
 from shopstream.settings import Settings
 from shopstream.sources.base import Source
@@ -240,14 +241,17 @@ class Runner:
             seconds=batch.parse_seconds + result.load_seconds,
             newest_event=_newest(batch.events),
         )
-        log.info(
-            "batch %d committed: read %d, loaded %d, duplicates %d, quarantined %d (%.0f ms)",
-            result.batch_id,
-            result.rows_read,
-            result.rows_loaded,
-            result.duplicates_in_batch + result.duplicates_in_store,
-            result.rows_quarantined,
-            result.load_seconds * 1000,
-        )
-        if self._on_batch is not None:
-            self._on_batch(batch, result)
+        with bind_batch(result.batch_id):
+            log.info(
+                "batch %d committed: read %d, loaded %d, duplicates %d, quarantined %d "
+                "(parse %.0f ms, load %.0f ms)",
+                result.batch_id,
+                result.rows_read,
+                result.rows_loaded,
+                result.duplicates_in_batch + result.duplicates_in_store,
+                result.rows_quarantined,
+                batch.parse_seconds * 1000,
+                result.load_seconds * 1000,
+            )
+            if self._on_batch is not None:
+                self._on_batch(batch, result)
