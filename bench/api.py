@@ -38,7 +38,15 @@ def main() -> None:
     parser.add_argument("--loaded", required=True, help="URL of a loaded database")
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--think",
+        type=float,
+        nargs="*",
+        default=[1.0, 0.0],
+        help="Seconds each client waits between requests; one run per value "
+        "(1 s: a dashboard polling its three queries every 3 s; 0: back to back)",
+    )
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPSTREAM_")}
     env |= {
@@ -66,13 +74,14 @@ def main() -> None:
                 pass
             assert time.monotonic() < deadline and server.poll() is None, "serve did not start"
             time.sleep(0.3)
-        asyncio.run(load(base, key, args.clients, args.seconds))
+        for think in args.think:
+            asyncio.run(load(base, key, args.clients, args.seconds, think))
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
-async def load(base: str, key: str, clients: int, seconds: float) -> None:
+async def load(base: str, key: str, clients: int, seconds: float, think: float) -> None:
     headers = {"X-API-Key": key}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits) as http:
@@ -95,6 +104,7 @@ async def load(base: str, key: str, clients: int, seconds: float) -> None:
         async def client(number: int) -> None:
             names = list(requests)
             turn = number
+            await asyncio.sleep(think * number / clients)  # spread the first requests
             while time.monotonic() < stop_at:
                 name = names[turn % len(names)]
                 path, params = requests[name]
@@ -107,12 +117,17 @@ async def load(base: str, key: str, clients: int, seconds: float) -> None:
                     errors[name] += 1
                 timings[name].append((time.perf_counter() - started) * 1000)
                 turn += 1
+                if think:
+                    await asyncio.sleep(think)
 
         began = time.monotonic()
         await asyncio.gather(*(client(n) for n in range(clients)))
         elapsed = time.monotonic() - began
     total = sum(len(t) for t in timings.values())
-    print(f"{clients} clients for {elapsed:.0f} s: {total:,} requests, {total / elapsed:,.0f}/s")
+    print(
+        f"\n{clients} clients, {think:g} s between requests, {elapsed:.0f} s: "
+        f"{total:,} requests, {total / elapsed:,.0f}/s"
+    )
     print(f"{'endpoint':<38} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'errors':>6}")
     for name, values in timings.items():
         p95 = statistics.quantiles(values, n=20)[-1]

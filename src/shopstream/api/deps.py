@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import psycopg
@@ -18,24 +18,29 @@ _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API k
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <API key>")
 
 
-def connection(request: Request) -> Iterator[psycopg.Connection[Any]]:
+def database(request: Request) -> ConnectionPool[psycopg.Connection[Any]]:
+    """The pool; endpoints take a connection inside their own thread and give it back
+    there. (A dependency holding a connection across threads can starve the thread pool:
+    every thread waiting for a connection that requests waiting for a thread hold.)"""
     pool: ConnectionPool[psycopg.Connection[Any]] = request.app.state.pool
-    with pool.connection() as conn:
-        yield conn
+    return pool
 
 
-Connection = Annotated[psycopg.Connection[Any], Depends(connection)]
+Database = Annotated[ConnectionPool[psycopg.Connection[Any]], Depends(database)]
 
 
 def principal(
     request: Request,
-    conn: Connection,
+    db: Database,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     header: Annotated[str | None, Depends(_header)],
 ) -> Principal:
     """The key's owner; 401 without a valid key, 429 over the key's rate."""
     key = bearer.credentials if bearer is not None else header
-    who = authenticate(conn, key) if key else None
+    who = None
+    if key:
+        with db.connection() as conn:
+            who = authenticate(conn, key)
     if who is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from shopstream.analytics import dashboard
-from shopstream.api.deps import Connection, Viewer
+from shopstream.api.deps import Database, Viewer
 from shopstream.api.v1.params import (
     PRINTABLE,
     DayRange,
@@ -36,18 +36,19 @@ class Kpis(BaseModel):
 
 
 @router.get("/kpis", response_model=Kpis)
-def kpis(_: Viewer, conn: Connection, window: Window) -> Kpis:
+def kpis(_: Viewer, db: Database, window: Window) -> Kpis:
     """Headline figures over ``[from, to)``: revenue net of refunds, orders, average order
     value, conversion (buying users / active users), active users, events."""
-    figures = dashboard.kpis(conn, window.start, window.end)
-    return Kpis(
-        revenue=figures.revenue,
-        orders=figures.orders,
-        average_order_value=figures.average_order_value,
-        conversion_rate=figures.conversion_rate,
-        active_users=figures.active_users,
-        events=figures.events,
-    )
+    with db.connection() as conn:
+        figures = dashboard.kpis(conn, window.start, window.end)
+        return Kpis(
+            revenue=figures.revenue,
+            orders=figures.orders,
+            average_order_value=figures.average_order_value,
+            conversion_rate=figures.conversion_rate,
+            active_users=figures.active_users,
+            events=figures.events,
+        )
 
 
 class Coverage(BaseModel):
@@ -56,10 +57,11 @@ class Coverage(BaseModel):
 
 
 @router.get("/coverage", response_model=Coverage)
-def coverage(_: Viewer, conn: Connection) -> Coverage:
+def coverage(_: Viewer, db: Database) -> Coverage:
     """The first and last minute holding events (dashboards anchor their windows here)."""
-    first, last = dashboard.coverage(conn)
-    return Coverage(first_minute=first, last_minute=last)
+    with db.connection() as conn:
+        first, last = dashboard.coverage(conn)
+        return Coverage(first_minute=first, last_minute=last)
 
 
 class SeriesPoint(BaseModel):
@@ -73,14 +75,15 @@ class SeriesPoint(BaseModel):
 @router.get("/timeseries", response_model=list[SeriesPoint])
 def timeseries(
     _: Viewer,
-    conn: Connection,
+    db: Database,
     window: Window,
     grain: Literal["minute", "hour"] = "minute",
     category: Annotated[str | None, Query(max_length=128, pattern=PRINTABLE)] = None,
 ) -> list[dict[str, Any]]:
     """Net revenue, orders and events per minute (or hour) and category."""
-    rows = dashboard.revenue_series(conn, window.start, window.end, grain)
-    return [r for r in rows if category is None or r["category"] == category]
+    with db.connection() as conn:
+        rows = dashboard.revenue_series(conn, window.start, window.end, grain)
+        return [r for r in rows if category is None or r["category"] == category]
 
 
 class Product(BaseModel):
@@ -97,13 +100,14 @@ class Product(BaseModel):
 @router.get("/products/top", response_model=list[Product])
 def top_products(
     _: Viewer,
-    conn: Connection,
+    db: Database,
     days: Days,
     limit: Limit = 10,
     by: dashboard.ProductRanking = "revenue",
 ) -> list[dict[str, Any]]:
     """Best products of the days ``from``..``to`` by net revenue, purchases or views."""
-    return dashboard.top_products(conn, days.first, days.last, limit=limit, by=by)
+    with db.connection() as conn:
+        return dashboard.top_products(conn, days.first, days.last, limit=limit, by=by)
 
 
 class FunnelStep(BaseModel):
@@ -119,10 +123,11 @@ class FunnelStep(BaseModel):
 
 
 @router.get("/funnel", response_model=list[FunnelStep])
-def funnel(_: Viewer, conn: Connection, days: Days, strict: bool = False) -> list[dict[str, Any]]:
+def funnel(_: Viewer, db: Database, days: Days, strict: bool = False) -> list[dict[str, Any]]:
     """Sessions per entry category reaching view, cart and purchase: in any order, or with
     ``strict=true`` in that order (a purchase without an earlier cart stops at the view)."""
-    return dashboard.funnel(conn, days.first, days.last, strict=strict)
+    with db.connection() as conn:
+        return dashboard.funnel(conn, days.first, days.last, strict=strict)
 
 
 class SessionStats(BaseModel):
@@ -135,9 +140,10 @@ class SessionStats(BaseModel):
 
 
 @router.get("/sessions/stats", response_model=SessionStats)
-def session_stats(_: Viewer, conn: Connection, window: Window) -> dict[str, Any]:
+def session_stats(_: Viewer, db: Database, window: Window) -> dict[str, Any]:
     """Sessions starting in ``[from, to)``: duration, depth, bounces (one event), buyers."""
-    return dashboard.session_stats(conn, window.start, window.end)
+    with db.connection() as conn:
+        return dashboard.session_stats(conn, window.start, window.end)
 
 
 class Segment(BaseModel):
@@ -148,9 +154,10 @@ class Segment(BaseModel):
 
 
 @router.get("/segments", response_model=list[Segment])
-def segments(_: Viewer, conn: Connection) -> list[dict[str, Any]]:
+def segments(_: Viewer, db: Database) -> list[dict[str, Any]]:
     """RFM segment sizes from the last ``shopstream batch customers``."""
-    return dashboard.segment_sizes(conn)
+    with db.connection() as conn:
+        return dashboard.segment_sizes(conn)
 
 
 class ClvBucket(BaseModel):
@@ -160,6 +167,7 @@ class ClvBucket(BaseModel):
 
 
 @router.get("/segments/clv", response_model=list[ClvBucket])
-def clv_distribution(_: Viewer, conn: Connection) -> list[dict[str, Any]]:
+def clv_distribution(_: Viewer, db: Database) -> list[dict[str, Any]]:
     """How predicted 365-day customer value is spread (10 equal-width buckets)."""
-    return dashboard.clv_distribution(conn)
+    with db.connection() as conn:
+        return dashboard.clv_distribution(conn)

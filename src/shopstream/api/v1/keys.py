@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, Path, status
 from pydantic import BaseModel, Field
 
-from shopstream.api.deps import Admin, Connection
+from shopstream.api.deps import Admin, Database
 from shopstream.api.keys import Role, create_key, expiry, list_keys, revoke_key
 from shopstream.api.v1.params import PRINTABLE
 
@@ -38,19 +38,22 @@ class CreatedKey(BaseModel):
 
 
 @router.get("/apikeys", response_model=list[KeyInfo])
-def keys(_: Admin, conn: Connection) -> list[dict[str, Any]]:
-    return list_keys(conn)
+def keys(_: Admin, db: Database) -> list[dict[str, Any]]:
+    with db.connection() as conn:
+        return list_keys(conn)
 
 
 @router.post("/apikeys", response_model=CreatedKey, status_code=status.HTTP_201_CREATED)
-def new_key(_: Admin, conn: Connection, body: Annotated[NewKey, Body()]) -> CreatedKey:
-    key_id, key = create_key(conn, body.role, body.name, expiry(body.expires_days))
-    conn.commit()
-    return CreatedKey(key_id=key_id, key=key)
+def new_key(_: Admin, db: Database, body: Annotated[NewKey, Body()]) -> CreatedKey:
+    with db.connection() as conn:
+        key_id, key = create_key(conn, body.role, body.name, expiry(body.expires_days))
+        conn.commit()
+        return CreatedKey(key_id=key_id, key=key)
 
 
 @router.delete("/apikeys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke(_: Admin, conn: Connection, key_id: Annotated[int, Path(ge=1)]) -> None:
-    if not revoke_key(conn, key_id):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such active key")
-    conn.commit()
+def revoke(_: Admin, db: Database, key_id: Annotated[int, Path(ge=1)]) -> None:
+    with db.connection() as conn:
+        if not revoke_key(conn, key_id):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such active key")
+        conn.commit()

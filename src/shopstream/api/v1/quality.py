@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, Request, status
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
-from shopstream.api.deps import Admin, Analyst, Connection
+from shopstream.api.deps import Admin, Analyst, Database
 from shopstream.api.v1.params import PRINTABLE, Limit, Offset
 from shopstream.logs import bind_batch
 from shopstream.store import queries
@@ -32,20 +32,21 @@ class Quality(BaseModel):
 
 
 @router.get("/quality", response_model=Quality)
-def quality(_: Analyst, conn: Connection) -> dict[str, Any]:
+def quality(_: Analyst, db: Database) -> dict[str, Any]:
     """Every row read, and where it went; open quarantine rows by rule."""
-    totals = queries.totals(conn)
-    late = conn.execute("SELECT coalesce(sum(late_events), 0) FROM batches").fetchone()
-    return {
-        "batches": totals.batches,
-        "rows_read": totals.rows_read,
-        "rows_loaded": totals.rows_loaded,
-        "duplicates": totals.duplicates,
-        "rows_quarantined": totals.rows_quarantined,
-        "late_events": int(late[0]) if late else 0,
-        "open_quarantine": totals.open_quarantine,
-        "quarantined_by_rule": dict(queries.quarantine_by_rule(conn)),
-    }
+    with db.connection() as conn:
+        totals = queries.totals(conn)
+        late = conn.execute("SELECT coalesce(sum(late_events), 0) FROM batches").fetchone()
+        return {
+            "batches": totals.batches,
+            "rows_read": totals.rows_read,
+            "rows_loaded": totals.rows_loaded,
+            "duplicates": totals.duplicates,
+            "rows_quarantined": totals.rows_quarantined,
+            "late_events": int(late[0]) if late else 0,
+            "open_quarantine": totals.open_quarantine,
+            "quarantined_by_rule": dict(queries.quarantine_by_rule(conn)),
+        }
 
 
 class QuarantineRow(BaseModel):
@@ -62,13 +63,14 @@ class QuarantineRow(BaseModel):
 @router.get("/quarantine", response_model=list[QuarantineRow])
 def quarantine(
     _: Analyst,
-    conn: Connection,
+    db: Database,
     rule: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE)] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[dict[str, Any]]:
     """Open quarantine rows with their raw content and the rules they broke."""
-    return queries.quarantine_rows(conn, rule=rule, limit=limit, offset=offset)
+    with db.connection() as conn:
+        return queries.quarantine_rows(conn, rule=rule, limit=limit, offset=offset)
 
 
 class ReplayRequest(BaseModel):
@@ -133,26 +135,28 @@ class Pipeline(BaseModel):
 
 
 @router.get("/pipeline", response_model=Pipeline)
-def pipeline(_: Analyst, conn: Connection) -> dict[str, Any]:
+def pipeline(_: Analyst, db: Database) -> dict[str, Any]:
     """Ingest health: last commit, throughput and batch time over 5 minutes, Kafka lag."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            """SELECT (SELECT max(batch_id) FROM batches) AS last_batch_id,
-                      (SELECT max(committed_at) FROM batches) AS last_commit,
-                      extract(epoch FROM now() - (SELECT max(committed_at) FROM batches))::float8
-                          AS seconds_since_last_commit,
-                      round(coalesce(sum(rows_read), 0) / 300.0, 1) AS events_per_second_5m,
-                      count(*) AS batches_5m,
-                      round(avg(load_ms + parse_ms)::numeric, 1) AS average_batch_ms_5m,
-                      (SELECT max(window_start) + interval '1 minute' FROM realtime_metrics)
-                          AS newest_event
-                 FROM batches WHERE committed_at > now() - interval '5 minutes'"""
-        ).fetchone()
-    assert row is not None
-    partitions = queries.stream_positions(conn)
-    row["partitions"] = partitions
-    row["kafka_lag"] = sum(int(p["lag"]) for p in partitions) if partitions else None
-    return row
+    with db.connection() as conn:
+        with conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(
+                """SELECT (SELECT max(batch_id) FROM batches) AS last_batch_id,
+                          (SELECT max(committed_at) FROM batches) AS last_commit,
+                          extract(epoch FROM now() - (SELECT max(committed_at)
+                                                        FROM batches))::float8
+                              AS seconds_since_last_commit,
+                          round(coalesce(sum(rows_read), 0) / 300.0, 1) AS events_per_second_5m,
+                          count(*) AS batches_5m,
+                          round(avg(load_ms + parse_ms)::numeric, 1) AS average_batch_ms_5m,
+                          (SELECT max(window_start) + interval '1 minute' FROM realtime_metrics)
+                              AS newest_event
+                     FROM batches WHERE committed_at > now() - interval '5 minutes'"""
+            ).fetchone()
+        assert row is not None
+        partitions = queries.stream_positions(conn)
+        row["partitions"] = partitions
+        row["kafka_lag"] = sum(int(p["lag"]) for p in partitions) if partitions else None
+        return row
 
 
 class Batch(BaseModel):
@@ -170,6 +174,7 @@ class Batch(BaseModel):
 
 
 @router.get("/batches", response_model=list[Batch])
-def batches(_: Analyst, conn: Connection, limit: Limit = 50) -> list[dict[str, Any]]:
+def batches(_: Analyst, db: Database, limit: Limit = 50) -> list[dict[str, Any]]:
     """The most recent committed batches, newest first."""
-    return queries.recent_batches(conn, limit)
+    with db.connection() as conn:
+        return queries.recent_batches(conn, limit)
