@@ -24,6 +24,8 @@ from datetime import datetime, timedelta
 
 import httpx
 
+from shopstream.api.ready import wait_ready
+
 GOAL_P95_MS = 50.0
 
 
@@ -65,15 +67,7 @@ def main() -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, "serve did not start"
-            time.sleep(0.3)
+        wait_ready(base, alive=lambda: server.poll() is None)
         for think in args.think:
             asyncio.run(load(base, key, args.clients, args.seconds, think))
     finally:
