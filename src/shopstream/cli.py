@@ -34,6 +34,11 @@ console = Console()
 err = Console(stderr=True)
 
 
+class Engine(StrEnum):
+    EMBEDDED = "embedded"
+    SPARK = "spark"
+
+
 @app.callback()
 def _configure(
     log_level: Annotated[str, typer.Option(envvar="SHOPSTREAM_LOG_LEVEL")] = "INFO",
@@ -209,6 +214,15 @@ def run(
         int | None,
         typer.Option(help="Serve Prometheus metrics on this port (127.0.0.1) while running."),
     ] = None,
+    engine: Annotated[
+        Engine, typer.Option(help="embedded (in-process) or spark.")
+    ] = Engine.EMBEDDED,
+    master: Annotated[
+        str, typer.Option(help="Spark master: local[*], spark://HOST:7077, k8s://…")
+    ] = "local[*]",
+    max_files_per_trigger: Annotated[
+        int | None, typer.Option(help="Spark: files per micro-batch (default: all new ones).")
+    ] = None,
 ) -> None:
     """Ingest events (files or Kafka) into PostgreSQL, exactly once."""
     from confluent_kafka import KafkaException
@@ -239,6 +253,19 @@ def run(
     if max_batch_rows is not None:
         overrides["max_batch_rows"] = max_batch_rows
     settings = Settings(**overrides)
+    if engine is Engine.SPARK:
+        if kafka is not None:
+            err.print(
+                "[red]--engine spark reads files here; Spark's Kafka source needs the "
+                "spark-sql-kafka-0-10 package (see README, Spark)[/red]"
+            )
+            raise typer.Exit(2)
+        _run_spark(
+            settings, Path(source), until_idle=until_idle, master=master,
+            input_format=input_format, max_files_per_trigger=max_files_per_trigger,
+            archive=archive, delete=delete,
+        )  # fmt: skip
+        return
     with _database(settings) as url:
         runner: Runner | None = None
 
@@ -290,6 +317,65 @@ def run(
         f"duplicates {summary.duplicates:,}, quarantined {summary.quarantined:,} "
         f"in {summary.seconds:.1f}s"
     )
+
+
+def _run_spark(
+    settings: Settings,
+    source: Path,
+    *,
+    until_idle: bool,
+    master: str,
+    input_format: InputFormat | None,
+    max_files_per_trigger: int | None,
+    archive: Path | None,
+    delete: bool,
+) -> None:
+    """``run --engine spark``: a Structured Streaming query until idle or stopped."""
+    import hashlib
+
+    from shopstream.engines.embedded.runner import current_rules
+    from shopstream.engines.spark.job import SparkJob, run_spark
+    from shopstream.engines.spark.session import JavaUnavailableError, spark_session
+
+    source = source.resolve()
+    digest = hashlib.sha256(str(source).encode()).hexdigest()[:16]
+    job = SparkJob(
+        source=source,
+        checkpoint=settings.home_dir / "spark" / "checkpoints" / digest,
+        input_format=input_format,
+        max_files_per_trigger=max_files_per_trigger,
+        archive=archive.resolve() if archive else None,
+        delete=delete,
+    )
+    stop_requested = False
+
+    def stop(*_: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    with _database(settings) as url:
+        try:
+            spark = spark_session(master)
+        except JavaUnavailableError as error:
+            err.print(f"[red]{error}[/red]")
+            raise typer.Exit(2) from error
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        query, loader = run_spark(
+            spark, job, url, settings, current_rules(settings),
+            until_idle=until_idle, should_stop=lambda: stop_requested,
+        )  # fmt: skip
+        try:
+            if query.isActive:
+                query.stop()
+            failure = query.exception()
+        finally:
+            loader.close()
+            spark.stop()
+    if failure is not None:
+        err.print(f"[red]the Spark query failed; its checkpoint resumes it:[/red] {failure}")
+        raise typer.Exit(1)
+    console.print(f"spark query on {source} stopped; checkpoint {job.checkpoint}")
 
 
 # -- db ------------------------------------------------------------------------------------

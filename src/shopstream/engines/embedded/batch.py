@@ -64,37 +64,14 @@ def build_batch(
     rows_read = 0
 
     for incoming in files:
-        try:
-            rows = _read_incoming(incoming, input_format)
-        except FileRejectedError as rejection:
-            quarantine_parts.append(_file_quarantine(incoming, rejection))
-            counts[rejection.reason.value] += 1
-            rows_read += 1
-            status = (
-                FileStatus.REJECTED
-                if rejection.reason is FileRejection.CHANGED_AFTER_INGESTION
-                else FileStatus.QUARANTINED
-            )
-            outcomes.append(
-                FileOutcome(incoming.path, incoming.content_hash, len(incoming.data), status, 1)
-            )
-            continue
-        parsed.append((incoming, rows))
-        rows_read += rows.rows_read
-        outcomes.append(
-            FileOutcome(
-                incoming.path,
-                incoming.content_hash,
-                len(incoming.data),
-                FileStatus.LOADED if rows.rows_read else FileStatus.EMPTY,
-                rows.rows_read,
-                rows.input_format.value,
-                rows.ignored_columns,
-            )
-        )
-        if rows.rejected:
-            quarantine_parts.append(_structural_quarantine(incoming, rows))
-            counts.update(r.rule.value for r in rows.rejected)
+        result = parse_file(incoming, input_format)
+        outcomes.append(result.outcome)
+        rows_read += result.outcome.rows_read
+        counts.update(result.counts)
+        if result.quarantine is not None:
+            quarantine_parts.append(result.quarantine)
+        if result.rows is not None:
+            parsed.append((incoming, result.rows))
 
     frames = [
         rows.frame.with_columns(_file=pl.lit(index, dtype=pl.Int32))
@@ -132,6 +109,46 @@ def build_batch(
     )
     batch.check_accounting()
     return batch
+
+
+@dataclass(slots=True)
+class ParsedFile:
+    """One file split into rows: its ledger outcome, its rows (None when the whole file was
+    rejected) and the quarantine rows its structure produced (bad lines, or the file)."""
+
+    outcome: FileOutcome
+    rows: FileRows | None
+    quarantine: pl.DataFrame | None
+    counts: Counter[str]
+
+
+def parse_file(incoming: IncomingFile, input_format: InputFormat | None) -> ParsedFile:
+    """The structural half of a batch, per file; every engine parses files with this."""
+    try:
+        rows = _read_incoming(incoming, input_format)
+    except FileRejectedError as rejection:
+        status = (
+            FileStatus.REJECTED
+            if rejection.reason is FileRejection.CHANGED_AFTER_INGESTION
+            else FileStatus.QUARANTINED
+        )
+        return ParsedFile(
+            FileOutcome(incoming.path, incoming.content_hash, len(incoming.data), status, 1),
+            None,
+            _file_quarantine(incoming, rejection),
+            Counter({rejection.reason.value: 1}),
+        )
+    outcome = FileOutcome(
+        incoming.path,
+        incoming.content_hash,
+        len(incoming.data),
+        FileStatus.LOADED if rows.rows_read else FileStatus.EMPTY,
+        rows.rows_read,
+        rows.input_format.value,
+        rows.ignored_columns,
+    )
+    quarantine = _structural_quarantine(incoming, rows) if rows.rejected else None
+    return ParsedFile(outcome, rows, quarantine, Counter(r.rule.value for r in rows.rejected))
 
 
 def _read_incoming(incoming: IncomingFile, input_format: InputFormat | None) -> FileRows:

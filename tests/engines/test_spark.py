@@ -1,0 +1,119 @@
+"""The Spark engine (local[2]) against the embedded engine on the same dirty input."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shopstream.engines.spark.session import JavaUnavailableError, java_home
+from shopstream.store.embedded import EmbeddedPostgres
+from tests.fixtures.analytics import assert_rollups_match_events
+from tests.fixtures.cli import cli_env, shopstream, start_shopstream
+from tests.fixtures.counts import outcome
+from tests.fixtures.postgres import fresh_database
+
+try:
+    java_home()
+    JAVA = True
+except JavaUnavailableError:
+    JAVA = False
+
+pytestmark = pytest.mark.skipif(not JAVA, reason="no Java 17/21 for Spark")
+SPARK = ("--engine", "spark", "--master", "local[2]")
+
+# Everything the loader writes, minus commit times and engine names.
+TABLES = {
+    "events": "SELECT event_id, event_type, user_id, product_id, event_timestamp, session_id, "
+    "category, brand, price, quantity, currency, device, country, arrived_late FROM events",
+    "quarantine rules": "SELECT rule, count(*) FROM quarantine, unnest(rules) AS rule GROUP BY 1",
+    "quarantine rows": "SELECT source, line_no, rules, raw, raw_bytes FROM quarantine",
+    "ledger": "SELECT path, content_hash, status, rows_read, input_format FROM ingested_files",
+    "realtime_metrics": "SELECT window_start, category, event_type, events, units, revenue, "
+    "purchases, user_hashes FROM realtime_metrics",
+    "product_analytics": "SELECT day, product_id, views, add_to_cart, remove_from_cart, "
+    "wishlist, purchases, refunds, units, revenue FROM product_analytics",
+    "customer_metrics": "SELECT user_id, first_seen, last_seen, events, sessions, orders, "
+    "refunds, units, revenue, last_purchase FROM customer_metrics",
+    "user_sessions": "SELECT session_key, user_id, session_start, session_end, events, views, "
+    "add_to_cart, purchases, refunds, revenue_cents, entry_event_id FROM user_sessions",
+    "funnel_sessions": "SELECT * FROM funnel_sessions",
+}
+
+
+def _snapshot(url: str) -> dict[str, list[tuple[object, ...]]]:
+    with psycopg.connect(url) as conn:
+        return {name: sorted(conn.execute(q).fetchall(), key=repr) for name, q in TABLES.items()}
+
+
+@pytest.mark.slow
+def test_spark_and_embedded_load_the_same_rows_quarantine_and_rollups(
+    tmp_path: Path, database_url: str, pg_server: EmbeddedPostgres
+) -> None:
+    inbox = tmp_path / "in"
+    generate = ("generate", "--out", str(inbox), "--events", "30000", "--seed", "21",
+                "--format", "canonical", "--dirty", "0.03", "--duplicates", "0.03",
+                "--late", "0.03", "--file-rows", "4000")  # fmt: skip
+    embedded_env = cli_env(database_url, tmp_path / "embedded")
+    shopstream(*generate, env=embedded_env)
+    (inbox / "broken.csv.gz").write_bytes(b"\x1f\x8bnot gzip at all")  # a whole-file rejection
+    spark_url = fresh_database(pg_server, "spark")
+    spark_env = cli_env(spark_url, tmp_path / "spark")
+
+    shopstream("run", "--source", str(inbox), "--until-idle", env=embedded_env)
+    shopstream("run", "--source", str(inbox), "--until-idle", *SPARK, env=spark_env)
+
+    embedded, spark = outcome(database_url), outcome(spark_url)
+    assert embedded.quarantined > 0 and embedded.duplicates > 0
+    assert (spark.read, spark.loaded, spark.duplicates, spark.quarantined, spark.ids_digest) == (
+        embedded.read, embedded.loaded, embedded.duplicates, embedded.quarantined,
+        embedded.ids_digest,
+    )  # fmt: skip
+    mine, theirs = _snapshot(spark_url), _snapshot(database_url)
+    for name in TABLES:
+        assert mine[name] == theirs[name], name
+    assert_rollups_match_events(spark_url)
+
+    shopstream("run", "--source", str(inbox), "--until-idle", *SPARK, env=spark_env)
+    assert outcome(spark_url) == spark  # the checkpoint knows every file: nothing again
+
+    shutil.rmtree(tmp_path / "spark" / "spark")  # a new checkpoint lists every file again
+    shopstream("run", "--source", str(inbox), "--until-idle", *SPARK, env=spark_env)
+    assert outcome(spark_url) == spark  # the ledger keeps them out
+
+
+@pytest.mark.slow
+def test_killing_the_spark_driver_loses_and_duplicates_nothing(
+    tmp_path: Path, database_url: str, pg_server: EmbeddedPostgres
+) -> None:
+    inbox = tmp_path / "in"
+    reference_url = fresh_database(pg_server, "reference")
+    reference_env = cli_env(reference_url, tmp_path / "reference")
+    shopstream("generate", "--out", str(inbox), "--events", "40000", "--seed", "8",
+               "--dirty", "0.02", "--duplicates", "0.05", "--file-rows", "2000",
+               env=reference_env)  # fmt: skip
+    shopstream("run", "--source", str(inbox), "--until-idle", env=reference_env)
+    reference = outcome(reference_url)
+
+    env = cli_env(database_url, tmp_path / "home")
+    shopstream("db", "migrate", env=env)
+    args = ("run", "--source", str(inbox), "--until-idle", *SPARK, "--max-files-per-trigger", "2")
+    driver = start_shopstream(*args, env=env)
+    deadline = time.monotonic() + 120
+    while outcome(database_url).read == 0:
+        assert driver.poll() is None, driver.communicate()
+        assert time.monotonic() < deadline, "no batch within 120 s"
+        time.sleep(0.2)
+    time.sleep(random.Random(3).uniform(0.0, 1.5))
+    driver.kill()  # SIGKILL: no chance to finish the batch or the checkpoint
+    driver.communicate()
+    partial = outcome(database_url).read
+    assert 0 < partial < reference.read
+
+    shopstream(*args, env=env)
+    assert outcome(database_url) == reference
+    assert_rollups_match_events(database_url)
