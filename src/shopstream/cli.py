@@ -221,7 +221,10 @@ def run(
         str, typer.Option(help="Spark master: local[*], spark://HOST:7077, k8s://…")
     ] = "local[*]",
     max_files_per_trigger: Annotated[
-        int | None, typer.Option(help="Spark: files per micro-batch (default: all new ones).")
+        int | None,
+        typer.Option(
+            help="Spark: files per micro-batch (default SHOPSTREAM_SPARK_MAX_FILES_PER_TRIGGER)."
+        ),
     ] = None,
 ) -> None:
     """Ingest events (files or Kafka) into PostgreSQL, exactly once."""
@@ -343,7 +346,7 @@ def _run_spark(
         source=source,
         checkpoint=settings.home_dir / "spark" / "checkpoints" / digest,
         input_format=input_format,
-        max_files_per_trigger=max_files_per_trigger,
+        max_files_per_trigger=max_files_per_trigger or settings.spark_max_files_per_trigger,
         archive=archive.resolve() if archive else None,
         delete=delete,
     )
@@ -355,7 +358,7 @@ def _run_spark(
 
     with _database(settings) as url:
         try:
-            spark = spark_session(master)
+            spark = spark_session(master, driver_memory=settings.spark_driver_memory)
         except JavaUnavailableError as error:
             err.print(f"[red]{error}[/red]")
             raise typer.Exit(2) from error

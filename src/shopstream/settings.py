@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(
         default=65_536, ge=1024, description="Largest request body the API accepts."
     )
+    spark_driver_memory: str = Field(
+        default="4g", description="Spark driver heap (local mode: executors share it)."
+    )
+    spark_max_files_per_trigger: int = Field(
+        default=10, ge=1, description="Spark: files per micro-batch unless --max-files-per-trigger."
+    )
     api_pool_size: int = Field(default=10, ge=1, description="API database connections.")
 
     @cached_property

@@ -161,8 +161,14 @@ def _validated(parsed: DataFrame, predicates: dict[str, str]) -> DataFrame:
     )
     is_row = sf.col("kind") == ROW
     checked = parsed.withColumn("rules", sf.when(is_row, broken).otherwise(sf.col("rules")))
-    keep_raw = ~is_row | (sf.size("rules") > 0)
-    return checked.withColumn("raw", sf.when(keep_raw, sf.col("raw")))
+    keep = ~is_row | (sf.size("rules") > 0)  # the driver needs these for quarantine only
+    return checked.select(
+        *(sf.when(keep, sf.col(c)).alias(c) if c in _QUARANTINE_ONLY else sf.col(c)
+          for c in checked.columns)
+    )  # fmt: skip
+
+
+_QUARANTINE_ONLY = ("raw", "raw_bytes", "header", "format")
 
 
 def _parsed_batch(table: pa.Table, *, source: str, key: str, parse_seconds: float) -> ParsedBatch:

@@ -63,7 +63,9 @@ def _java_major(home: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def spark_session(master: str, app_name: str = "shopstream") -> SparkSession:
+def spark_session(
+    master: str, app_name: str = "shopstream", driver_memory: str = "4g"
+) -> SparkSession:
     os.environ["JAVA_HOME"] = java_home()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers run this Python
     from pyspark.sql import SparkSession
@@ -75,6 +77,7 @@ def spark_session(master: str, app_name: str = "shopstream") -> SparkSession:
         # A handful of partitions, not the default 200: batches are seconds, not hours.
         .config("spark.sql.shuffle.partitions", str(max(2, cores)))
         .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.memory", driver_memory)
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .getOrCreate()

@@ -1,0 +1,126 @@
+"""Spark benchmark: a seed-style Structured Streaming job (``readStream.csv`` ->
+``dropDuplicates(event_id)`` -> ``foreachBatch`` JDBC append) with default and with tuned
+shuffle partitions, next to ShopStream's Spark engine and its embedded engine, on the same
+1,000,000 events.
+
+    .venv/bin/python bench/spark.py [--events 1000000] [--master local[*]]
+
+The seed-style job needs PostgreSQL's JDBC driver: Debian's ``libpostgresql-jdbc-java``
+(/usr/share/java/postgresql.jar), or ``--jdbc-jar PATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+
+from common import SHOPSTREAM, env_for, fresh_database, workspace
+from shopstream.engines.spark.session import spark_session
+
+# Text ids: with uuid, the first malformed id aborts the whole JDBC batch and the query.
+SEED_TABLE = """CREATE TABLE events_seed (
+    event_id text PRIMARY KEY, event_type text, product_id text, user_id text,
+    event_timestamp timestamptz, quantity integer, price numeric(10,2))"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--master", default="local[*]")
+    parser.add_argument("--jdbc-jar", default="/usr/share/java/postgresql.jar")
+    args = parser.parse_args()
+    with workspace("shopstream-bench-spark-") as (work, base_url):
+        inbox = work / "in"
+        env = env_for(fresh_database(base_url, "bench_gen"), work / "gen")
+        subprocess.run(
+            [*SHOPSTREAM, "generate", "--out", str(inbox), "--events", str(args.events),
+             "--seed", "5", "--dirty", "0.01", "--duplicates", "0.02", "--file-rows", "50000"],
+            env=env, check=True, capture_output=True,
+        )  # fmt: skip
+        files = sorted(inbox.glob("*.csv"))
+        rows = sum(path.read_bytes().count(b"\n") - 1 for path in files)  # minus headers
+        print(f"{rows:,} input rows in {len(files)} files, master {args.master}")
+        figures: dict[str, float] = {}
+        shuffles = {
+            "seed-style, 200 shuffle partitions": 200,
+            "seed-style, tuned shuffle partitions": os.cpu_count() or 2,
+        }
+        for name, partitions in shuffles.items():
+            url = fresh_database(base_url, "bench_seed")
+            seconds = seed_style(url, inbox, work / f"ckpt-{partitions}", args, partitions)
+            figures[name] = rows / seconds
+        variants = {
+            "ShopStream, Spark engine": ("spark", "true"),
+            "ShopStream, Spark engine, rollups off": ("spark", "false"),
+            "ShopStream, embedded engine": ("embedded", "true"),
+            "ShopStream, embedded engine, rollups off": ("embedded", "false"),
+        }
+        for name, (engine, rollups) in variants.items():
+            url = fresh_database(base_url, "bench_shopstream")
+            run_env = env_for(url, work / f"home-{engine}-{rollups}")
+            run_env["SHOPSTREAM_ROLLUPS"] = rollups
+            command = [*SHOPSTREAM, "run", "--source", str(inbox), "--until-idle"]
+            if engine == "spark":
+                command += ["--engine", "spark", "--master", args.master]
+            subprocess.run([*SHOPSTREAM, "db", "migrate"], env=run_env, check=True)
+            started = time.perf_counter()
+            subprocess.run(command, env=run_env, check=True, capture_output=True)
+            figures[name] = rows / (time.perf_counter() - started)
+        print(f"\n{'job':<40} {'events/s':>10}   (wall, start-up included)")
+        for name, rate in figures.items():
+            print(f"{name:<40} {rate:10,.0f}")
+        tuned = figures["seed-style, tuned shuffle partitions"]
+        for variant in ("ShopStream, Spark engine", "ShopStream, Spark engine, rollups off"):
+            ratio = figures[variant] / tuned
+            print(f"{variant} / tuned seed-style job: {ratio:.2f} (goal >= 2)")
+        print(f"tuned / default shuffle partitions: {tuned / figures[next(iter(figures))]:.2f}")
+
+
+def seed_style(
+    url: str, inbox: Path, checkpoint: Path, args: argparse.Namespace, partitions: int
+) -> float:
+    """The original design: CSV stream, stateful dropDuplicates, JDBC row inserts."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(SEED_TABLE)
+    parts = urlsplit(url)
+    jdbc = f"jdbc:postgresql://{parts.hostname}:{parts.port}{parts.path}?stringtype=unspecified"
+    properties = {"user": parts.username or "", "password": parts.password or "",
+                  "driver": "org.postgresql.Driver"}  # fmt: skip
+    os.environ["PYSPARK_SUBMIT_ARGS"] = f"--jars {args.jdbc_jar} pyspark-shell"
+    started = time.perf_counter()  # JVM start-up included, as for ShopStream's process
+    spark = spark_session(args.master, "seed-style")
+    spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
+    stream = (
+        spark.readStream.option("header", "true")
+        .schema(
+            "event_id STRING, event_type STRING, product_id STRING, user_id STRING, "
+            "event_timestamp TIMESTAMP, quantity INT, price DECIMAL(10,2)"
+        )
+        .csv(str(inbox))
+        .dropna(subset=["event_id", "event_type", "event_timestamp"])
+        .dropDuplicates(["event_id"])
+    )
+
+    def append(frame, _batch_id):  # type: ignore[no-untyped-def]
+        frame.write.jdbc(jdbc, "events_seed", mode="append", properties=properties)
+
+    query = (
+        stream.writeStream.foreachBatch(append)
+        .option("checkpointLocation", str(checkpoint))
+        .trigger(availableNow=True)
+        .start()
+    )
+    query.awaitTermination()
+    seconds = time.perf_counter() - started
+    spark.stop()
+    return seconds
+
+
+if __name__ == "__main__":
+    main()
