@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/kafka.py
 	$(BIN)/python bench/queries.py
+	@test -f /usr/share/java/postgresql.jar || $(SUDO) apt-get install -y -qq libpostgresql-jdbc-java >/dev/null
+	$(BIN)/python bench/spark.py
 
 clean:
 	rm -rf $(VENV) .shopstream .pytest_cache .mypy_cache .ruff_cache
