@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import plotly
+from anyio import to_thread
 import psycopg
 from fastapi import FastAPI, Request, Response, status
 from fastapi.middleware.cors import CORSMiddleware
@@ -81,6 +82,9 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Endpoints are sync: each runs in a worker thread. More threads than connections
+        # only queue on the pool and fight over the GIL.
+        to_thread.current_default_thread_limiter().total_tokens = settings.api_pool_size
         pool.open(wait=True, timeout=30)
         try:
             yield
