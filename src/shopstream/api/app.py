@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import plotly
-from anyio import to_thread
 import psycopg
+from anyio import to_thread
 from fastapi import FastAPI, Request, Response, status
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse

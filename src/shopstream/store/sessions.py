@@ -125,6 +125,21 @@ def batch_sessions(events: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _merged_with(local: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
+    """The batch's sessions with the stored ones they join. Only the batch sessions that can
+    join one (same session id, or same user for gap-based sessions) go through the merge;
+    the others are complete as they are."""
+    if not stored.height:
+        return local
+    keyed = pl.col("source_session_id").is_not_null()
+    gapped_users = stored.filter(~keyed)["user_id"].unique().implode()
+    joins = (keyed & pl.col("session_key").is_in(stored["session_key"].implode())) | (
+        ~keyed & pl.col("user_id").is_in(gapped_users)
+    )
+    merged = merge_sessions(pl.concat([local.filter(joins), stored], how="vertical_relaxed"))
+    return pl.concat([local.filter(~joins), merged], how="vertical_relaxed")
+
+
 def lock_buckets(user_hashes: pl.Series) -> list[int]:
     """Advisory-lock buckets of a batch's users, sorted so writers never deadlock."""
     buckets = (user_hashes.reinterpret(signed=False) % _LOCK_BUCKETS).unique().sort()
@@ -144,7 +159,7 @@ def update_sessions(
         (_LOCK_CLASS, buckets),
     )
     stored = _touching(conn, local)
-    merged = merge_sessions(pl.concat([local, stored], how="vertical_relaxed"))
+    merged = _merged_with(local, stored)
     if stored.height:
         conn.execute(
             "DELETE FROM user_sessions WHERE session_key = ANY(%s)",
