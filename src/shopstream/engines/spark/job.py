@@ -56,7 +56,6 @@ def build_query(
     *,
     until_idle: bool,
     trigger_ms: int,
-    on_batch: Any = None,
 ) -> StreamingQuery:
     from pyspark.sql import functions as sf
 
@@ -104,8 +103,6 @@ def build_query(
             batch_id, result.batch_id, result.rows_read, result.rows_loaded,
             result.duplicates_in_batch + result.duplicates_in_store, result.rows_quarantined,
         )  # fmt: skip
-        if on_batch is not None:
-            on_batch(batch, result)
 
     holder: dict[str, StreamingQuery] = {}
 
