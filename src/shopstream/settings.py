@@ -21,6 +21,12 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".shopstream"), description="State directory.")
     trigger_ms: int = Field(default=100, ge=10, description="File source poll interval.")
     max_batch_rows: int = Field(default=50_000, ge=1, description="Rows per micro-batch.")
+    dedupe_memory_ids: int = Field(
+        default=4_000_000,
+        ge=0,
+        description="Committed event ids the runner remembers (4 bytes each) so it asks the"
+        " store only about ids it has seen; 0 asks about every id.",
+    )
     max_price: float = Field(
         default=100_000.0, gt=0, lt=100_000_000, description="Largest price; numeric(10,2)."
     )

@@ -1,5 +1,4 @@
-import hashlib
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -7,15 +6,7 @@ from hypothesis import strategies as st
 from shopstream.engines.embedded.batch import IncomingFile, build_batch
 from shopstream.schema import InputFormat
 from shopstream.validation.rules import RuleParams, render_rules
-
-HEADER = b"event_id,event_type,product_id,user_id,event_timestamp,quantity,price\n"
-PREDICATES = render_rules(
-    RuleParams(datetime.now() + timedelta(minutes=5), max_price=100_000, max_quantity=1000)
-)
-
-
-def incoming(data: bytes, name: str = "/in/events_1_0.csv") -> IncomingFile:
-    return IncomingFile(name, data, hashlib.sha256(data).hexdigest())
+from tests.fixtures.batches import HEADER, PREDICATES, incoming
 
 
 def test_every_row_is_accounted_for_and_reasons_are_kept() -> None:

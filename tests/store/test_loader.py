@@ -2,45 +2,31 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 import psycopg
 
-from shopstream.engines.embedded.batch import IncomingFile, build_batch
 from shopstream.store.connection import connect
 from shopstream.store.loader import Loader
 from shopstream.store.migrate import migrate
-from shopstream.validation.rules import RuleParams, render_rules
+from tests.fixtures.batches import uuids, views_batch
 from tests.fixtures.cli import cli_env, shopstream, start_shopstream
 from tests.fixtures.counts import outcome
-
-HEADER = b"event_id,event_type,product_id,user_id,event_timestamp,quantity,price\n"
-PREDICATES = render_rules(
-    RuleParams(datetime.now() + timedelta(minutes=5), max_price=100_000, max_quantity=1000)
-)
-
-
-def _batch(ids: list[str], name: str) -> IncomingFile:
-    rows = "".join(f"{i},view,p1,u1,2026-01-01 10:00:00,,\n" for i in ids)
-    data = HEADER + rows.encode()
-    return IncomingFile(name, data, hashlib.sha256(data).hexdigest())
 
 
 def test_a_stale_hint_falls_back_to_the_primary_key(database_url: str) -> None:
     with connect(database_url) as conn:
         migrate(conn)
-    ids = [f"00000000-0000-4000-8000-{n:012d}" for n in range(6)]
+    ids = uuids(0, 6)
     loader = Loader(database_url)
-    first = build_batch([_batch(ids[:3], "/in/a.csv")], source="/in", predicates=PREDICATES)
+    first = views_batch(ids[:3], "/in/a.csv")
     assert loader.load(first).rows_loaded == 3
 
     # The look-ahead claims nothing is stored, but ids[1] and ids[2] are: the COPY hits the
     # primary key, the transaction rolls back whole and the batch is loaded again properly.
-    second = build_batch([_batch(ids[1:], "/in/b.csv")], source="/in", predicates=PREDICATES)
+    second = views_batch(ids[1:], "/in/b.csv")
     second.stored_ids_hint = pl.Series("event_id", [], dtype=pl.String)
     result = loader.load(second)
     loader.close()

@@ -69,6 +69,9 @@ class BatchResult:
     duplicates_in_store: int
     rows_quarantined: int
     load_seconds: float
+    # The store held ids the look-ahead hint missed: the batch was rolled back and
+    # reloaded with an exact lookup.
+    conflicted: bool = False
 
 
 class Loader:
@@ -132,9 +135,10 @@ class Loader:
                     raise AlreadyCommitted(batch.source) from error
                 if constraint != _EVENTS_KEY:
                     raise
-                # A concurrent writer committed some of these ids after they were looked
-                # up; the transaction rolled back whole, so look again inside it.
-                log.info("events committed concurrently by another writer; reloading batch")
+                # The store holds ids the hint missed (stored before the look-ahead's
+                # memory, or by a concurrent writer); the transaction rolled back whole,
+                # so look again inside it.
+                log.info("batch holds stored ids the look-ahead missed; reloading it")
                 use_hint = False
             except psycopg.Error:
                 # The transaction is gone; a broken connection must not be reused either.
@@ -236,6 +240,7 @@ class Loader:
             duplicates_in_store=duplicates_in_store,
             rows_quarantined=batch.quarantined_rows,
             load_seconds=time.perf_counter() - started,
+            conflicted=not use_hint,
         )
 
 

@@ -2,8 +2,9 @@
 
 A parser thread builds the next batch while the calling thread commits the previous one:
 Polars and psycopg's COPY both release the GIL, so both cores work. The queue between them
-holds one batch, which bounds memory whatever the backlog. The parser thread also looks up
-which ids are already stored, so the loader's critical path is little more than its COPY.
+holds one batch, which bounds memory whatever the backlog. The parser thread also finds
+which ids are duplicates (see ``lookahead``), so the loader's critical path is little more
+than its COPY.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import polars as pl
 
 from shopstream.engines.base import ParsedBatch
 from shopstream.engines.embedded.batch import IncomingFile, build_batch
+from shopstream.engines.embedded.lookahead import LookAhead
 from shopstream.logs import bind_batch
 from shopstream.metrics import record_batch
 from shopstream.settings import Settings
@@ -91,13 +93,12 @@ class Runner:
             maxsize=1
         )
         self._outstanding = 0
-        # Event ids of batches handed to the loader and not yet committed, oldest first.
-        self._in_flight: list[pl.Series] = []
         self._probe = StoredIdsProbe(
             loader.url,
             retry_max_seconds=settings.retry_max_seconds,
             should_stop=self._stop.is_set,
         )
+        self._look_ahead = LookAhead(self._probe, memory_ids=settings.dedupe_memory_ids)
         self._failure: BaseException | None = None
 
     def stop(self) -> None:
@@ -143,19 +144,19 @@ class Runner:
                         predicates=current_rules(self._settings),
                         input_format=self._source.input_format,
                     )
-                    hint = self._look_ahead(batch.events["event_id"])
+                    hint = self._look_ahead.duplicates(batch.events["event_id"])
                     batch.stored_ids_hint = hint
                     if self._settings.rollups:
                         batch.derived_hint = derive(without(batch.events, hint))
                     with self._lock:
                         self._source.annotate(batch, files)
                         self._outstanding += 1
-                        self._in_flight.append(batch.events["event_id"])
+                    self._look_ahead.handed_over(batch.events["event_id"])
                     if not self._put((files, batch)):
+                        self._look_ahead.taken_back()
                         with self._lock:
                             self._source.abandoned(files)
                             self._outstanding -= 1
-                            self._in_flight.pop()
                         return
                     continue
                 if drained and self._until_idle:
@@ -166,18 +167,6 @@ class Runner:
             self._failure = error
             self._put(None)
 
-    def _look_ahead(self, ids: pl.Series) -> pl.Series:
-        """Ids already stored, or in an earlier batch that will commit before this one.
-
-        The in-flight list is read before the database: a batch that commits in between
-        is then seen by one of the two, never by neither.
-        """
-        with self._lock:
-            in_flight = list(self._in_flight)
-        stored = self._probe(ids)
-        earlier = pl.concat([stored, *in_flight]) if in_flight else stored
-        return ids.filter(ids.is_in(earlier.implode()))
-
     def _put(self, item: tuple[list[IncomingFile], ParsedBatch] | None) -> bool:
         while not self._stop.is_set():
             try:
@@ -187,16 +176,18 @@ class Runner:
                 continue
         return False
 
-    def _settle(self, files: list[IncomingFile], *, committed: bool) -> None:
+    def _settle(
+        self, files: list[IncomingFile], *, committed: bool, conflicted: bool = False
+    ) -> None:
         """The oldest in-flight batch is done: committed, or not (stopping, or its stream
         offsets moved under it)."""
+        self._look_ahead.settled(committed=committed, conflicted=conflicted)
         with self._lock:
             if committed:
                 self._source.committed(files)
             else:
                 self._source.abandoned(files)
             self._outstanding -= 1
-            self._in_flight.pop(0)
 
     # -- loader (calling thread) --------------------------------------------------------
 
@@ -231,7 +222,7 @@ class Runner:
         except Stopped:
             self._settle(files, committed=False)
             return
-        self._settle(files, committed=True)
+        self._settle(files, committed=True, conflicted=result.conflicted)
         summary.add(result)
         record_batch(
             read=result.rows_read,
