@@ -1,6 +1,6 @@
 """Ingest benchmark: end-to-end events/s vs the raw COPY ceiling, peak RSS, freshness.
 
-    .venv/bin/python bench/ingest.py [--events 1000000] [--freshness-seconds 20]
+    .venv/bin/python bench/ingest.py [--events 1000000] [--trials 3] [--freshness-seconds 20]
 
 Uses SHOPSTREAM_DATABASE_URL when set, otherwise a private PostgreSQL it starts itself.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--freshness-seconds", type=float, default=20.0)
     parser.add_argument("--freshness-rate", type=float, default=10_000.0)
+    parser.add_argument("--trials", type=int, default=3)
     args = parser.parse_args()
 
     with workspace("shopstream-bench-") as (work, base_url):
@@ -65,42 +67,69 @@ def timed_run(inbox: Path, env: dict[str, str]) -> tuple[float, int]:
 
 
 def run_benchmark(args: argparse.Namespace, work: Path, base_url: str) -> None:
+    """Each measure is taken ``--trials`` times, interleaved, and reported as its best and
+    its median: the same statistic for the pipeline and for the ceiling, so that a noisy
+    neighbour on a shared machine does not favour either side."""
     inbox = work / "in"
-    bare_env = {
-        **env_for(fresh_database(base_url, "bench_bare"), work / "home"),
-        "SHOPSTREAM_ROLLUPS": "false",
-    }
     subprocess.run(
         [*SHOPSTREAM, "generate", "--out", str(inbox), "--events", str(args.events),
          "--seed", "1", "--dirty", "0.01", "--duplicates", "0.02", "--file-rows", "10000"],
-        env=bare_env, check=True, capture_output=True,
+        env=env_for(base_url, work / "home"), check=True, capture_output=True,
     )  # fmt: skip
-    bare_elapsed, _ = timed_run(inbox, bare_env)
-    url = fresh_database(base_url, "bench_ingest")
-    elapsed, peak_rss = timed_run(inbox, env_for(url, work / "home"))
-    peak_rss_mb = peak_rss / 2**20
-    with psycopg.connect(url) as conn:
-        read, loaded = conn.execute(
-            "SELECT sum(rows_read), sum(rows_loaded) FROM batches"
-        ).fetchone()  # type: ignore[misc]
-        buffer = io.BytesIO()
-        with conn.cursor().copy("COPY events TO STDOUT (FORMAT csv)") as copy:
-            for chunk in copy:
-                buffer.write(chunk)
-        conn.execute("CREATE TABLE events_raw (LIKE events INCLUDING ALL)")
-        conn.commit()
-        raw_elapsed = min(raw_copy_seconds(conn, buffer.getvalue()) for _ in range(3))
+    bare_runs: list[float] = []
+    full_runs: list[float] = []
+    raw_runs: list[float] = []
+    peak_rss = 0
+    for trial in range(args.trials):
+        bare_env = {
+            **env_for(fresh_database(base_url, "bench_bare"), work / "home"),
+            "SHOPSTREAM_ROLLUPS": "false",
+        }
+        bare_elapsed, bare_rss = timed_run(inbox, bare_env)
+        bare_runs.append(bare_elapsed)
+        url = fresh_database(base_url, "bench_ingest")
+        elapsed, rss = timed_run(inbox, env_for(url, work / "home"))
+        full_runs.append(elapsed)
+        peak_rss = max(peak_rss, bare_rss, rss)
+        with psycopg.connect(url) as conn:
+            if trial == 0:
+                read, loaded = conn.execute(
+                    "SELECT sum(rows_read), sum(rows_loaded) FROM batches"
+                ).fetchone()  # type: ignore[misc]
+                buffer = io.BytesIO()
+                with conn.cursor().copy("COPY events TO STDOUT (FORMAT csv)") as copy:
+                    for chunk in copy:
+                        buffer.write(chunk)
+            conn.execute("CREATE TABLE events_raw (LIKE events INCLUDING ALL)")
+            conn.commit()
+            raw_runs.append(raw_copy_seconds(conn, buffer.getvalue()))
 
-    end_to_end = int(read) / elapsed
-    ceiling = int(loaded) / raw_elapsed
-    print(f"input rows                 {int(read):>12,}  ({int(loaded):,} loaded)")
-    bare = int(read) / bare_elapsed
-    print(f"end-to-end, rollups off    {bare:>12,.0f} events/s  ({bare_elapsed:.2f} s)")
-    print(f"end-to-end, rollups on     {end_to_end:>12,.0f} events/s  ({elapsed:.2f} s)")
-    print(f"ratio rollups on / off     {end_to_end / bare:>12.2f}")
-    print(f"raw COPY ceiling (best of 3) {ceiling:>11,.0f} rows/s    ({raw_elapsed:.2f} s)")
-    print(f"ratio ceiling: rollups off {bare / ceiling:>12.2f}   on {end_to_end / ceiling:.2f}")
-    print(f"peak RSS (runner)          {peak_rss_mb:>12,.0f} MB")
+    def rates(runs: list[float], rows: int) -> tuple[float, float]:
+        return rows / min(runs), rows / statistics.median(runs)
+
+    bare_best, bare_median = rates(bare_runs, int(read))
+    full_best, full_median = rates(full_runs, int(read))
+    raw_best, raw_median = rates(raw_runs, int(loaded))
+    print(f"input rows {int(read):,} ({int(loaded):,} loaded); {args.trials} interleaved trials")
+    print(f"{'':30}{'best':>12}{'median':>12}")
+    for label, best, median, unit in (
+        ("end-to-end, rollups off", bare_best, bare_median, "events/s"),
+        ("end-to-end, rollups on", full_best, full_median, "events/s"),
+        ("raw COPY ceiling", raw_best, raw_median, "rows/s"),
+    ):
+        print(f"{label:30}{best:>12,.0f}{median:>12,.0f}  {unit}")
+    for label, best, median in (
+        ("ratio rollups on / off", full_best / bare_best, full_median / bare_median),
+        ("ratio rollups off / ceiling", bare_best / raw_best, bare_median / raw_median),
+        ("ratio rollups on / ceiling", full_best / raw_best, full_median / raw_median),
+    ):
+        print(f"{label:30}{best:>12.2f}{median:>12.2f}")
+    seconds = ", ".join(
+        f"{name} {' '.join(f'{t:.2f}' for t in runs)}"
+        for name, runs in (("off", bare_runs), ("on", full_runs), ("ceiling", raw_runs))
+    )
+    print(f"seconds per trial: {seconds}")
+    print(f"peak RSS (runner)             {peak_rss / 2**20:>12,.0f} MB")
     freshness(args, work, base_url)
 
 

@@ -82,6 +82,9 @@ class LookAhead:
         self._lock = threading.Lock()
         # Event ids of batches handed to the loader and not yet settled, oldest first.
         self._in_flight: deque[pl.Series] = deque()
+        # Committed, not yet in the memory: the parser thread folds them in, off the
+        # loader's critical path.
+        self._committed: deque[pl.Series] = deque()
         self._mode: Mode = "ask_all"
 
     @property
@@ -95,6 +98,8 @@ class LookAhead:
         in between is then seen by one of the two, never by neither.
         """
         with self._lock:
+            while self._committed:
+                self._recent.add(self._committed.popleft())
             in_flight = list(self._in_flight)
             remembered = self._recent.seen(ids)
             mode = self._mode
@@ -124,6 +129,6 @@ class LookAhead:
         with self._lock:
             ids = self._in_flight.popleft()
             if committed:
-                self._recent.add(ids)
+                self._committed.append(ids)
             if conflicted:
                 self._mode = "ask_all"
