@@ -20,6 +20,7 @@ from shopstream.logs import LogFormat
 from shopstream.logs import configure as configure_logging
 from shopstream.schema import InputFormat
 from shopstream.settings import Settings
+from shopstream.sources.select import KafkaSpec
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Manage the database (embedded or external).")
@@ -257,14 +258,8 @@ def run(
         overrides["max_batch_rows"] = max_batch_rows
     settings = Settings(**overrides)
     if engine is Engine.SPARK:
-        if kafka is not None:
-            err.print(
-                "[red]--engine spark reads files here; Spark's Kafka source needs the "
-                "spark-sql-kafka-0-10 package (see README, Spark)[/red]"
-            )
-            raise typer.Exit(2)
         _run_spark(
-            settings, Path(source), until_idle=until_idle, master=master,
+            settings, kafka or Path(source), until_idle=until_idle, master=master,
             input_format=input_format, max_files_per_trigger=max_files_per_trigger,
             archive=archive, delete=delete,
         )  # fmt: skip
@@ -324,7 +319,7 @@ def run(
 
 def _run_spark(
     settings: Settings,
-    source: Path,
+    source: Path | KafkaSpec,
     *,
     until_idle: bool,
     master: str,
@@ -334,19 +329,19 @@ def _run_spark(
     delete: bool,
 ) -> None:
     """``run --engine spark``: a Structured Streaming query until idle or stopped."""
-    import hashlib
 
     from shopstream.engines.embedded.runner import current_rules
-    from shopstream.engines.spark.job import SparkJob, run_spark
+    from shopstream.engines.spark.job import KafkaConnectorMissingError, SparkJob, run_spark
     from shopstream.engines.spark.session import JavaUnavailableError, spark_session
 
-    source = source.resolve()
-    digest = hashlib.sha256(str(source).encode()).hexdigest()[:16]
+    if isinstance(source, Path):
+        source = source.resolve()
     job = SparkJob(
         source=source,
-        checkpoint=settings.home_dir / "spark" / "checkpoints" / digest,
+        checkpoints=settings.home_dir / "spark" / "checkpoints",
         input_format=input_format,
         max_files_per_trigger=max_files_per_trigger or settings.spark_max_files_per_trigger,
+        max_offsets_per_trigger=settings.spark_max_offsets_per_trigger,
         archive=archive.resolve() if archive else None,
         delete=delete,
     )
@@ -358,16 +353,26 @@ def _run_spark(
 
     with _database(settings) as url:
         try:
-            spark = spark_session(master, driver_memory=settings.spark_driver_memory)
+            spark = spark_session(
+                master,
+                driver_memory=settings.spark_driver_memory,
+                packages=settings.spark_packages,
+                jars=settings.spark_jars,
+            )
         except JavaUnavailableError as error:
             err.print(f"[red]{error}[/red]")
             raise typer.Exit(2) from error
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
-        query, loader = run_spark(
-            spark, job, url, settings, current_rules(settings),
-            until_idle=until_idle, should_stop=lambda: stop_requested,
-        )  # fmt: skip
+        try:
+            query, loader = run_spark(
+                spark, job, url, settings, current_rules(settings),
+                until_idle=until_idle, should_stop=lambda: stop_requested,
+            )  # fmt: skip
+        except KafkaConnectorMissingError as error:
+            spark.stop()
+            err.print(f"[red]{error}[/red]")
+            raise typer.Exit(2) from error
         try:
             if query.isActive:
                 query.stop()
@@ -378,7 +383,7 @@ def _run_spark(
     if failure is not None:
         err.print(f"[red]the Spark query failed; its checkpoint resumes it:[/red] {failure}")
         raise typer.Exit(1)
-    console.print(f"spark query on {source} stopped; checkpoint {job.checkpoint}")
+    console.print(f"spark query on {job.label} stopped; checkpoint {job.checkpoint}")
 
 
 # -- db ------------------------------------------------------------------------------------

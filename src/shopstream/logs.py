@@ -1,7 +1,8 @@
 """Logging: rich console lines for people, or JSON lines (structlog) for log pipelines.
 
 In JSON, every record carries the context bound with :func:`bind_batch` — the batch id the
-loader reserved, so the engine's, the loader's and the API's lines about one batch share it.
+engine reserved before parsing, so the engine's, the loader's and the API's lines about one
+batch share it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def configure(level: str, log_format: LogFormat, console: Console) -> None:
 
 
 @contextmanager
-def bind_batch(batch_id: int) -> Iterator[None]:
+def bind_batch(batch_id: int) -> Iterator[int]:
     """Tag this thread's log records with ``batch_id`` while the block runs."""
     with structlog.contextvars.bound_contextvars(batch_id=batch_id):
-        yield
+        yield batch_id

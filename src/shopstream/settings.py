@@ -61,6 +61,17 @@ class Settings(BaseSettings):
     spark_driver_memory: str = Field(
         default="4g", description="Spark driver heap (local mode: executors share it)."
     )
+    spark_packages: str | None = Field(
+        default=None,
+        description="Spark: Maven coordinates to add (spark.jars.packages), e.g. the Kafka"
+        " connector org.apache.spark:spark-sql-kafka-0-10_2.13:<spark version>.",
+    )
+    spark_jars: str | None = Field(
+        default=None, description="Spark: local jar files to add (spark.jars), comma-separated."
+    )
+    spark_max_offsets_per_trigger: int = Field(
+        default=200_000, ge=1, description="Spark with Kafka: messages per micro-batch."
+    )
     spark_max_files_per_trigger: int = Field(
         default=10, ge=1, description="Spark: files per micro-batch unless --max-files-per-trigger."
     )

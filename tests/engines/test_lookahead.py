@@ -3,6 +3,7 @@ reload, never an event (against a real PostgreSQL)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from shopstream.engines.embedded.lookahead import LookAhead, RecentIds
 from shopstream.store.connection import connect
 from shopstream.store.loader import Loader
 from shopstream.store.migrate import migrate
-from shopstream.store.stored_ids import StoredIdsProbe
+from shopstream.store.stored_ids import AheadConnection
 from tests.fixtures.batches import uuids, views_batch, views_file
 from tests.fixtures.cli import cli_env, shopstream
 from tests.fixtures.counts import outcome
@@ -40,8 +41,8 @@ def test_the_look_ahead_asks_about_every_id_until_input_stops_overlapping_the_st
     loader.load(
         views_batch(uuids(0, 4), "/in/old.csv")
     )  # stored by an earlier run: this look-ahead never saw these ids
-    probe = StoredIdsProbe(database_url, retry_max_seconds=1, should_stop=lambda: False)
-    look = LookAhead(probe, memory_ids=1000)
+    ahead = AheadConnection(database_url, retry_max_seconds=1, should_stop=lambda: False)
+    look = LookAhead(ahead.stored_ids, memory_ids=1000)
 
     assert look.mode == "ask_all"
     assert look.duplicates(_series(uuids(3, 3))).to_list() == uuids(3, 1)
@@ -64,7 +65,7 @@ def test_the_look_ahead_asks_about_every_id_until_input_stops_overlapping_the_st
     look.settled(committed=True, conflicted=True)
     assert look.mode == "ask_all"
     assert look.duplicates(_series(uuids(0, 2))).to_list() == uuids(0, 2)
-    probe.close()
+    ahead.close()
     loader.close()
 
 
@@ -88,16 +89,19 @@ def test_a_runner_that_does_not_remember_stored_ids_still_counts_them_as_duplica
     for order, (name, ids) in enumerate(files.items()):
         (later / name).write_bytes(views_file(ids))
         os.utime(later / name, (1_700_000_000 + order, 1_700_000_000 + order))
-    second = shopstream(
-        "run", "--source", str(later), "--until-idle", env={**env, "SHOPSTREAM_LOG_LEVEL": "INFO"}
-    )
-    assert second.stderr.count("look-ahead missed") == 1
+    logged = {**env, "SHOPSTREAM_LOG_LEVEL": "INFO", "SHOPSTREAM_LOG_FORMAT": "json"}
+    second = shopstream("run", "--source", str(later), "--until-idle", env=logged)
+    records = [json.loads(line) for line in second.stderr.splitlines() if line.startswith("{")]
+    missed = [r for r in records if "look-ahead missed" in r["event"]]
+    assert len(missed) == 1
 
     final = outcome(database_url)
     assert (final.events, final.distinct_ids, final.read) == (10, 10, 12)
     assert (final.loaded, final.duplicates) == (10, 2)
     with psycopg.connect(database_url) as conn:
         last = conn.execute(
-            "SELECT rows_loaded, duplicates_in_store FROM batches ORDER BY batch_id DESC LIMIT 1"
+            "SELECT batch_id, rows_loaded, duplicates_in_store FROM batches"
+            " ORDER BY batch_id DESC LIMIT 1"
         ).fetchone()
-    assert last == (1, 2)
+    # The loader's line about the reload names the batch it committed as (reserved ahead).
+    assert last == (missed[0]["batch_id"], 1, 2)

@@ -7,7 +7,6 @@ import shutil
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from shopstream.engines.spark.session import JavaUnavailableError, java_home
@@ -16,6 +15,7 @@ from tests.fixtures.analytics import assert_rollups_match_events
 from tests.fixtures.cli import cli_env, shopstream, start_shopstream
 from tests.fixtures.counts import outcome
 from tests.fixtures.postgres import fresh_database
+from tests.fixtures.snapshots import TABLES, snapshot
 
 try:
     java_home()
@@ -25,29 +25,6 @@ except JavaUnavailableError:
 
 pytestmark = pytest.mark.skipif(not JAVA, reason="no Java 17/21 for Spark")
 SPARK = ("--engine", "spark", "--master", "local[2]")
-
-# Everything the loader writes, minus commit times and engine names.
-TABLES = {
-    "events": "SELECT event_id, event_type, user_id, product_id, event_timestamp, session_id, "
-    "category, brand, price, quantity, currency, device, country, arrived_late FROM events",
-    "quarantine rules": "SELECT rule, count(*) FROM quarantine, unnest(rules) AS rule GROUP BY 1",
-    "quarantine rows": "SELECT source, line_no, rules, raw, raw_bytes FROM quarantine",
-    "ledger": "SELECT path, content_hash, status, rows_read, input_format FROM ingested_files",
-    "realtime_metrics": "SELECT window_start, category, event_type, events, units, revenue, "
-    "purchases, user_hashes FROM realtime_metrics",
-    "product_analytics": "SELECT day, product_id, views, add_to_cart, remove_from_cart, "
-    "wishlist, purchases, refunds, units, revenue FROM product_analytics",
-    "customer_metrics": "SELECT user_id, first_seen, last_seen, events, sessions, orders, "
-    "refunds, units, revenue, last_purchase FROM customer_metrics",
-    "user_sessions": "SELECT session_key, user_id, session_start, session_end, events, views, "
-    "add_to_cart, purchases, refunds, revenue_cents, entry_event_id FROM user_sessions",
-    "funnel_sessions": "SELECT * FROM funnel_sessions",
-}
-
-
-def _snapshot(url: str) -> dict[str, list[tuple[object, ...]]]:
-    with psycopg.connect(url) as conn:
-        return {name: sorted(conn.execute(q).fetchall(), key=repr) for name, q in TABLES.items()}
 
 
 @pytest.mark.slow
@@ -73,7 +50,7 @@ def test_spark_and_embedded_load_the_same_rows_quarantine_and_rollups(
         embedded.read, embedded.loaded, embedded.duplicates, embedded.quarantined,
         embedded.ids_digest,
     )  # fmt: skip
-    mine, theirs = _snapshot(spark_url), _snapshot(database_url)
+    mine, theirs = snapshot(spark_url), snapshot(database_url)
     for name in TABLES:
         assert mine[name] == theirs[name], name
     assert_rollups_match_events(spark_url)

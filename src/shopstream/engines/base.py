@@ -88,6 +88,9 @@ class ParsedBatch:
     quarantined_by_rule: Counter[str] = field(default_factory=Counter)
     parse_seconds: float = 0.0
     source_batch_key: str | None = None
+    # Reserved by the engine before parsing, so its log lines, the loader's and the batch
+    # record share one id; None: the loader reserves it in its transaction.
+    batch_id: int | None = None
     replayed_quarantine_ids: list[int] = field(default_factory=list)
     # Ids a look-ahead found already stored (or in an earlier batch still being loaded).
     # Only a hint: the loader's COPY is still checked by the primary key.

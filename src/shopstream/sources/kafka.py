@@ -32,9 +32,9 @@ from confluent_kafka import (
 
 from shopstream.engines.base import ParsedBatch, SourceOffset
 from shopstream.engines.embedded.batch import IncomingFile
-from shopstream.schema import SEED_COLUMNS
 from shopstream.sources.base import Source
 from shopstream.sources.kafka_config import client_config
+from shopstream.sources.kafka_framing import as_files, chunk_path, first_line
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,6 @@ ResetPolicy = Literal["earliest", "latest"]
 StoredOffsets = Callable[[str, list[Partition]], dict[Partition, int]]
 
 PROCESSED_TOPIC: Final = "processed-events"
-_SEED_HEADER: Final = ",".join(SEED_COLUMNS).encode()
 _WATERMARK_TIMEOUT_S: Final = 10.0
 _FLUSH_TIMEOUT_S: Final = 60.0
 _PROBE_SECONDS: Final = 3.0
@@ -248,11 +247,16 @@ class KafkaSource(Source):
         state.expected = end
         state.next_offset = end
         files = []
-        for suffix, part_offsets, part_values, data in _as_files(offsets, values):
-            path = f"kafka://{key[0]}/{key[1]}/{part_offsets[0]}-{part_offsets[-1]}.{suffix}"
-            first_line = 1 if suffix == "jsonl" else 2
+        for suffix, part_offsets, part_values, data in as_files(offsets, values):
+            path = chunk_path(key[0], key[1], part_offsets, suffix)
             self._chunks[path] = _Chunk(
-                key[0], key[1], state.generation, first_line, part_offsets, part_values, position
+                key[0],
+                key[1],
+                state.generation,
+                first_line(suffix),
+                part_offsets,
+                part_values,
+                position,
             )
             files.append(IncomingFile(path, data, content_hash=""))
         return files
@@ -377,43 +381,3 @@ class KafkaSource(Source):
         self._consumer.close()
         if self._producer is not None:
             self._producer.flush(_FLUSH_TIMEOUT_S)
-
-
-def _as_files(
-    offsets: list[int], values: list[bytes]
-) -> list[tuple[str, list[int], list[bytes], bytes]]:
-    """One partition's messages as a JSON Lines file and/or a seed CSV file.
-
-    The common case, a partition of JSON objects on one line each, is a single join.
-    """
-    if all(value[:1] == b"{" for value in values):
-        data = b"\n".join(values) + b"\n"
-        if data.count(b"\n") == len(values) and b"\r" not in data:
-            return [("jsonl", offsets, values, data)]
-    json_part: tuple[list[int], list[bytes]] = ([], [])
-    csv_part: tuple[list[int], list[bytes]] = ([], [])
-    for offset, value in zip(offsets, values, strict=True):
-        part = json_part if value.lstrip()[:1] == b"{" or not value.strip() else csv_part
-        part[0].append(offset)
-        part[1].append(value)
-    files = []
-    if json_part[0]:
-        lines = [_one_line(v, json=True) for v in json_part[1]]
-        files.append(("jsonl", *json_part, b"\n".join(lines) + b"\n"))
-    if csv_part[0]:
-        lines = [_SEED_HEADER, *(_one_line(v, json=False) for v in csv_part[1])]
-        files.append(("csv", *csv_part, b"\n".join(lines) + b"\n"))
-    return files
-
-
-def _one_line(value: bytes, *, json: bool) -> bytes:
-    """A message as exactly one line (the engine frames messages by line breaks).
-
-    An empty message becomes JSON ``null``, which the JSON syntax rule quarantines; its
-    dead letter still carries the original (empty) bytes.
-    """
-    if not json:
-        return value.rstrip(b"\r\n").replace(b"\r", b" ").replace(b"\n", b" ")
-    if not value.strip():
-        return b"null"
-    return value.replace(b"\r", b" ").replace(b"\n", b" ")

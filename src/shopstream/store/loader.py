@@ -23,6 +23,7 @@ from psycopg import errors, sql
 from shopstream.engines.base import FileOutcome, ParsedBatch, SourceOffset
 from shopstream.schema import FIELD_NAMES
 from shopstream.settings import Settings
+from shopstream.store.batch_ids import reserve_batch_id
 from shopstream.store.connection import connect, retry_transient
 from shopstream.store.derived import derive, prepare_connection, write_derived
 from shopstream.store.stored_ids import stored_ids, without
@@ -114,6 +115,26 @@ class Loader:
             self._conn.close()
             self._conn = None
 
+    def reserve_batch_id(self) -> int:
+        """Reserve the id of the next batch ahead of :meth:`load` (see ``batch_id``)."""
+
+        def reserve() -> int:
+            try:
+                conn = self._connection()
+                with conn.transaction():
+                    return reserve_batch_id(conn)
+            except psycopg.Error:
+                if self._conn is not None and self._conn.broken:
+                    self.close()
+                raise
+
+        return retry_transient(
+            reserve,
+            what="reserving a batch id",
+            max_delay=self._retry_max_seconds,
+            should_stop=self._should_stop,
+        )
+
     def load(self, batch: ParsedBatch) -> BatchResult:
         """Commit ``batch``, retrying transient database failures for as long as it takes."""
         batch.check_accounting()
@@ -160,7 +181,8 @@ class Loader:
         """Write one batch in one transaction.
 
         Commit order:
-            1. Reserve the batch id.
+            1. Reserve the batch id (or take the one the engine reserved ahead; a
+               sequence value is never handed out twice, committed or not).
             2. Find which of the batch's event ids are already stored (an index probe,
                read-only); those rows are duplicates. A runner that looked them up ahead
                of time passes its answer as ``stored_ids_hint``.
@@ -183,9 +205,7 @@ class Loader:
         started = time.perf_counter()
         with conn.transaction():
             # Step 1
-            row = conn.execute("SELECT nextval('batches_batch_id_seq')").fetchone()
-            assert row is not None
-            batch_id = int(str(row[0]))
+            batch_id = batch.batch_id if batch.batch_id is not None else reserve_batch_id(conn)
 
             # Step 2
             events = batch.events

@@ -8,12 +8,15 @@ a hint, since the primary key of ``events`` stays the arbiter of what is new.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 import psycopg
 
+from shopstream.store.batch_ids import reserve_batch_id
 from shopstream.store.connection import connect, retry_transient
+
+T = TypeVar("T")
 
 
 def stored_ids(conn: psycopg.Connection[Any], ids: pl.Series) -> pl.Series:
@@ -27,8 +30,9 @@ def stored_ids(conn: psycopg.Connection[Any], ids: pl.Series) -> pl.Series:
     return pl.Series("event_id", [str(row[0]) for row in rows], dtype=pl.String)
 
 
-class StoredIdsProbe:
-    """Asks ahead of the loader, over a connection of its own, through outages."""
+class AheadConnection:
+    """The parser thread's own connection, for work ahead of the loader: which ids are
+    stored, and the next batch id. Rides out outages like the loader does."""
 
     def __init__(
         self, url: str, *, retry_max_seconds: float, should_stop: Callable[[], bool]
@@ -38,20 +42,26 @@ class StoredIdsProbe:
         self._should_stop = should_stop
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
 
-    def __call__(self, ids: pl.Series) -> pl.Series:
+    def stored_ids(self, ids: pl.Series) -> pl.Series:
+        return self._retrying(lambda conn: stored_ids(conn, ids), "looking up stored event ids")
+
+    def reserve_batch_id(self) -> int:
+        return self._retrying(reserve_batch_id, "reserving a batch id")
+
+    def _retrying(self, work: Callable[[psycopg.Connection[Any]], T], what: str) -> T:
         return retry_transient(
-            lambda: self._ask(ids),
-            what="looking up stored event ids",
+            lambda: self._run(work),
+            what=what,
             max_delay=self._retry_max_seconds,
             should_stop=self._should_stop,
         )
 
-    def _ask(self, ids: pl.Series) -> pl.Series:
+    def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = connect(self._url)
             self._conn.autocommit = True
         try:
-            return stored_ids(self._conn, ids)
+            return work(self._conn)
         except psycopg.Error:
             if self._conn.broken:
                 self._conn.close()

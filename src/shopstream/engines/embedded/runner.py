@@ -29,7 +29,7 @@ from shopstream.sources.base import Source
 from shopstream.store.connection import Stopped
 from shopstream.store.derived import derive
 from shopstream.store.loader import AlreadyCommitted, BatchResult, Loader, OffsetsMoved
-from shopstream.store.stored_ids import StoredIdsProbe, without
+from shopstream.store.stored_ids import AheadConnection, without
 from shopstream.validation.rules import RuleParams, render_rules
 
 log = logging.getLogger(__name__)
@@ -93,12 +93,12 @@ class Runner:
             maxsize=1
         )
         self._outstanding = 0
-        self._probe = StoredIdsProbe(
+        self._ahead = AheadConnection(
             loader.url,
             retry_max_seconds=settings.retry_max_seconds,
             should_stop=self._stop.is_set,
         )
-        self._look_ahead = LookAhead(self._probe, memory_ids=settings.dedupe_memory_ids)
+        self._look_ahead = LookAhead(self._ahead.stored_ids, memory_ids=settings.dedupe_memory_ids)
         self._failure: BaseException | None = None
 
     def stop(self) -> None:
@@ -120,7 +120,7 @@ class Runner:
             self._stop.set()
             producer.join(timeout=30)
             self._loader.close()
-            self._probe.close()
+            self._ahead.close()
             with self._lock:
                 self._source.close()
         if self._failure is not None:
@@ -138,16 +138,9 @@ class Runner:
                     files = self._source.poll(self._settings.max_batch_rows)
                     drained = not files and self._source.idle() and self._outstanding == 0
                 if files:
-                    batch = build_batch(
-                        files,
-                        source=self._source.name,
-                        predicates=current_rules(self._settings),
-                        input_format=self._source.input_format,
-                    )
-                    hint = self._look_ahead.duplicates(batch.events["event_id"])
-                    batch.stored_ids_hint = hint
-                    if self._settings.rollups:
-                        batch.derived_hint = derive(without(batch.events, hint))
+                    batch_id = self._ahead.reserve_batch_id()
+                    with bind_batch(batch_id):
+                        batch = self._build(files, batch_id)
                     with self._lock:
                         self._source.annotate(batch, files)
                         self._outstanding += 1
@@ -166,6 +159,20 @@ class Runner:
         except BaseException as error:
             self._failure = error
             self._put(None)
+
+    def _build(self, files: list[IncomingFile], batch_id: int) -> ParsedBatch:
+        batch = build_batch(
+            files,
+            source=self._source.name,
+            predicates=current_rules(self._settings),
+            input_format=self._source.input_format,
+        )
+        batch.batch_id = batch_id
+        hint = self._look_ahead.duplicates(batch.events["event_id"])
+        batch.stored_ids_hint = hint
+        if self._settings.rollups:
+            batch.derived_hint = derive(without(batch.events, hint))
+        return batch
 
     def _put(self, item: tuple[list[IncomingFile], ParsedBatch] | None) -> bool:
         while not self._stop.is_set():
@@ -207,6 +214,13 @@ class Runner:
                 return
 
     def _commit(self, files: list[IncomingFile], batch: ParsedBatch, summary: RunSummary) -> None:
+        assert batch.batch_id is not None
+        with bind_batch(batch.batch_id):
+            self._commit_bound(files, batch, summary)
+
+    def _commit_bound(
+        self, files: list[IncomingFile], batch: ParsedBatch, summary: RunSummary
+    ) -> None:
         try:
             with self._lock:
                 self._source.before_load(batch, files)
@@ -232,17 +246,16 @@ class Runner:
             seconds=batch.parse_seconds + result.load_seconds,
             newest_event=_newest(batch.events),
         )
-        with bind_batch(result.batch_id):
-            log.info(
-                "batch %d committed: read %d, loaded %d, duplicates %d, quarantined %d "
-                "(parse %.0f ms, load %.0f ms)",
-                result.batch_id,
-                result.rows_read,
-                result.rows_loaded,
-                result.duplicates_in_batch + result.duplicates_in_store,
-                result.rows_quarantined,
-                batch.parse_seconds * 1000,
-                result.load_seconds * 1000,
-            )
-            if self._on_batch is not None:
-                self._on_batch(batch, result)
+        log.info(
+            "batch %d committed: read %d, loaded %d, duplicates %d, quarantined %d "
+            "(parse %.0f ms, load %.0f ms)",
+            result.batch_id,
+            result.rows_read,
+            result.rows_loaded,
+            result.duplicates_in_batch + result.duplicates_in_store,
+            result.rows_quarantined,
+            batch.parse_seconds * 1000,
+            result.load_seconds * 1000,
+        )
+        if self._on_batch is not None:
+            self._on_batch(batch, result)

@@ -1,5 +1,6 @@
-"""The Spark job: a file stream of whole files, parsed on executors, validated by Spark from
-the shared rule definitions, and handed per micro-batch to the exactly-once loader.
+"""The Spark job: a file stream of whole files (or Spark's Kafka source), parsed on
+executors, validated by Spark from the shared rule definitions, and handed per micro-batch
+to the exactly-once loader.
 
 Exactly once: each micro-batch commits in one PostgreSQL transaction whose batch record is
 keyed ``spark:<query id>:<batch id>`` (unique), so the replay of a batch that Spark's
@@ -14,19 +15,29 @@ import hashlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import polars as pl
 import pyarrow as pa
 
 from shopstream.engines.base import QUARANTINE_SCHEMA, FileOutcome, FileStatus, ParsedBatch
 from shopstream.engines.embedded.normalize import EVENT_SCHEMA
-from shopstream.engines.spark.parse import FILE, QUARANTINE, ROW, parse_files, spark_ddl
+from shopstream.engines.spark.parse import (
+    FILE,
+    QUARANTINE,
+    ROW,
+    parse_files,
+    parse_messages,
+    spark_ddl,
+)
+from shopstream.logs import bind_batch
 from shopstream.schema import DATA_SUFFIXES, FIELD_NAMES, InputFormat
 from shopstream.settings import Settings
+from shopstream.sources.select import KafkaSpec
 from shopstream.store.connection import connect
 from shopstream.store.loader import AlreadyCommitted, Loader
 from shopstream.validation.rules import ROW_RULES
@@ -38,14 +49,35 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+KAFKA_CONNECTOR: Final = "org.apache.spark:spark-sql-kafka-0-10_2.13"
+# Spark's error conditions for a missing Kafka connector (4.x names it; 3.x did not).
+_CONNECTOR_MISSING: Final = frozenset({"KAFKA_DATA_SOURCE_NOT_ENABLED", "DATA_SOURCE_NOT_FOUND"})
+
+
+class KafkaConnectorMissingError(Exception):
+    """Spark's Kafka source (the spark-sql-kafka-0-10 package) is not on the classpath."""
+
+
 @dataclass(frozen=True, slots=True)
 class SparkJob:
-    source: Path
-    checkpoint: Path
+    source: Path | KafkaSpec
+    checkpoints: Path  # one checkpoint per source under here
     input_format: InputFormat | None = None
     max_files_per_trigger: int | None = None
+    max_offsets_per_trigger: int | None = None
     archive: Path | None = None
     delete: bool = False
+
+    @property
+    def label(self) -> str:
+        """The source as batch records and logs name it."""
+        if isinstance(self.source, KafkaSpec):
+            return f"kafka://{self.source.bootstrap}/{','.join(self.source.topics)}"
+        return str(self.source)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.checkpoints / hashlib.sha256(self.label.encode()).hexdigest()[:16]
 
 
 def build_query(
@@ -57,8 +89,32 @@ def build_query(
     until_idle: bool,
     trigger_ms: int,
 ) -> StreamingQuery:
-    from pyspark.sql import functions as sf
+    holder: dict[str, StreamingQuery] = {}
 
+    def query_id() -> str:
+        return str(holder["query"].id)
+
+    stream = (
+        _kafka_stream(spark, job.source, job.max_offsets_per_trigger)
+        if isinstance(job.source, KafkaSpec)
+        else _file_stream(spark, job)
+    )
+    writer = (
+        stream.writeStream.foreachBatch(batch_loader(job, loader, predicates, query_id))
+        .option("checkpointLocation", str(job.checkpoint))
+        .queryName(f"shopstream_{_digest(job.label)}")
+    )
+    writer = (
+        writer.trigger(availableNow=True)
+        if until_idle
+        else writer.trigger(processingTime=f"{trigger_ms} milliseconds")
+    )
+    holder["query"] = writer.start()
+    return holder["query"]
+
+
+def _file_stream(spark: SparkSession, job: SparkJob) -> DataFrame:
+    assert isinstance(job.source, Path)
     reader = (
         spark.readStream.format("binaryFile")
         .schema("path STRING, modificationTime TIMESTAMP, length BIGINT, content BINARY")
@@ -73,25 +129,74 @@ def build_query(
         )
     elif job.delete:
         reader = reader.option("cleanSource", "delete")
-    files = reader.load(str(job.source))
+    return reader.load(str(job.source))
+
+
+def _kafka_stream(
+    spark: SparkSession, spec: KafkaSpec, max_offsets_per_trigger: int | None
+) -> DataFrame:
+    """Spark's own Kafka source: offsets live in the query's checkpoint, and each batch
+    record is keyed by (query id, batch id), so a replayed batch is a no-op."""
+    from pyspark.errors import AnalysisException
+
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", spec.bootstrap)
+        .option("subscribe", ",".join(spec.topics))
+        .option("startingOffsets", "earliest")
+    )
+    if max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
+    try:
+        return reader.load()
+    except AnalysisException as error:
+        if error.getCondition() not in _CONNECTOR_MISSING:
+            raise
+        raise KafkaConnectorMissingError(
+            "Spark's Kafka source is not on the classpath. Add the spark-sql-kafka-0-10 "
+            f"package: SHOPSTREAM_SPARK_PACKAGES={KAFKA_CONNECTOR}:<spark version> (resolved "
+            "from a Maven repository), SHOPSTREAM_SPARK_JARS=<local jars>, or spark-submit "
+            f"--packages {KAFKA_CONNECTOR}:<spark version>."
+        ) from error
+
+
+def batch_loader(
+    job: SparkJob, loader: Loader, predicates: dict[str, str], query_id: Callable[[], str]
+) -> Callable[[DataFrame, int], None]:
+    """The ``foreachBatch`` body: parse on the executors, validate with Spark, and commit
+    the micro-batch through the loader in one transaction."""
+    from pyspark.sql import functions as sf
+
     input_format = job.input_format
+    kafka = isinstance(job.source, KafkaSpec)
 
     def parse(batches: Any) -> Any:
         return parse_files(batches, input_format)
 
     def load_batch(batch_df: DataFrame, batch_id: int) -> None:
+        with bind_batch(loader.reserve_batch_id()) as reserved:
+            load_bound(batch_df, batch_id, reserved)
+
+    def load_bound(batch_df: DataFrame, batch_id: int, reserved: int) -> None:
         started = time.perf_counter()
-        listed = [row.path for row in batch_df.select("path").collect()]
-        known = _committed_files(loader.url, listed)
-        fresh = batch_df.filter(~sf.col("path").isin(list(known))) if known else batch_df
-        parsed = fresh.select("path", "content").mapInArrow(parse, spark_ddl())
+        if kafka:
+            parsed = batch_df.select("topic", "partition", "offset", "value").mapInArrow(
+                parse_messages, spark_ddl()
+            )
+        else:
+            listed = [row.path for row in batch_df.select("path").collect()]
+            known = _committed_files(loader.url, listed)
+            fresh = batch_df.filter(~sf.col("path").isin(list(known))) if known else batch_df
+            parsed = fresh.select("path", "content").mapInArrow(parse, spark_ddl())
         table = _validated(parsed, predicates).toArrow()
         batch = _parsed_batch(
             table,
-            source=str(job.source),
+            source=job.label,
             key=f"spark:{query_id()}:{batch_id}",
             parse_seconds=time.perf_counter() - started,
+            file_ledger=not kafka,
         )
+        batch.batch_id = reserved
         try:
             result = loader.load(batch)
         except AlreadyCommitted:
@@ -104,23 +209,7 @@ def build_query(
             result.duplicates_in_batch + result.duplicates_in_store, result.rows_quarantined,
         )  # fmt: skip
 
-    holder: dict[str, StreamingQuery] = {}
-
-    def query_id() -> str:
-        return str(holder["query"].id)
-
-    writer = (
-        files.writeStream.foreachBatch(load_batch)
-        .option("checkpointLocation", str(job.checkpoint))
-        .queryName(f"shopstream_{_digest(str(job.source))}")
-    )
-    writer = (
-        writer.trigger(availableNow=True)
-        if until_idle
-        else writer.trigger(processingTime=f"{trigger_ms} milliseconds")
-    )
-    holder["query"] = writer.start()
-    return holder["query"]
+    return load_batch
 
 
 def _digest(text: str) -> str:
@@ -168,7 +257,11 @@ def _validated(parsed: DataFrame, predicates: dict[str, str]) -> DataFrame:
 _QUARANTINE_ONLY = ("raw", "raw_bytes", "header", "format")
 
 
-def _parsed_batch(table: pa.Table, *, source: str, key: str, parse_seconds: float) -> ParsedBatch:
+def _parsed_batch(
+    table: pa.Table, *, source: str, key: str, parse_seconds: float, file_ledger: bool = True
+) -> ParsedBatch:
+    """The driver's batch. ``file_ledger`` False (Kafka): the per-chunk outcomes only
+    count rows read; the position is the checkpoint's, guarded by the batch key."""
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     kind = pl.col("kind")
@@ -219,7 +312,7 @@ def _parsed_batch(table: pa.Table, *, source: str, key: str, parse_seconds: floa
         started_at=datetime.now(UTC),
         events=events,
         quarantine=quarantine,
-        files=outcomes,
+        files=outcomes if file_ledger else [],
         rows_read=sum(o.rows_read for o in outcomes),
         duplicates_in_batch=passing.height - events.height,
         quarantined_by_rule=counts,

@@ -1,5 +1,6 @@
-"""Executor side: files (Spark's ``binaryFile`` rows) -> one Arrow table of typed rows,
-structural quarantine rows and ledger outcomes.
+"""Executor side: files (Spark's ``binaryFile`` rows) or Kafka messages (the ``kafka``
+source's rows) -> one Arrow table of typed rows, structural quarantine rows and per-file
+outcomes.
 
 Each file is split into rows by the very function the embedded engine uses
 (:func:`~shopstream.engines.embedded.batch.parse_file`), so structural rules (encoding,
@@ -23,6 +24,7 @@ from shopstream.engines.embedded.batch import IncomingFile, parse_file
 from shopstream.engines.embedded.normalize import normalize
 from shopstream.engines.embedded.reader import FileRows
 from shopstream.schema import ADAPTER_FIELDS, FIELD_NAMES, TYPED_FIELDS, InputFormat
+from shopstream.sources.kafka_framing import as_files, chunk_path, first_line
 
 ROW, QUARANTINE, FILE = "row", "quarantine", "file"
 
@@ -84,6 +86,52 @@ def parse_files(
             data = bytes(content or b"")
             incoming = IncomingFile(local_path(path), data, hashlib.sha256(data).hexdigest())
             yield from _parsed(incoming, input_format)
+
+
+def parse_messages(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body: ``kafka`` source rows (topic, partition, offset, value) in,
+    :data:`PARSED_SCHEMA` rows out, framed as the embedded Kafka source frames them; rows
+    name ``kafka://topic/partition`` and carry the message offset as their line."""
+    for batch in batches:
+        table = pa.Table.from_batches([batch]).sort_by(
+            [("topic", "ascending"), ("partition", "ascending"), ("offset", "ascending")]
+        )
+        topics = table.column("topic").to_pylist()
+        partitions = table.column("partition").to_pylist()
+        offsets = table.column("offset").to_pylist()
+        values = [bytes(v or b"") for v in table.column("value").to_pylist()]
+        start = 0
+        while start < len(topics):
+            end = start
+            while end < len(topics) and (topics[end], partitions[end]) == (
+                topics[start],
+                partitions[start],
+            ):
+                end += 1
+            topic, partition = str(topics[start]), int(partitions[start])
+            for suffix, chunk_offsets, _, data in as_files(offsets[start:end], values[start:end]):
+                incoming = IncomingFile(
+                    chunk_path(topic, partition, chunk_offsets, suffix), data, content_hash=""
+                )
+                for parsed in _parsed(incoming, None):
+                    yield _at_offsets(
+                        parsed, f"kafka://{topic}/{partition}", chunk_offsets, first_line(suffix)
+                    )
+            start = end
+
+
+def _at_offsets(
+    parsed: pa.RecordBatch, source: str, offsets: list[int], first: int
+) -> pa.RecordBatch:
+    """A framed chunk's rows renamed to their partition, line numbers to message offsets."""
+    lines = parsed.column(PARSED_SCHEMA.get_field_index("line_no")).to_numpy(zero_copy_only=False)
+    known = ~np.isnan(lines.astype(np.float64))
+    at_offsets = np.zeros(len(lines), dtype=np.int64)
+    at_offsets[known] = np.asarray(offsets, dtype=np.int64)[lines[known].astype(np.int64) - first]
+    columns = dict(zip(PARSED_SCHEMA.names, parsed.columns, strict=True))
+    columns["source"] = pa.array([source] * parsed.num_rows, type=pa.string())
+    columns["line_no"] = pa.array(at_offsets, mask=~known, type=pa.int64())
+    return pa.RecordBatch.from_arrays(list(columns.values()), schema=PARSED_SCHEMA)
 
 
 def _parsed(incoming: IncomingFile, input_format: InputFormat | None) -> Iterator[pa.RecordBatch]:

@@ -64,15 +64,27 @@ def _java_major(home: str) -> int | None:
 
 
 def spark_session(
-    master: str, app_name: str = "shopstream", driver_memory: str = "4g"
+    master: str,
+    app_name: str = "shopstream",
+    driver_memory: str = "4g",
+    *,
+    packages: str | None = None,
+    jars: str | None = None,
 ) -> SparkSession:
+    """``packages`` (Maven coordinates) and ``jars`` (local files) add connectors such as
+    Spark's Kafka source."""
     os.environ["JAVA_HOME"] = java_home()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers run this Python
     from pyspark.sql import SparkSession
 
     cores = os.cpu_count() or 2
+    builder = SparkSession.builder
+    if packages:
+        builder = builder.config("spark.jars.packages", packages)
+    if jars:
+        builder = builder.config("spark.jars", jars)
     return (
-        SparkSession.builder.master(master)
+        builder.master(master)
         .appName(app_name)
         # A handful of partitions, not the default 200: batches are seconds, not hours.
         .config("spark.sql.shuffle.partitions", str(max(2, cores)))
