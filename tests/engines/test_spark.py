@@ -9,21 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from shopstream.engines.spark.session import JavaUnavailableError, java_home
 from shopstream.store.embedded import EmbeddedPostgres
 from tests.fixtures.analytics import assert_rollups_match_events
 from tests.fixtures.cli import cli_env, shopstream, start_shopstream
 from tests.fixtures.counts import outcome
 from tests.fixtures.postgres import fresh_database
 from tests.fixtures.snapshots import TABLES, snapshot
+from tests.fixtures.spark import requires_java
 
-try:
-    java_home()
-    JAVA = True
-except JavaUnavailableError:
-    JAVA = False
-
-pytestmark = pytest.mark.skipif(not JAVA, reason="no Java 17/21 for Spark")
+pytestmark = requires_java
 SPARK = ("--engine", "spark", "--master", "local[2]")
 
 

@@ -18,7 +18,7 @@ from confluent_kafka import Producer
 
 from shopstream.engines.embedded.runner import current_rules
 from shopstream.engines.spark.job import SparkJob, batch_loader
-from shopstream.engines.spark.session import JavaUnavailableError, java_home, spark_session
+from shopstream.engines.spark.session import spark_session
 from shopstream.generate.kafka import ensure_topic
 from shopstream.settings import Settings
 from shopstream.sources.select import KafkaSpec
@@ -31,17 +31,12 @@ from tests.fixtures.counts import outcome
 from tests.fixtures.kafka import read_topic
 from tests.fixtures.postgres import fresh_database
 from tests.fixtures.snapshots import TABLES, snapshot
+from tests.fixtures.spark import requires_java
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-try:
-    java_home()
-    JAVA = True
-except JavaUnavailableError:
-    JAVA = False
-
-pytestmark = pytest.mark.skipif(not JAVA, reason="no Java 17/21 for Spark")
+pytestmark = requires_java
 CONNECTOR = {k: os.environ[k] for k in ("SHOPSTREAM_SPARK_PACKAGES", "SHOPSTREAM_SPARK_JARS")
              if os.environ.get(k)}  # fmt: skip
 NO_CONNECTOR = (
