@@ -12,6 +12,7 @@ the same rule definitions.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterator
 from typing import Final
 
@@ -96,19 +97,14 @@ def parse_messages(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch
         table = pa.Table.from_batches([batch]).sort_by(
             [("topic", "ascending"), ("partition", "ascending"), ("offset", "ascending")]
         )
-        topics = table.column("topic").to_pylist()
-        partitions = table.column("partition").to_pylist()
         offsets = table.column("offset").to_pylist()
         values = [bytes(v or b"") for v in table.column("value").to_pylist()]
+        partitions = zip(
+            table.column("topic").to_pylist(), table.column("partition").to_pylist(), strict=True
+        )
         start = 0
-        while start < len(topics):
-            end = start
-            while end < len(topics) and (topics[end], partitions[end]) == (
-                topics[start],
-                partitions[start],
-            ):
-                end += 1
-            topic, partition = str(topics[start]), int(partitions[start])
+        for (topic, partition), rows in itertools.groupby(partitions):
+            end = start + sum(1 for _ in rows)
             for suffix, chunk_offsets, _, data in as_files(offsets[start:end], values[start:end]):
                 incoming = IncomingFile(
                     chunk_path(topic, partition, chunk_offsets, suffix), data, content_hash=""
