@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import polars as pl
 import psycopg
+import pytest
+from psycopg import sql
 
+from shopstream.engines.base import ParsedBatch
+from shopstream.store import loader as loader_module
+from shopstream.store.commit_order import CommitOrder, CommitTurn, EarlierBatchFailed
 from shopstream.store.connection import connect
-from shopstream.store.loader import Loader
+from shopstream.store.loader import BatchResult, Loader
 from shopstream.store.migrate import migrate
 from tests.fixtures.batches import uuids, views_batch
 from tests.fixtures.cli import cli_env, shopstream, start_shopstream
@@ -58,3 +64,100 @@ def test_concurrent_runners_over_overlapping_input_store_each_event_once(
     assert final.read == final.loaded + final.duplicates + final.quarantined
     assert final.read == 2 * 61200  # 60,000 events plus 2 % re-sent, in both directories
     assert final.loaded == 60000
+
+
+def _load_in_turns(
+    database_url: str, earlier: ParsedBatch, later: ParsedBatch
+) -> tuple[BatchResult, BatchResult]:
+    """Load ``later`` first, on its own connection: it writes its rows and waits for its
+    turn while ``earlier`` loads. Both must commit, ``earlier`` first."""
+    with connect(database_url) as conn:
+        migrate(conn)
+    order = CommitOrder()
+    earlier_turn, later_turn = order.turn(), order.turn()
+    first_loader = Loader(database_url)
+    second_loader = first_loader.with_own_connection()
+    results: dict[str, BatchResult] = {}
+
+    def load(name: str, loader: Loader, batch: ParsedBatch, turn: CommitTurn) -> threading.Thread:
+        thread = threading.Thread(
+            target=lambda: results.setdefault(name, loader.load(batch, turn)), daemon=True
+        )
+        thread.start()
+        return thread
+
+    loading_later = load("later", second_loader, later, later_turn)
+    loading_later.join(timeout=2)
+    assert loading_later.is_alive()  # its rows are written; it waits for its turn
+    loading_earlier = load("earlier", first_loader, earlier, earlier_turn)
+    for thread in (loading_earlier, loading_later):
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the two transactions wait for each other"
+    first_loader.close()
+    second_loader.close()
+    with psycopg.connect(database_url) as conn:
+        committed = conn.execute("SELECT batch_id FROM batches ORDER BY committed_at")
+        assert [batch_id for (batch_id,) in committed] == [
+            results["earlier"].batch_id,
+            results["later"].batch_id,
+        ]
+        stored = conn.execute("SELECT count(*), count(DISTINCT event_id) FROM events").fetchone()
+        assert stored == (6, 6)
+    return results["earlier"], results["later"]
+
+
+def test_two_connections_write_side_by_side_and_commit_in_order(database_url: str) -> None:
+    """The later batch never writes an id the earlier one holds: they count as its
+    duplicates, since the earlier batch commits first (or the later one gives up too)."""
+    ids = uuids(100, 6)
+    earlier = views_batch(ids[:4], "/in/a.csv")
+    later = views_batch(ids[2:], "/in/b.csv")  # ids[2:4] are the earlier batch's too
+    later.in_flight_ids = earlier.events["event_id"]  # no hint: the loader looks up itself
+    first, second = _load_in_turns(database_url, earlier, later)
+    assert (first.rows_loaded, first.duplicates_in_store) == (4, 0)
+    assert (second.rows_loaded, second.duplicates_in_store) == (2, 2)
+
+
+def test_a_later_batch_holding_a_lock_the_earlier_needs_steps_back(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the later batch hold a row the earlier one must write (here: a hint that
+    forgot the batch in flight), its wait runs out, it rolls back and writes again after."""
+    monkeypatch.setattr(loader_module, "_TURN_WAIT_SECONDS", 1.0)
+    ids = uuids(300, 6)
+    earlier = views_batch(ids[:4], "/in/a.csv")
+    later = views_batch(ids[2:], "/in/b.csv")
+    later.stored_ids_hint = pl.Series("event_id", [], dtype=pl.String)
+    first, second = _load_in_turns(database_url, earlier, later)
+    assert (first.rows_loaded, second.rows_loaded, second.duplicates_in_store) == (4, 2, 2)
+    assert second.conflicted  # its second try met the earlier batch's ids in the store
+
+
+def test_a_batch_after_a_failed_one_rolls_back_whole(database_url: str) -> None:
+    with connect(database_url) as conn:
+        migrate(conn)
+    order = CommitOrder()
+    _, later_turn = order.turn(), order.turn()
+    later = views_batch(uuids(200, 3), "/in/c.csv")
+    loader = Loader(database_url)
+    failed: list[BaseException] = []
+
+    def load_later() -> None:
+        try:
+            loader.load(later, later_turn)
+        except EarlierBatchFailed as error:
+            failed.append(error)
+
+    loading_later = threading.Thread(target=load_later)
+    loading_later.start()
+    loading_later.join(timeout=2)
+    order.break_off()  # the earlier batch failed
+    loading_later.join(timeout=30)
+    loader.close()
+    assert len(failed) == 1
+    with psycopg.connect(database_url) as conn:
+        for table in ("events", "ingested_files", "batches"):
+            count = conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+            ).fetchone()
+            assert count == (0,), table

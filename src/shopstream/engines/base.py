@@ -95,6 +95,9 @@ class ParsedBatch:
     # Ids a look-ahead found already stored (or in an earlier batch still being loaded).
     # Only a hint: the loader's COPY is still checked by the primary key.
     stored_ids_hint: pl.Series | None = None
+    # Event ids of the earlier batches still in flight when this one was built: they
+    # commit before it, or it gives up too, so it never writes them itself.
+    in_flight_ids: pl.Series | None = None
     # Rollup deltas and sessions derived ahead from the events the hint leaves; used only
     # together with the hint.
     derived_hint: Derived | None = None

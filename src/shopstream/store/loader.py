@@ -24,6 +24,7 @@ from shopstream.engines.base import FileOutcome, ParsedBatch, SourceOffset
 from shopstream.schema import FIELD_NAMES
 from shopstream.settings import Settings
 from shopstream.store.batch_ids import reserve_batch_id
+from shopstream.store.commit_order import CommitTurn, TurnOverdue
 from shopstream.store.connection import connect, retry_transient
 from shopstream.store.derived import derive, prepare_connection, write_derived
 from shopstream.store.stored_ids import stored_ids, without
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 # Constraints whose violation means "this input was already committed by someone".
 _ALREADY_COMMITTED: Final = frozenset({"ingested_files_pkey", "batches_source_batch_key_key"})
 _EVENTS_KEY: Final = "events_pkey"
+# How long a transaction waits, locks held, for the batches before it (whose second half
+# normally takes well under a second).
+_TURN_WAIT_SECONDS: Final = 10.0
 _QUARANTINE_COLUMNS: Final = (
     "batch_id",
     "source",
@@ -135,21 +139,44 @@ class Loader:
             should_stop=self._should_stop,
         )
 
-    def load(self, batch: ParsedBatch) -> BatchResult:
-        """Commit ``batch``, retrying transient database failures for as long as it takes."""
+    def with_own_connection(self) -> Loader:
+        """A loader configured like this one, on a connection of its own (see
+        :mod:`shopstream.store.commit_order`)."""
+        return Loader(
+            self._url,
+            retry_max_seconds=self._retry_max_seconds,
+            should_stop=self._should_stop,
+            rollups=self._rollups,
+            late_horizon_seconds=self._late_horizon_seconds,
+        )
+
+    def load(self, batch: ParsedBatch, turn: CommitTurn | None = None) -> BatchResult:
+        """Commit ``batch``, retrying transient database failures for as long as it takes.
+
+        With a ``turn``, the transaction's second half waits until every earlier batch has
+        committed or given up; the turn is finished once this batch has committed.
+        """
         batch.check_accounting()
-        return retry_transient(
-            lambda: self._attempt(batch),
+        result = retry_transient(
+            lambda: self._attempt(batch, turn),
             what=f"loading batch from {batch.source}",
             max_delay=self._retry_max_seconds,
             should_stop=self._should_stop,
         )
+        if turn is not None:
+            turn.finish()
+        return result
 
-    def _attempt(self, batch: ParsedBatch) -> BatchResult:
+    def _attempt(self, batch: ParsedBatch, turn: CommitTurn | None) -> BatchResult:
         use_hint = True
         while True:
             try:
-                return self._commit(self._connection(), batch, use_hint=use_hint)
+                return self._commit(self._connection(), batch, turn, use_hint=use_hint)
+            except TurnOverdue:
+                # Step 6 waited while holding this transaction's locks, now released by
+                # the rollback; wait outside a transaction, then write again.
+                assert turn is not None
+                turn.wait()
             except errors.UniqueViolation as error:
                 constraint = error.diag.constraint_name
                 if constraint in _ALREADY_COMMITTED:
@@ -176,31 +203,41 @@ class Loader:
         return self._conn
 
     def _commit(
-        self, conn: psycopg.Connection[tuple[object, ...]], batch: ParsedBatch, *, use_hint: bool
+        self,
+        conn: psycopg.Connection[tuple[object, ...]],
+        batch: ParsedBatch,
+        turn: CommitTurn | None,
+        *,
+        use_hint: bool,
     ) -> BatchResult:
         """Write one batch in one transaction.
 
-        Commit order:
+        Commit order. Steps 1-5 write rows that belong to this batch alone; steps 6-10
+        touch rows shared with other batches, and with a ``turn`` they run only after
+        every earlier batch has committed or given up.
             1. Reserve the batch id (or take the one the engine reserved ahead; a
                sequence value is never handed out twice, committed or not).
             2. Find which of the batch's event ids are already stored (an index probe,
-               read-only); those rows are duplicates. A runner that looked them up ahead
-               of time passes its answer as ``stored_ids_hint``.
+               read-only), or held by an earlier batch still in flight
+               (``in_flight_ids``); those rows are duplicates. A runner that looked them
+               up ahead of time passes its answer as ``stored_ids_hint``.
             3. COPY the remaining events straight into ``events``: each row is written
                once, flagged ``arrived_late`` when older than the late horizon. Should a
                concurrent writer commit one of those ids in between, the primary key
                rejects the COPY and the whole transaction is retried.
-            3b. Fold exactly those inserted rows into the rollups (additive upserts) and
-                into the sessions (merged with the stored sessions they join).
-            4. COPY the quarantined rows, each with its raw text and broken rules; a
-               replay also closes the quarantine rows it re-ran.
-            5. Record the source position: every file in the ``ingested_files`` ledger (a
-               file already there means the batch was committed before), and every stream
-               partition's next offset in ``source_offsets``, only if the stored offset is
-               where this batch starts. Either conflict rolls the whole batch back.
-            6. Insert the batch record; its CHECK constraint enforces
+            4. COPY the quarantined rows, each with its raw text and broken rules.
+            5. Record every file in the ``ingested_files`` ledger; a file already there
+               means the batch was committed before, and rolls the whole batch back.
+            6. Wait for the turn (see :mod:`shopstream.store.commit_order`).
+            7. Fold exactly the inserted rows into the rollups (additive upserts) and into
+               the sessions (merged with the stored sessions they join).
+            8. Close the quarantine rows a replay re-ran, and move every stream
+               partition's stored offset to this batch's end, only if it is where this
+               batch starts; a conflict rolls the whole batch back.
+            9. Insert the batch record; its CHECK constraint enforces
                read = loaded + duplicates + quarantined.
-            7. Commit. Only after this may the source archive, delete or acknowledge input.
+            10. Commit. Only after this may the source archive, delete or acknowledge
+                input, and the next batch take its turn.
         """
         started = time.perf_counter()
         with conn.transaction():
@@ -210,7 +247,7 @@ class Loader:
             # Step 2
             events = batch.events
             hint = batch.stored_ids_hint if use_hint else None
-            known = hint if hint is not None else stored_ids(conn, events["event_id"])
+            known = hint if hint is not None else _duplicates(conn, batch)
             new_events = without(events, known)
             inserted = new_events.height
             duplicates_in_store = batch.events.height - inserted
@@ -225,11 +262,6 @@ class Loader:
                     new_events.select(*FIELD_NAMES, pl.lit(batch_id).alias("batch_id"), late),
                 )
 
-            # Step 3b
-            if self._rollups and inserted:
-                prepared = batch.derived_hint if hint is not None else None
-                write_derived(conn, prepared or derive(new_events))
-
             # Step 4
             if batch.quarantine.height:
                 _copy_frame(
@@ -238,20 +270,31 @@ class Loader:
                     _QUARANTINE_COLUMNS,
                     _quarantine_for_copy(batch.quarantine, batch_id),
                 )
-            if batch.replayed_quarantine_ids:
-                _close_replayed(conn, batch.replayed_quarantine_ids, batch_id)
 
             # Step 5
             if batch.files:
                 _insert_ledger(conn, batch.files, batch_id)
+
+            # Step 6
+            if turn is not None:
+                turn.wait(timeout=_TURN_WAIT_SECONDS)
+
+            # Step 7
+            if self._rollups and inserted:
+                prepared = batch.derived_hint if hint is not None else None
+                write_derived(conn, prepared or derive(new_events))
+
+            # Step 8
+            if batch.replayed_quarantine_ids:
+                _close_replayed(conn, batch.replayed_quarantine_ids, batch_id)
             if batch.offsets:
                 _advance_offsets(conn, batch.offsets, batch_id)
 
-            # Step 6
+            # Step 9
             _insert_batch_record(
                 conn, batch, batch_id, inserted, duplicates_in_store, int(late.sum()), started
             )
-        # Step 7: leaving the transaction block committed it.
+        # Step 10: leaving the transaction block committed it.
         return BatchResult(
             batch_id=batch_id,
             rows_read=batch.rows_read,
@@ -262,6 +305,16 @@ class Loader:
             load_seconds=time.perf_counter() - started,
             conflicted=not use_hint,
         )
+
+
+def _duplicates(conn: psycopg.Connection[tuple[object, ...]], batch: ParsedBatch) -> pl.Series:
+    """The batch's ids that are stored, or held by an earlier batch in flight (which
+    commits before this one, or makes this one give up too)."""
+    ids = batch.events["event_id"]
+    stored = stored_ids(conn, ids)
+    if batch.in_flight_ids is None or batch.in_flight_ids.is_empty():
+        return stored
+    return pl.concat([stored, ids.filter(ids.is_in(batch.in_flight_ids.implode()))])
 
 
 def _late_mask(events: pl.DataFrame, now: datetime, horizon_seconds: float) -> pl.Series:

@@ -36,93 +36,92 @@ SESSION_COLUMNS: Final = (
 )
 
 
-def _summaries(events: pl.DataFrame, key: pl.Expr) -> pl.DataFrame:
-    """One row per ``key``: interval, counts by type, revenue and the entry event."""
-    order = ("event_timestamp", "event_id")
-    return (
-        events.with_columns(key.alias("_key"))
-        .group_by("_key")
-        .agg(
-            pl.col("user_id").min(),
-            pl.col("session_id").first().alias("source_session_id"),
-            pl.col("event_timestamp").min().alias("session_start"),
-            pl.col("event_timestamp").max().alias("session_end"),
-            pl.len().alias("events"),
-            *((pl.col("event_type") == t).sum().alias(name) for name, t in TYPE_COUNTS.items()),
-            pl.col("_cents").sum().alias("revenue_cents"),
-            pl.col("event_id").sort_by(*order).first().alias("entry_event_id"),
-            pl.col("product_id").sort_by(*order).first().alias("entry_product"),
-            pl.col("category").sort_by(*order).first().alias("entry_category"),
-        )
-    )
+def _gap_starts(start: pl.Expr, reach: pl.Expr) -> pl.Expr:
+    """Where a new gap-based session begins, on rows sorted by user then time: at a new
+    user, or when ``start`` lies more than 30 minutes past ``reach`` (how far the user's
+    earlier rows extend)."""
+    user = pl.col("user_id")
+    return ((user != user.shift(1)) | (start > reach + SESSION_GAP)).fill_null(value=True)
+
+
+def _gap_key() -> pl.Expr:
+    """A gap-based session's key: its user and start, stable however it was assembled."""
+    start = pl.col("session_start").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f")
+    return pl.concat_str(pl.col("user_id"), pl.lit("@"), start).alias("session_key")
 
 
 def merge_sessions(parts: pl.DataFrame) -> pl.DataFrame:
     """Combine session summaries that are one session: same source id, or (without one)
-    the same user with at most 30 minutes between one's end and the next one's start."""
-    keyed = parts.filter(pl.col("source_session_id").is_not_null())
-    gapped = parts.filter(pl.col("source_session_id").is_null()).sort("user_id", "session_start")
-    gapped = gapped.with_columns(
-        (
-            pl.col("session_start")
-            > pl.col("session_end").cum_max().shift(1).over("user_id") + SESSION_GAP
-        )
-        .fill_null(value=True)
-        .cum_sum()
-        .over("user_id")
-        .alias("_n")
-    )
+    the same user with at most 30 minutes between one's end and the next one's start.
+
+    Parts are sorted once by time and entry event, so every session's entry is simply
+    its first part."""
     order = ("session_start", "entry_event_id")
     combine = (
-        pl.col("user_id").min(),
         pl.col("source_session_id").first(),
-        pl.col("session_start").min(),
+        pl.col("session_start").first(),
         pl.col("session_end").max(),
         pl.col("events").sum(),
         *(pl.col(name).sum() for name in TYPE_COUNTS),
         pl.col("revenue_cents").sum(),
-        pl.col("entry_event_id").sort_by(*order).first(),
-        pl.col("entry_product").sort_by(*order).first(),
-        pl.col("entry_category").sort_by(*order).first(),
+        pl.col("entry_event_id").first(),
+        pl.col("entry_product").first(),
+        pl.col("entry_category").first(),
     )
-    by_id = keyed.group_by(pl.col("source_session_id").alias("session_key")).agg(combine)
+    keyed = parts.filter(pl.col("source_session_id").is_not_null())
+    by_id = (
+        keyed.sort("source_session_id", *order)
+        .group_by(pl.col("source_session_id").alias("session_key"), maintain_order=True)
+        .agg(pl.col("user_id").min(), *combine)
+    )
+    gapped = parts.filter(pl.col("source_session_id").is_null()).sort("user_id", *order)
+    reach = pl.col("session_end").cum_max().over("user_id").shift(1)
     by_gap = (
-        gapped.group_by("user_id", "_n")
-        .agg(combine[1:])
-        .with_columns(
-            pl.concat_str(
-                pl.col("user_id"),
-                pl.lit("@"),
-                pl.col("session_start").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f"),
-            ).alias("session_key")
-        )
-        .drop("_n")
+        gapped.with_columns(_gap_starts(pl.col("session_start"), reach).cum_sum().alias("_n"))
+        .group_by("_n", maintain_order=True)
+        .agg(pl.col("user_id").first(), *combine)
+        .with_columns(_gap_key())
     )
     return pl.concat([by_id.select(SESSION_COLUMNS), by_gap.select(SESSION_COLUMNS)])
 
 
 def batch_sessions(events: pl.DataFrame) -> pl.DataFrame:
     """A batch's own sessions (events passed through ``rollups.with_measures``): by
-    session id, and gap-based per user for the rest."""
-    with_id = _summaries(events.filter(pl.col("session_id").is_not_null()), pl.col("session_id"))
-    without = events.filter(pl.col("session_id").is_null()).sort("user_id", "event_timestamp")
-    runs = (
-        (pl.col("event_timestamp").diff().over("user_id") > SESSION_GAP)
-        .fill_null(value=True)
-        .cum_sum()
-        .over("user_id")
+    session id, and gap-based per user for the rest.
+
+    Events are sorted once by time and event id, so a session's entry event is its first
+    row and its rows need no further ordering."""
+    order = ("event_timestamp", "event_id")
+    summary = (
+        pl.col("event_timestamp").first().alias("session_start"),
+        pl.col("event_timestamp").last().alias("session_end"),
+        pl.len().alias("events"),
+        *((pl.col("event_type") == t).sum().alias(name) for name, t in TYPE_COUNTS.items()),
+        pl.col("_cents").sum().alias("revenue_cents"),
+        pl.col("event_id").first().alias("entry_event_id"),
+        pl.col("product_id").first().alias("entry_product"),
+        pl.col("category").first().alias("entry_category"),
     )
-    gapped = _summaries(
-        without, pl.concat_str(pl.col("user_id"), pl.lit("#"), runs.cast(pl.String))
-    )
-    return merge_sessions(
-        pl.concat(
-            [
-                with_id.rename({"_key": "session_key"}).select(SESSION_COLUMNS),
-                gapped.rename({"_key": "session_key"}).select(SESSION_COLUMNS),
-            ]
+    by_id = (
+        events.filter(pl.col("session_id").is_not_null())
+        .sort("session_id", *order)
+        .group_by("session_id", maintain_order=True)
+        .agg(pl.col("user_id").min(), *summary)
+        .with_columns(
+            pl.col("session_id").alias("session_key"),
+            pl.col("session_id").alias("source_session_id"),
         )
     )
+    time = pl.col("event_timestamp")
+    by_gap = (
+        events.filter(pl.col("session_id").is_null())
+        .sort("user_id", *order)
+        .with_columns(_gap_starts(time, time.shift(1)).cum_sum().alias("_n"))
+        .group_by("_n", maintain_order=True)
+        .agg(pl.col("user_id").first(), *summary)
+        .with_columns(_gap_key(), pl.lit(None, dtype=pl.String).alias("source_session_id"))
+    )
+    return pl.concat([by_id.select(SESSION_COLUMNS), by_gap.select(SESSION_COLUMNS)])
 
 
 def _merged_with(local: pl.DataFrame, stored: pl.DataFrame) -> pl.DataFrame:
@@ -268,7 +267,8 @@ def _touching(conn: psycopg.Connection[tuple[object, ...]], local: pl.DataFrame)
     sessions, spanning all of the user's batch sessions): passing thousands of keys and
     timestamps as array parameters cost more than the query itself. A stored session
     between two of a user's batch sessions may come back without touching either; merging
-    leaves it as it was."""
+    leaves it as it was. Each kind of lookup runs only when the batch has sessions of that
+    kind; the two never match the same stored session, so their rows simply add up."""
     keyed = local.filter(pl.col("source_session_id").is_not_null()).select("session_key")
     gapped = (
         local.filter(pl.col("source_session_id").is_null())
@@ -284,18 +284,25 @@ def _touching(conn: psycopg.Connection[tuple[object, ...]], local: pl.DataFrame)
                 include_header=False, datetime_format="%Y-%m-%d %H:%M:%S%.6f", null_value=""
             )
         )
-    statement = sql.SQL(
-        """SELECT {columns} FROM user_sessions s JOIN {probe} l ON s.session_key = l.session_key
-           UNION
-           SELECT {columns}
-             FROM user_sessions s
-             JOIN {probe} l
-               ON s.user_id = l.user_id AND s.source_session_id IS NULL
-              AND s.session_start <= (l.hi + %(gap)s) AT TIME ZONE 'UTC'
-              AND s.session_end >= (l.lo - %(gap)s) AT TIME ZONE 'UTC'"""
-    ).format(columns=_STORED_COLUMNS, probe=sql.Identifier(_PROBE))
-    rows = conn.execute(statement, {"gap": SESSION_GAP}).fetchall()
+    rows: list[tuple[object, ...]] = []
+    if keyed.height:
+        rows += conn.execute(_BY_SESSION_ID).fetchall()
+    if gapped.height:
+        rows += conn.execute(_BY_GAP, {"gap": SESSION_GAP}).fetchall()
     return pl.DataFrame(rows, schema=local.schema, orient="row")
+
+
+_BY_SESSION_ID: Final = sql.SQL(
+    "SELECT {columns} FROM user_sessions s JOIN {probe} l ON s.session_key = l.session_key"
+).format(columns=_STORED_COLUMNS, probe=sql.Identifier(_PROBE))
+_BY_GAP: Final = sql.SQL(
+    """SELECT {columns}
+         FROM user_sessions s
+         JOIN {probe} l
+           ON s.user_id = l.user_id AND s.source_session_id IS NULL
+          AND s.session_start <= (l.hi + %(gap)s) AT TIME ZONE 'UTC'
+          AND s.session_end >= (l.lo - %(gap)s) AT TIME ZONE 'UTC'"""
+).format(columns=_STORED_COLUMNS, probe=sql.Identifier(_PROBE))
 
 
 def _copy_sessions(conn: psycopg.Connection[tuple[object, ...]], sessions: pl.DataFrame) -> None:

@@ -1,10 +1,12 @@
-"""Drive a source through the embedded engine into the loader.
+"""Drive a source through the embedded engine into the loaders.
 
-A parser thread builds the next batch while the calling thread commits the previous one:
-Polars and psycopg's COPY both release the GIL, so both cores work. The queue between them
-holds one batch, which bounds memory whatever the backlog. The parser thread also finds
-which ids are duplicates (see ``lookahead``), so the loader's critical path is little more
-than its COPY.
+A parser thread builds the next batch while two loader threads, each with a connection of
+its own, write the batches before it: Polars and psycopg's COPY both release the GIL, so
+both cores work. One batch writes its events while the one before it folds rollups and
+commits; commits still come one at a time, in the order batches were read (see
+``store.commit_order``). The queue between parser and loaders holds one batch, which
+bounds memory whatever the backlog. The parser thread also finds which ids are duplicates
+(see ``lookahead``), so a loader's work is little more than its COPY.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -26,6 +30,7 @@ from shopstream.logs import bind_batch
 from shopstream.metrics import record_batch
 from shopstream.settings import Settings
 from shopstream.sources.base import Source
+from shopstream.store.commit_order import CommitOrder, CommitTurn, EarlierBatchFailed
 from shopstream.store.connection import Stopped
 from shopstream.store.derived import derive
 from shopstream.store.loader import AlreadyCommitted, BatchResult, Loader, OffsetsMoved
@@ -83,12 +88,19 @@ class Runner:
         on_batch: BatchCallback | None = None,
     ) -> None:
         self._source = source
-        self._loader = loader
         self._settings = settings
         self._until_idle = until_idle
         self._on_batch = on_batch
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        # One batch writes its own rows while the one before it folds rollups and commits
+        # (see store.commit_order); a third would only queue for the same turn.
+        self._loaders = [loader, loader.with_own_connection()]
+        self._workers = [
+            ThreadPoolExecutor(1, thread_name_prefix=f"shopstream-load-{n}")
+            for n in range(len(self._loaders))
+        ]
+        self._order = CommitOrder()
         self._queue: queue.Queue[tuple[list[IncomingFile], ParsedBatch] | None] = queue.Queue(
             maxsize=1
         )
@@ -119,7 +131,10 @@ class Runner:
         finally:
             self._stop.set()
             producer.join(timeout=30)
-            self._loader.close()
+            for worker in self._workers:
+                worker.shutdown()
+            for loader in self._loaders:
+                loader.close()
             self._ahead.close()
             with self._lock:
                 self._source.close()
@@ -170,6 +185,7 @@ class Runner:
         batch.batch_id = batch_id
         hint = self._look_ahead.duplicates(batch.events["event_id"])
         batch.stored_ids_hint = hint
+        batch.in_flight_ids = self._look_ahead.in_flight()
         if self._settings.rollups:
             batch.derived_hint = derive(without(batch.events, hint))
         return batch
@@ -196,47 +212,81 @@ class Runner:
                 self._source.abandoned(files)
             self._outstanding -= 1
 
-    # -- loader (calling thread) --------------------------------------------------------
+    # -- loaders (calling thread, and one thread per connection) ---------------------------
 
     def _consume(self, summary: RunSummary) -> None:
-        while True:
-            try:
-                item = self._queue.get(timeout=0.1)
-            except queue.Empty:
+        """Start each batch on the loader its predecessor but one used, and conclude the
+        batches in the order they were read, each as soon as it is done."""
+        loading: deque[_Loading] = deque()
+        try:
+            while True:
+                try:
+                    item = self._queue.get(timeout=0.02 if loading else 0.1)
+                except queue.Empty:
+                    while loading and loading[0].outcome.done():
+                        self._conclude(loading.popleft(), summary)
+                    if self._stop.is_set():
+                        break
+                    continue
+                if item is None:
+                    break
+                if len(loading) == len(self._loaders):
+                    self._conclude(loading.popleft(), summary)
+                loading.append(self._start(*item))
                 if self._stop.is_set():
-                    return
-                continue
-            if item is None:
-                return
-            files, batch = item
-            self._commit(files, batch, summary)
-            if self._stop.is_set():
-                return
+                    break
+            while loading:
+                self._conclude(loading.popleft(), summary)
+        except BaseException:
+            self._order.break_off()
+            for rest in loading:
+                try:
+                    self._conclude(rest, summary)
+                except Exception:
+                    log.exception("batch %s failed after an earlier one", rest.batch.batch_id)
+            raise
 
-    def _commit(self, files: list[IncomingFile], batch: ParsedBatch, summary: RunSummary) -> None:
+    def _start(self, files: list[IncomingFile], batch: ParsedBatch) -> _Loading:
+        with self._lock:
+            self._source.before_load(batch, files)
+        turn = self._order.turn()
+        slot = turn.position % len(self._loaders)
+        outcome = self._workers[slot].submit(self._load, self._loaders[slot], batch, turn)
+        return _Loading(files, batch, outcome)
+
+    def _load(self, loader: Loader, batch: ParsedBatch, turn: CommitTurn) -> BatchResult:
         assert batch.batch_id is not None
         with bind_batch(batch.batch_id):
-            self._commit_bound(files, batch, summary)
+            try:
+                return loader.load(batch, turn)
+            except (AlreadyCommitted, OffsetsMoved):
+                turn.finish()  # nothing written; the next batch decides for itself
+                raise
+            except BaseException:
+                self._order.break_off()
+                raise
 
-    def _commit_bound(
-        self, files: list[IncomingFile], batch: ParsedBatch, summary: RunSummary
-    ) -> None:
-        try:
-            with self._lock:
-                self._source.before_load(batch, files)
-            result = self._loader.load(batch)
-        except AlreadyCommitted:
-            log.warning("input of this batch was committed elsewhere; skipping it")
-            self._settle(files, committed=True)
-            return
-        except OffsetsMoved as moved:
-            log.info("another consumer committed first (%s); re-reading from there", moved)
-            self._settle(files, committed=False)
-            return
-        except Stopped:
-            self._settle(files, committed=False)
-            return
-        self._settle(files, committed=True, conflicted=result.conflicted)
+    def _conclude(self, loading: _Loading, summary: RunSummary) -> None:
+        batch, files = loading.batch, loading.files
+        assert batch.batch_id is not None
+        with bind_batch(batch.batch_id):
+            try:
+                result = loading.outcome.result()
+            except AlreadyCommitted:
+                log.warning("input of this batch was committed elsewhere; skipping it")
+                self._settle(files, committed=True)
+                return
+            except OffsetsMoved as moved:
+                log.info("another consumer committed first (%s); re-reading from there", moved)
+                self._settle(files, committed=False)
+                return
+            except (Stopped, EarlierBatchFailed):
+                self._settle(files, committed=False)
+                return
+            self._settle(files, committed=True, conflicted=result.conflicted)
+            self._report(batch, result, summary)
+
+    def _report(self, batch: ParsedBatch, result: BatchResult, summary: RunSummary) -> None:
         summary.add(result)
         record_batch(
             read=result.rows_read,
@@ -259,3 +309,12 @@ class Runner:
         )
         if self._on_batch is not None:
             self._on_batch(batch, result)
+
+
+@dataclass(frozen=True, slots=True)
+class _Loading:
+    """A batch handed to a loader thread, with what its conclusion needs."""
+
+    files: list[IncomingFile]
+    batch: ParsedBatch
+    outcome: Future[BatchResult]
