@@ -48,5 +48,6 @@ def prepare_connection(conn: psycopg.Connection[tuple[object, ...]]) -> None:
 
 
 def write_derived(conn: psycopg.Connection[tuple[object, ...]], derived: Derived) -> None:
-    write_rollups(conn, derived.rollups)
-    update_sessions(conn, derived.sessions, derived.lock_buckets)
+    """Sessions first: each customer's change in session count joins its rollup upsert."""
+    session_counts = update_sessions(conn, derived.sessions, derived.lock_buckets)
+    write_rollups(conn, derived.rollups, session_counts)

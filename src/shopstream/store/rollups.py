@@ -153,17 +153,29 @@ def rollup_deltas(measured: pl.DataFrame) -> list[StagedDelta]:
 
 def create_stages(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     """The session's staging tables for the deltas; once per connection."""
-    for rollup in _ROLLUPS:
+    stages = [(rollup.stage, rollup.columns) for rollup in _ROLLUPS]
+    for stage, columns in [*stages, (_SESSION_COUNTS, "user_id text, sessions bigint")]:
         conn.execute(
             sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
-                sql.Identifier(rollup.stage), sql.SQL(rollup.columns)
+                sql.Identifier(stage), sql.SQL(columns)
             )
         )
 
 
-def write_rollups(conn: psycopg.Connection[tuple[object, ...]], deltas: list[StagedDelta]) -> None:
+def write_rollups(
+    conn: psycopg.Connection[tuple[object, ...]],
+    deltas: list[StagedDelta],
+    session_counts: pl.DataFrame,
+) -> None:
     """Merge deltas (from :func:`rollup_deltas`) into the rollup tables, through the
-    staging tables of :func:`create_stages`."""
+    staging tables of :func:`create_stages`; ``session_counts`` (user_id, sessions) are
+    the customers' changes in session count."""
+    if session_counts.height:
+        statement = sql.SQL("COPY {} FROM STDIN (FORMAT csv)").format(
+            sql.Identifier(_SESSION_COUNTS)
+        )
+        with conn.cursor().copy(statement) as copy:
+            copy.write(session_counts.select("user_id", "sessions").write_csv(include_header=False))
     for rollup, delta in zip(_ROLLUPS, deltas, strict=True):
         if not delta.rows:
             continue
@@ -175,6 +187,7 @@ def write_rollups(conn: psycopg.Connection[tuple[object, ...]], deltas: list[Sta
         conn.execute(sql.SQL(rollup.merge))
 
 
+_SESSION_COUNTS: Final = "stage_session_counts"
 _ROLLUPS: Final = (
     _Rollup(
         stage="stage_realtime",
@@ -223,15 +236,17 @@ _ROLLUPS: Final = (
                    orders bigint, refunds bigint, units bigint, cents bigint,
                    last_purchase timestamp""",
         merge="""INSERT INTO customer_metrics AS c (user_id, first_seen, last_seen, events,
-                     orders, refunds, units, revenue, last_purchase)
+                     sessions, orders, refunds, units, revenue, last_purchase)
                  SELECT user_id, first_seen AT TIME ZONE 'UTC', last_seen AT TIME ZONE 'UTC',
-                        events, orders, refunds, units, cents::numeric / 100,
-                        last_purchase AT TIME ZONE 'UTC'
-                   FROM stage_customers ORDER BY 1
+                        events, coalesce(n.sessions, 0), orders, refunds, units,
+                        cents::numeric / 100, last_purchase AT TIME ZONE 'UTC'
+                   FROM stage_customers LEFT JOIN stage_session_counts n USING (user_id)
+                  ORDER BY 1
                  ON CONFLICT (user_id) DO UPDATE SET
                      first_seen = least(c.first_seen, excluded.first_seen),
                      last_seen = greatest(c.last_seen, excluded.last_seen),
                      events = c.events + excluded.events,
+                     sessions = c.sessions + excluded.sessions,
                      orders = c.orders + excluded.orders,
                      refunds = c.refunds + excluded.refunds,
                      units = c.units + excluded.units,

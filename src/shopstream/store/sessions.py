@@ -21,6 +21,7 @@ from shopstream.store.rollups import TYPE_COUNTS, UNKNOWN_CATEGORY
 SESSION_GAP: Final = timedelta(minutes=30)
 _LOCK_CLASS: Final = 0x5E55  # advisory-lock namespace for session maintenance
 _LOCK_BUCKETS: Final = 256  # few locks per transaction, whatever the batch
+SESSION_COUNTS: Final = pl.DataFrame(schema={"user_id": pl.String, "sessions": pl.Int64})
 SESSION_COLUMNS: Final = (
     "session_key",
     "user_id",
@@ -147,12 +148,13 @@ def lock_buckets(user_hashes: pl.Series) -> list[int]:
 
 def update_sessions(
     conn: psycopg.Connection[tuple[object, ...]], local: pl.DataFrame, buckets: list[int]
-) -> None:
+) -> pl.DataFrame:
     """Fold a batch's own sessions (:func:`batch_sessions` of the rows just inserted) into
-    ``user_sessions`` and the per-customer session counts; ``buckets`` from
-    :func:`lock_buckets` of the same rows."""
+    ``user_sessions`` and the funnels; ``buckets`` from :func:`lock_buckets` of the same
+    rows. Returns how many sessions each of the batch's users gained (merging can make it
+    negative), for ``customer_metrics``."""
     if not local.height:
-        return
+        return SESSION_COUNTS.clear()
     conn.execute(
         "SELECT pg_advisory_xact_lock(%s, b) FROM unnest(%s::int[]) AS b ORDER BY b",
         (_LOCK_CLASS, buckets),
@@ -166,25 +168,19 @@ def update_sessions(
         )
     _copy_sessions(conn, merged)
     _update_funnels(conn, added=merged, removed=stored)
-    counts = (
+    return (
         merged.group_by("user_id")
         .len("added")
         .join(stored.group_by("user_id").len("removed"), on="user_id", how="full", coalesce=True)
         .select(
             "user_id",
-            pl.col("added").fill_null(0).cast(pl.Int64)
-            - pl.col("removed").fill_null(0).cast(pl.Int64),
+            (
+                pl.col("added").fill_null(0).cast(pl.Int64)
+                - pl.col("removed").fill_null(0).cast(pl.Int64)
+            ).alias("sessions"),
         )
-        .filter(pl.col("added") != 0)
-        .sort("user_id")
+        .filter(pl.col("sessions") != 0)
     )
-    if counts.height:
-        conn.execute(
-            """UPDATE customer_metrics c SET sessions = c.sessions + d.delta
-                 FROM unnest(%s::text[], %s::bigint[]) AS d(user_id, delta)
-                WHERE c.user_id = d.user_id""",
-            (counts["user_id"].to_list(), counts["added"].to_list()),
-        )
 
 
 def funnel_deltas(added: pl.DataFrame, removed: pl.DataFrame) -> pl.DataFrame:
@@ -292,16 +288,23 @@ def _touching(conn: psycopg.Connection[tuple[object, ...]], local: pl.DataFrame)
     return pl.DataFrame(rows, schema=local.schema, orient="row")
 
 
+# Each lookup is an index scan per batch session or user (LATERAL, with OFFSET 0 so the
+# planner keeps it one): its cost follows the batch, where a hash join over the table,
+# which the planner prefers without statistics on the probe, grows with every session stored.
 _BY_SESSION_ID: Final = sql.SQL(
-    "SELECT {columns} FROM user_sessions s JOIN {probe} l ON s.session_key = l.session_key"
+    """SELECT s.* FROM {probe} l CROSS JOIN LATERAL (
+           SELECT {columns} FROM user_sessions s WHERE s.session_key = l.session_key OFFSET 0
+       ) s"""
 ).format(columns=_STORED_COLUMNS, probe=sql.Identifier(_PROBE))
 _BY_GAP: Final = sql.SQL(
-    """SELECT {columns}
-         FROM user_sessions s
-         JOIN {probe} l
-           ON s.user_id = l.user_id AND s.source_session_id IS NULL
-          AND s.session_start <= (l.hi + %(gap)s) AT TIME ZONE 'UTC'
-          AND s.session_end >= (l.lo - %(gap)s) AT TIME ZONE 'UTC'"""
+    """SELECT s.* FROM {probe} l CROSS JOIN LATERAL (
+           SELECT {columns}
+             FROM user_sessions s
+            WHERE s.user_id = l.user_id AND s.source_session_id IS NULL
+              AND s.session_end >= (l.lo - %(gap)s) AT TIME ZONE 'UTC'
+              AND s.session_start <= (l.hi + %(gap)s) AT TIME ZONE 'UTC'
+           OFFSET 0
+       ) s"""
 ).format(columns=_STORED_COLUMNS, probe=sql.Identifier(_PROBE))
 
 
