@@ -21,7 +21,7 @@ from shopstream.store.rollups import TYPE_COUNTS, UNKNOWN_CATEGORY
 SESSION_GAP: Final = timedelta(minutes=30)
 _LOCK_CLASS: Final = 0x5E55  # advisory-lock namespace for session maintenance
 _LOCK_BUCKETS: Final = 256  # few locks per transaction, whatever the batch
-SESSION_COUNTS: Final = pl.DataFrame(schema={"user_id": pl.String, "sessions": pl.Int64})
+_NO_SESSION_COUNTS: Final = pl.DataFrame(schema={"user_id": pl.String, "sessions": pl.Int64})
 SESSION_COLUMNS: Final = (
     "session_key",
     "user_id",
@@ -154,7 +154,7 @@ def update_sessions(
     rows. Returns how many sessions each of the batch's users gained (merging can make it
     negative), for ``customer_metrics``."""
     if not local.height:
-        return SESSION_COUNTS.clear()
+        return _NO_SESSION_COUNTS.clear()
     conn.execute(
         "SELECT pg_advisory_xact_lock(%s, b) FROM unnest(%s::int[]) AS b ORDER BY b",
         (_LOCK_CLASS, buckets),
