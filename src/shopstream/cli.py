@@ -736,14 +736,18 @@ def demo(
     serve: Annotated[bool, typer.Option(help="Serve the API and dashboard too.")] = True,
 ) -> None:
     """Embedded database + live generator + pipeline + API and dashboard. Ctrl-C stops."""
-    from shopstream.demo import run_demo
+    from shopstream.demo import DashboardUnavailableError, run_demo
 
     settings = Settings()
     with _database(settings) as url:
-        run_demo(
-            settings, url, rate=rate, duration=duration, console=console,
-            port=port if serve else None,
-        )  # fmt: skip
+        try:
+            run_demo(
+                settings, url, rate=rate, duration=duration, console=console,
+                port=port if serve else None,
+            )  # fmt: skip
+        except DashboardUnavailableError as error:
+            err.print(f"[red]{error}[/red]; pick another with --port, or --no-serve")
+            raise typer.Exit(1) from error
     console.print(
         "\nThe data stays in the embedded database. Reach it with:\n"
         "  shopstream db up        # start it again for other tools\n"

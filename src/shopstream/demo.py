@@ -32,6 +32,7 @@ from shopstream.store.loader import BatchResult, Loader
 
 log = logging.getLogger(__name__)
 CUSTOMERS_EVERY_S: Final = 30.0
+SERVER_START_S: Final = 30.0
 
 
 @dataclass
@@ -53,12 +54,23 @@ class DemoStats:
         return (g1 - g0) / span, (l1 - l0) / span
 
 
+class DashboardUnavailableError(Exception):
+    """The API and dashboard could not start (the port is taken, say)."""
+
+
 def _serve(settings: Settings, url: str, port: int) -> uvicorn.Server:
-    """The API and dashboard on 127.0.0.1:port, in a thread of this process."""
+    """The API and dashboard on 127.0.0.1:port, in a thread of this process; returns once
+    it accepts connections, so the address printed next already answers."""
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings, url), host="127.0.0.1", port=port, log_level="warning")
     )
-    threading.Thread(target=server.run, name="shopstream-api", daemon=True).start()
+    serving = threading.Thread(target=server.run, name="shopstream-api", daemon=True)
+    serving.start()
+    deadline = time.monotonic() + SERVER_START_S
+    while not server.started:
+        if not serving.is_alive() or time.monotonic() > deadline:
+            raise DashboardUnavailableError(f"the dashboard could not listen on 127.0.0.1:{port}")
+        time.sleep(0.05)
     return server
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from pathlib import Path
 
@@ -84,3 +85,14 @@ def test_demo_serves_the_dashboard_with_a_printed_key(tmp_path: Path, database_u
         time.sleep(0.5)
     demo.communicate(timeout=90)
     assert demo.returncode == 0
+
+
+def test_demo_on_a_taken_port_says_so(tmp_path: Path, database_url: str) -> None:
+    env = cli_env(database_url, tmp_path / "home")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = shopstream("demo", "--duration", "1", "--port", str(port), env=env, check=False)
+    assert result.returncode == 1
+    assert f"could not listen on 127.0.0.1:{port}" in result.stderr
