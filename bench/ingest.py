@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import resource
 import statistics
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -45,11 +47,29 @@ def raw_copy_seconds(conn: psycopg.Connection, payload: bytes) -> float:
     return time.perf_counter() - started
 
 
-def timed_run(inbox: Path, env: dict[str, str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one ``run --until-idle`` into a fresh database."""
+@dataclass(frozen=True)
+class Run:
+    """One ``run --until-idle``: wall seconds, peak RSS, and where the CPU went."""
+
+    seconds: float
+    peak_rss: int  # bytes
+    runner_cpu: float  # CPU seconds of the runner process, all its threads
+    machine_cpu: float  # CPU seconds of the whole machine: runner, PostgreSQL, the rest
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the machine has spent on anything but idling, since boot."""
+    times = psutil.cpu_times()
+    return sum(getattr(times, f) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+
+def timed_run(inbox: Path, env: dict[str, str]) -> Run:
+    """One ``run --until-idle`` into a fresh database."""
     subprocess.run([*SHOPSTREAM, "db", "migrate"], env=env, check=True, capture_output=True)
     with psycopg.connect(env["SHOPSTREAM_DATABASE_URL"], autocommit=True) as conn:
         conn.execute("CHECKPOINT")
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    machine_before = busy_cpu_seconds()
     started = time.perf_counter()
     runner = psutil.Popen(
         [*SHOPSTREAM, "run", "--source", str(inbox), "--until-idle"],
@@ -61,9 +81,14 @@ def timed_run(inbox: Path, env: dict[str, str]) -> tuple[float, int]:
             peak_rss = max(peak_rss, runner.memory_info().rss)
         time.sleep(0.02)
     elapsed = time.perf_counter() - started
+    machine_cpu = busy_cpu_seconds() - machine_before
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the runner, reaped by poll()
+    runner_cpu = (children.ru_utime - children_before.ru_utime) + (
+        children.ru_stime - children_before.ru_stime
+    )
     if runner.returncode != 0:
         raise SystemExit(f"shopstream run failed with {runner.returncode}")
-    return elapsed, peak_rss
+    return Run(elapsed, peak_rss, runner_cpu, machine_cpu)
 
 
 def run_benchmark(args: argparse.Namespace, work: Path, base_url: str) -> None:
@@ -76,21 +101,17 @@ def run_benchmark(args: argparse.Namespace, work: Path, base_url: str) -> None:
          "--seed", "1", "--dirty", "0.01", "--duplicates", "0.02", "--file-rows", "10000"],
         env=env_for(base_url, work / "home"), check=True, capture_output=True,
     )  # fmt: skip
-    bare_runs: list[float] = []
-    full_runs: list[float] = []
+    bare_runs: list[Run] = []
+    full_runs: list[Run] = []
     raw_runs: list[float] = []
-    peak_rss = 0
     for trial in range(args.trials):
         bare_env = {
             **env_for(fresh_database(base_url, "bench_bare"), work / "home"),
             "SHOPSTREAM_ROLLUPS": "false",
         }
-        bare_elapsed, bare_rss = timed_run(inbox, bare_env)
-        bare_runs.append(bare_elapsed)
+        bare_runs.append(timed_run(inbox, bare_env))
         url = fresh_database(base_url, "bench_ingest")
-        elapsed, rss = timed_run(inbox, env_for(url, work / "home"))
-        full_runs.append(elapsed)
-        peak_rss = max(peak_rss, bare_rss, rss)
+        full_runs.append(timed_run(inbox, env_for(url, work / "home")))
         with psycopg.connect(url) as conn:
             if trial == 0:
                 read, loaded = conn.execute(
@@ -107,8 +128,8 @@ def run_benchmark(args: argparse.Namespace, work: Path, base_url: str) -> None:
     def rates(runs: list[float], rows: int) -> tuple[float, float]:
         return rows / min(runs), rows / statistics.median(runs)
 
-    bare_best, bare_median = rates(bare_runs, int(read))
-    full_best, full_median = rates(full_runs, int(read))
+    bare_best, bare_median = rates([r.seconds for r in bare_runs], int(read))
+    full_best, full_median = rates([r.seconds for r in full_runs], int(read))
     raw_best, raw_median = rates(raw_runs, int(loaded))
     print(f"input rows {int(read):,} ({int(loaded):,} loaded); {args.trials} interleaved trials")
     print(f"{'':30}{'best':>12}{'median':>12}")
@@ -126,11 +147,36 @@ def run_benchmark(args: argparse.Namespace, work: Path, base_url: str) -> None:
         print(f"{label:30}{best:>12.2f}{median:>12.2f}")
     seconds = ", ".join(
         f"{name} {' '.join(f'{t:.2f}' for t in runs)}"
-        for name, runs in (("off", bare_runs), ("on", full_runs), ("ceiling", raw_runs))
+        for name, runs in (
+            ("off", [r.seconds for r in bare_runs]),
+            ("on", [r.seconds for r in full_runs]),
+            ("ceiling", raw_runs),
+        )
     )
     print(f"seconds per trial: {seconds}")
+    peak_rss = max(r.peak_rss for r in (*bare_runs, *full_runs))
     print(f"peak RSS (runner)             {peak_rss / 2**20:>12,.0f} MB")
+    cpu_report(bare_runs, full_runs, int(read))
     freshness(args, work, base_url)
+
+
+def cpu_report(bare_runs: list[Run], full_runs: list[Run], rows: int) -> None:
+    """Where the CPU went, per million input rows (medians over the trials). When both modes
+    keep every core busy, their throughput ratio is the inverse ratio of CPU spent."""
+    cores = psutil.cpu_count() or 1
+    print(f"CPU per million rows (median)     runner  whole machine   cores busy (of {cores})")
+    medians = {}
+    for label, runs in (("rollups off", bare_runs), ("rollups on", full_runs)):
+        runner = statistics.median(r.runner_cpu for r in runs) * 1e6 / rows
+        machine = statistics.median(r.machine_cpu for r in runs) * 1e6 / rows
+        busy = statistics.median(r.machine_cpu / r.seconds for r in runs)
+        medians[label] = machine
+        print(f"{label:30}{runner:>8.2f} s{machine:>13.2f} s{busy:>13.2f}")
+    extra = medians["rollups on"] - medians["rollups off"]
+    print(
+        f"rollups cost {extra:.2f} CPU-s per million rows; CPU ratio off / on "
+        f"{medians['rollups off'] / medians['rollups on']:.2f}"
+    )
 
 
 def freshness(args: argparse.Namespace, work: Path, base_url: str) -> None:
