@@ -344,6 +344,7 @@ def _run_spark(
         max_offsets_per_trigger=settings.spark_max_offsets_per_trigger,
         archive=archive.resolve() if archive else None,
         delete=delete,
+        limits=settings.read_limits,
     )
     stop_requested = False
 

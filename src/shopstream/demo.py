@@ -28,6 +28,7 @@ from shopstream.schema import InputFormat
 from shopstream.settings import Settings
 from shopstream.sources.files import DirectorySource
 from shopstream.store.connection import connect
+from shopstream.store.ledger import LedgerCheck
 from shopstream.store.loader import BatchResult, Loader
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,14 @@ def run_demo(
         daemon=True,
     )
     runner = Runner(
-        DirectorySource(inbox, known={}, delete=True, settle_seconds=settings.trigger_ms / 1000),
+        DirectorySource(
+            inbox,
+            known={},
+            delete=True,
+            settle_seconds=settings.trigger_ms / 1000,
+            max_file_bytes=settings.max_file_bytes,
+            in_ledger=LedgerCheck(url),
+        ),
         Loader.from_settings(url, settings, should_stop=stop.is_set),
         settings,
         on_batch=on_batch,

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits
+
 
 class Settings(BaseSettings):
     """Everything a deployment may tune; the defaults run the embedded setup."""
@@ -76,6 +78,45 @@ class Settings(BaseSettings):
         default=10, ge=1, description="Spark: files per micro-batch unless --max-files-per-trigger."
     )
     api_pool_size: int = Field(default=10, ge=1, description="API database connections.")
+    max_file_bytes: int = Field(
+        default=DEFAULT_LIMITS.max_file_bytes,
+        ge=1024,
+        description="Largest input file, after decompression, parsed as a whole; larger files"
+        " are rejected as file_too_large (hashed as a stream, never held in memory).",
+    )
+    max_compression_ratio: float = Field(
+        default=DEFAULT_LIMITS.max_compression_ratio,
+        gt=1,
+        description="A gzip file expanding more than this (past 16 MiB) is rejected as"
+        " file_compression_ratio: a decompression bomb.",
+    )
+    max_line_bytes: int = Field(
+        default=DEFAULT_LIMITS.max_line_bytes,
+        ge=1024,
+        description="Longest record parsed; longer ones are quarantined as line_too_long.",
+    )
+    quarantine_excerpt_bytes: int = Field(
+        default=DEFAULT_LIMITS.excerpt_bytes,
+        ge=256,
+        description="How much of a quarantined record's raw content is stored (its full size"
+        " and SHA-256 always are).",
+    )
+    reject_bad_records: int = Field(
+        default=DEFAULT_LIMITS.reject_bad_records,
+        ge=1,
+        description="A file with more bad records than this, over 90% of it, is rejected whole"
+        " as file_mostly_broken with a sample, instead of quarantined line by line.",
+    )
+
+    @property
+    def read_limits(self) -> ReadLimits:
+        return ReadLimits(
+            max_file_bytes=self.max_file_bytes,
+            max_compression_ratio=self.max_compression_ratio,
+            max_line_bytes=self.max_line_bytes,
+            excerpt_bytes=self.quarantine_excerpt_bytes,
+            reject_bad_records=self.reject_bad_records,
+        )
 
     @cached_property
     def home_dir(self) -> Path:

@@ -67,12 +67,14 @@ def test_structural_faults_keep_raw_bytes() -> None:
         (5, StructuralRule.COLUMN_COUNT),
         (6, StructuralRule.ENCODING),
     ]
-    text, exact = rows.raw_line(4)
-    assert text.startswith("\\xff\\xfe,view") and exact is not None and exact.startswith(b"\xff")
-    assert rows.raw_line(5) == ("a,b", None)
-    assert rows.raw_line(6) == ("x\\x00,1", b"x\x00,1")
+    first = rows.raw_line(4)
+    assert first.text.startswith("\\xff\\xfe,view")
+    assert first.exact is not None and first.exact.startswith(b"\xff")
+    assert (rows.raw_line(5).text, rows.raw_line(5).exact) == ("a,b", None)
+    assert (rows.raw_line(6).text, rows.raw_line(6).exact) == ("x\\x00,1", b"x\x00,1")
+    assert rows.raw_line(6).size == 4
     both = read_rows(SEED.encode() + b"\x00\xff,1\n", "e.csv")
-    assert both.raw_line(4) == ("\\x00\\xff,1", b"\x00\xff,1")
+    assert (both.raw_line(4).text, both.raw_line(4).exact) == ("\\x00\\xff,1", b"\x00\xff,1")
 
 
 def test_quoted_newlines_fall_back_to_exact_parser() -> None:

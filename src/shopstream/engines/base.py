@@ -31,10 +31,12 @@ QUARANTINE_SCHEMA: Final[dict[str, pl.DataType]] = {
     "line_no": pl.Int64(),
     "scope": pl.String(),
     "rules": pl.List(pl.String()),
-    "raw": pl.String(),
+    "raw": pl.String(),  # an excerpt of at most SHOPSTREAM_QUARANTINE_EXCERPT_BYTES
     "raw_bytes": pl.Binary(),
     "format": pl.String(),
     "header": pl.String(),
+    "raw_size": pl.Int64(),  # the whole record's size and SHA-256, however long it was
+    "raw_sha256": pl.String(),
 }
 
 

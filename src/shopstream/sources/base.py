@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from shopstream.engines.base import ParsedBatch
 from shopstream.engines.embedded.batch import IncomingFile
 from shopstream.schema import InputFormat
+from shopstream.validation.limits import ReadLimits
 
 
 class Source(ABC):
@@ -34,6 +35,11 @@ class Source(ABC):
     @abstractmethod
     def idle(self) -> bool:
         """Nothing is waiting and nothing is in flight."""
+
+    def read_limits(self, limits: ReadLimits) -> ReadLimits:
+        """The parse bounds for this source's items (a stream, whose records are each
+        accounted for on their own, may lift the whole-file ones)."""
+        return limits
 
     def annotate(self, batch: ParsedBatch, items: list[IncomingFile]) -> None:  # noqa: B027 - optional hook
         """Add the source's position (beyond the file ledger) to a freshly built batch."""

@@ -35,6 +35,7 @@ from shopstream.engines.embedded.batch import IncomingFile
 from shopstream.sources.base import Source
 from shopstream.sources.kafka_config import client_config
 from shopstream.sources.kafka_framing import as_files, chunk_path, first_line
+from shopstream.validation.limits import ReadLimits
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +261,9 @@ class KafkaSource(Source):
             )
             files.append(IncomingFile(path, data, content_hash=""))
         return files
+
+    def read_limits(self, limits: ReadLimits) -> ReadLimits:
+        return limits.for_messages()
 
     def annotate(self, batch: ParsedBatch, items: list[IncomingFile]) -> None:
         """Offsets instead of a file ledger; quarantine rows point at partition and offset."""

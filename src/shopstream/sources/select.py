@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from shopstream.schema import InputFormat
 from shopstream.settings import Settings
 from shopstream.sources.base import Source
-from shopstream.store.connection import connect
+from shopstream.store.ledger import LedgerCheck, known_files
 
 if TYPE_CHECKING:
     from shopstream.sources.kafka import ResetPolicy
@@ -49,20 +49,15 @@ def directory_source(
     from shopstream.sources.files import DirectorySource
 
     directory = directory.resolve()
-    known: dict[str, set[str]] = {}
-    with connect(url) as conn:
-        for path, digest in conn.execute(
-            "SELECT path, content_hash FROM ingested_files WHERE starts_with(path, %s)",
-            (f"{directory}/",),
-        ):
-            known.setdefault(str(path), set()).add(str(digest))
     return DirectorySource(
         directory,
-        known=known,
+        known=known_files(url, directory),
         archive=archive,
         delete=delete,
         settle_seconds=settings.trigger_ms / 1000,
         input_format=input_format,
+        max_file_bytes=settings.max_file_bytes,
+        in_ledger=LedgerCheck(url),
     )
 
 

@@ -8,6 +8,7 @@ re-deliveries into no-ops.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -28,11 +29,14 @@ from shopstream.store.commit_order import CommitTurn, TurnOverdue
 from shopstream.store.connection import connect, retry_transient
 from shopstream.store.derived import derive, prepare_connection, write_derived
 from shopstream.store.stored_ids import stored_ids, without
+from shopstream.validation.limits import DEFAULT_LIMITS
 
 log = logging.getLogger(__name__)
 
-# Constraints whose violation means "this input was already committed by someone".
-_ALREADY_COMMITTED: Final = frozenset({"ingested_files_pkey", "batches_source_batch_key_key"})
+# Constraints whose violation means "input of this batch was already committed by someone":
+# some of its files, or the whole batch (by its source batch key).
+_LEDGER_KEY: Final = "ingested_files_pkey"
+_BATCH_KEY: Final = "batches_source_batch_key_key"
 _EVENTS_KEY: Final = "events_pkey"
 # How long a transaction waits, locks held, for the batches before it (whose second half
 # normally takes well under a second).
@@ -47,11 +51,22 @@ _QUARANTINE_COLUMNS: Final = (
     "raw_bytes",
     "format",
     "header",
+    "raw_size",
+    "raw_sha256",
 )
 
 
 class AlreadyCommitted(Exception):  # noqa: N818 - an outcome, not a failure
-    """Another process (or an earlier run) committed this input; nothing was written."""
+    """Another process (or an earlier run) committed input of this batch; nothing was
+    written. ``committed_files`` names the (path, content hash) pairs the ledger holds;
+    the batch's other files were loaded by nobody and must be read again. ``None``: the
+    batch as a whole was committed (its source batch key or replayed rows)."""
+
+    def __init__(
+        self, source: str, committed_files: frozenset[tuple[str, str]] | None = None
+    ) -> None:
+        super().__init__(source)
+        self.committed_files = committed_files
 
 
 class OffsetsMoved(Exception):  # noqa: N818 - an outcome, not a failure
@@ -90,8 +105,10 @@ class Loader:
         should_stop: Callable[[], bool] = lambda: False,
         rollups: bool = True,
         late_horizon_seconds: float = 7 * 86400,
+        excerpt_bytes: int = DEFAULT_LIMITS.excerpt_bytes,
     ) -> None:
         self._url = url
+        self._excerpt_bytes = excerpt_bytes
         self._rollups = rollups
         self._late_horizon_seconds = late_horizon_seconds
         self._retry_max_seconds = retry_max_seconds
@@ -108,6 +125,7 @@ class Loader:
             should_stop=should_stop,
             rollups=settings.rollups,
             late_horizon_seconds=settings.late_horizon_hours * 3600,
+            excerpt_bytes=settings.quarantine_excerpt_bytes,
         )
 
     @property
@@ -148,6 +166,7 @@ class Loader:
             should_stop=self._should_stop,
             rollups=self._rollups,
             late_horizon_seconds=self._late_horizon_seconds,
+            excerpt_bytes=self._excerpt_bytes,
         )
 
     def load(self, batch: ParsedBatch, turn: CommitTurn | None = None) -> BatchResult:
@@ -179,7 +198,11 @@ class Loader:
                 turn.wait()
             except errors.UniqueViolation as error:
                 constraint = error.diag.constraint_name
-                if constraint in _ALREADY_COMMITTED:
+                if constraint == _LEDGER_KEY:
+                    raise AlreadyCommitted(
+                        batch.source, _committed_files(self._connection(), batch.files)
+                    ) from error
+                if constraint == _BATCH_KEY:
                     raise AlreadyCommitted(batch.source) from error
                 if constraint != _EVENTS_KEY:
                     raise
@@ -268,7 +291,7 @@ class Loader:
                     conn,
                     "quarantine",
                     _QUARANTINE_COLUMNS,
-                    _quarantine_for_copy(batch.quarantine, batch_id),
+                    _quarantine_for_copy(batch.quarantine, batch_id, self._excerpt_bytes),
                 )
 
             # Step 5
@@ -344,17 +367,33 @@ def _copy_frame(
         copy.write(payload)
 
 
-def _quarantine_for_copy(quarantine: pl.DataFrame, batch_id: int) -> pl.DataFrame:
+def _quarantine_for_copy(
+    quarantine: pl.DataFrame, batch_id: int, excerpt_bytes: int
+) -> pl.DataFrame:
+    """Rows as stored: an excerpt of each record's raw content, with the whole record's
+    size and SHA-256 (engines that kept the whole record leave those to this step)."""
+    whole = pl.coalesce(pl.col("raw_bytes"), pl.col("raw").cast(pl.Binary))
     return quarantine.select(
         pl.lit(batch_id, dtype=pl.Int64).alias("batch_id"),
         "source",
         "line_no",
         "scope",
         pl.concat_str(pl.lit("{"), pl.col("rules").list.join(","), pl.lit("}")).alias("rules"),
-        "raw",
-        pl.concat_str(pl.lit("\\x"), pl.col("raw_bytes").bin.encode("hex")).alias("raw_bytes"),
+        pl.col("raw").str.slice(0, excerpt_bytes),
+        pl.concat_str(
+            pl.lit("\\x"),
+            pl.col("raw_bytes")
+            .map_elements(lambda raw: raw[:excerpt_bytes], return_dtype=pl.Binary, skip_nulls=True)
+            .bin.encode("hex"),
+        ).alias("raw_bytes"),
         "format",
         "header",
+        pl.col("raw_size").fill_null(whole.bin.size()),
+        pl.col("raw_sha256").fill_null(
+            whole.map_elements(
+                lambda raw: hashlib.sha256(raw).hexdigest(), return_dtype=pl.String, skip_nulls=True
+            )
+        ),
     )
 
 
@@ -368,6 +407,19 @@ def _close_replayed(
     ).rowcount
     if closed != len(ids):
         raise AlreadyCommitted("quarantine rows were replayed concurrently")
+
+
+def _committed_files(
+    conn: psycopg.Connection[tuple[object, ...]], files: list[FileOutcome]
+) -> frozenset[tuple[str, str]]:
+    """Which of ``files`` the ledger holds (read after the failed transaction rolled back)."""
+    rows = conn.execute(
+        "SELECT path, content_hash FROM ingested_files"
+        " WHERE (path, content_hash) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        ([f.path for f in files], [f.content_hash for f in files]),
+    ).fetchall()
+    conn.commit()
+    return frozenset((str(path), str(digest)) for path, digest in rows)
 
 
 def _insert_ledger(

@@ -136,12 +136,17 @@ class StructuralRule(StrEnum):
     ENCODING = "encoding"
     COLUMN_COUNT = "column_count"
     JSON_SYNTAX = "json_syntax"
+    LINE_TOO_LONG = "line_too_long"
+    FIELD_ENCODING = "field_encoding"
 
 
 STRUCTURAL_RULES: Final[dict[StructuralRule, str]] = {
     StructuralRule.ENCODING: "the line is not valid UTF-8 or contains NUL bytes",
     StructuralRule.COLUMN_COUNT: "the line has a different number of fields than the header",
     StructuralRule.JSON_SYNTAX: "the line is not a JSON object",
+    StructuralRule.LINE_TOO_LONG: "the line is longer than SHOPSTREAM_MAX_LINE_BYTES",
+    StructuralRule.FIELD_ENCODING: "a field decodes to NUL or an invalid code point"
+    " (a JSON escape such as \\u0000 or a lone surrogate); PostgreSQL text cannot hold it",
 }
 
 
@@ -153,6 +158,10 @@ class FileRejection(StrEnum):
     UNKNOWN_HEADER = "file_unknown_header"
     CHANGED_AFTER_INGESTION = "file_changed_after_ingestion"
     FORMAT_MISMATCH = "file_format_mismatch"
+    TOO_LARGE = "file_too_large"
+    COMPRESSION_RATIO = "file_compression_ratio"
+    HEADER_TOO_LONG = "file_header_too_long"
+    MOSTLY_BROKEN = "file_mostly_broken"
 
 
 FILE_REJECTIONS: Final[dict[FileRejection, str]] = {
@@ -161,6 +170,12 @@ FILE_REJECTIONS: Final[dict[FileRejection, str]] = {
     FileRejection.UNKNOWN_HEADER: "the header lacks required event columns",
     FileRejection.CHANGED_AFTER_INGESTION: "a file of this name was ingested with other content",
     FileRejection.FORMAT_MISMATCH: "the file is not in the format given with --format",
+    FileRejection.TOO_LARGE: "the file (decompressed) is larger than SHOPSTREAM_MAX_FILE_BYTES",
+    FileRejection.COMPRESSION_RATIO: "the gzip stream expands beyond"
+    " SHOPSTREAM_MAX_COMPRESSION_RATIO (a decompression bomb?)",
+    FileRejection.HEADER_TOO_LONG: "the CSV header is longer than SHOPSTREAM_MAX_LINE_BYTES",
+    FileRejection.MOSTLY_BROKEN: "almost every record is broken (the wrong kind of file?);"
+    " a sample of them is kept",
 }
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
 
 import polars as pl
 
@@ -21,29 +21,38 @@ from shopstream.engines.embedded.normalize import EVENT_SCHEMA, normalize
 from shopstream.engines.embedded.reader import (
     FileRejectedError,
     FileRows,
+    RawRecord,
     decode_container,
+    raw_record,
     read_rows,
 )
 from shopstream.engines.embedded.validate import split_valid
 from shopstream.schema import FIELD_NAMES, InputFormat
+from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits
 from shopstream.validation.rules import FileRejection
-
-_FILE_PREVIEW_CHARS: Final = 65_536
-_FILE_BYTES_KEPT: Final = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class IncomingFile:
-    """A source file's bytes as read once; the hash is of exactly these bytes."""
+    """A source file's bytes as read once; the hash is of the whole file.
+
+    ``size`` is the file's size when ``data`` holds only its head: a file larger than
+    the configured limit is hashed as a stream, never held whole, and rejected.
+    """
 
     path: str
     data: bytes
     content_hash: str
     changed_from: str | None = None  # hash of an earlier, different ingestion of this path
+    size: int | None = None
 
     @property
     def name(self) -> str:
         return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data) if self.size is None else self.size
 
 
 def build_batch(
@@ -52,6 +61,7 @@ def build_batch(
     source: str,
     predicates: dict[str, str],
     input_format: InputFormat | None = None,
+    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> ParsedBatch:
     """Parse, validate and dedupe ``files`` into one batch; ``input_format``, when given,
     is the only format accepted (otherwise each file's is recognised)."""
@@ -64,7 +74,7 @@ def build_batch(
     rows_read = 0
 
     for incoming in files:
-        result = parse_file(incoming, input_format)
+        result = parse_file(incoming, input_format, limits)
         outcomes.append(result.outcome)
         rows_read += result.outcome.rows_read
         counts.update(result.counts)
@@ -122,10 +132,12 @@ class ParsedFile:
     counts: Counter[str]
 
 
-def parse_file(incoming: IncomingFile, input_format: InputFormat | None) -> ParsedFile:
+def parse_file(
+    incoming: IncomingFile, input_format: InputFormat | None, limits: ReadLimits = DEFAULT_LIMITS
+) -> ParsedFile:
     """The structural half of a batch, per file; every engine parses files with this."""
     try:
-        rows = _read_incoming(incoming, input_format)
+        rows = _read_incoming(incoming, input_format, limits)
     except FileRejectedError as rejection:
         status = (
             FileStatus.REJECTED
@@ -133,15 +145,15 @@ def parse_file(incoming: IncomingFile, input_format: InputFormat | None) -> Pars
             else FileStatus.QUARANTINED
         )
         return ParsedFile(
-            FileOutcome(incoming.path, incoming.content_hash, len(incoming.data), status, 1),
+            FileOutcome(incoming.path, incoming.content_hash, incoming.size_bytes, status, 1),
             None,
-            _file_quarantine(incoming, rejection),
+            _file_quarantine(incoming, rejection, limits),
             Counter({rejection.reason.value: 1}),
         )
     outcome = FileOutcome(
         incoming.path,
         incoming.content_hash,
-        len(incoming.data),
+        incoming.size_bytes,
         FileStatus.LOADED if rows.rows_read else FileStatus.EMPTY,
         rows.rows_read,
         rows.input_format.value,
@@ -151,48 +163,75 @@ def parse_file(incoming: IncomingFile, input_format: InputFormat | None) -> Pars
     return ParsedFile(outcome, rows, quarantine, Counter(r.rule.value for r in rows.rejected))
 
 
-def _read_incoming(incoming: IncomingFile, input_format: InputFormat | None) -> FileRows:
+def _read_incoming(
+    incoming: IncomingFile, input_format: InputFormat | None, limits: ReadLimits
+) -> FileRows:
     if incoming.changed_from is not None:
         raise FileRejectedError(
             FileRejection.CHANGED_AFTER_INGESTION,
             f"ingested before with hash {incoming.changed_from}",
         )
-    return read_rows(decode_container(incoming.data, incoming.name), incoming.name, input_format)
+    if incoming.size_bytes > len(incoming.data):
+        raise FileRejectedError(
+            FileRejection.TOO_LARGE,
+            f"{incoming.size_bytes:,} bytes; the limit is {limits.max_file_bytes:,}",
+        )
+    data = decode_container(incoming.data, incoming.name, limits)
+    return read_rows(data, incoming.name, input_format, limits)
 
 
-def _file_quarantine(incoming: IncomingFile, rejection: FileRejectedError) -> pl.DataFrame:
-    kept = incoming.data[:_FILE_BYTES_KEPT]
-    preview = kept[: _FILE_PREVIEW_CHARS * 4].decode("utf-8", "backslashreplace")
-    preview = preview.replace("\x00", "\\x00")[:_FILE_PREVIEW_CHARS]
+def _file_quarantine(
+    incoming: IncomingFile, rejection: FileRejectedError, limits: ReadLimits
+) -> pl.DataFrame:
+    """The file as one quarantine row: the reason first, then an excerpt of the file."""
+    head = raw_record(incoming.data[: limits.excerpt_bytes], limits.excerpt_bytes)
     return pl.DataFrame(
         {
             "source": [incoming.path],
             "line_no": [None],
             "scope": ["file"],
             "rules": [[rejection.reason.value]],
-            "raw": [f"{rejection.detail}\n{preview}"],
-            "raw_bytes": [kept],
+            "raw": [f"{rejection.detail}\n{head.text}"],
+            "raw_bytes": [incoming.data[: limits.excerpt_bytes]],
             "format": [None],
             "header": [None],
+            "raw_size": [incoming.size_bytes],
+            "raw_sha256": [incoming.content_hash or hashlib.sha256(incoming.data).hexdigest()],
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+
+
+def _quarantine_rows(
+    incoming: IncomingFile,
+    rows: FileRows,
+    line_numbers: list[int],
+    rules: list[list[str]] | pl.Series,
+) -> pl.DataFrame:
+    raws: list[RawRecord] = [rows.raw_line(line) for line in line_numbers]
+    return pl.DataFrame(
+        {
+            "source": incoming.path,
+            "line_no": pl.Series(line_numbers, dtype=pl.Int64),
+            "scope": "row",
+            "rules": rules,
+            "raw": [r.text for r in raws],
+            "raw_bytes": [r.exact for r in raws],
+            "format": rows.input_format.value,
+            "header": rows.header,
+            "raw_size": [r.size for r in raws],
+            "raw_sha256": [r.sha256 for r in raws],
         },
         schema=QUARANTINE_SCHEMA,
     )
 
 
 def _structural_quarantine(incoming: IncomingFile, rows: FileRows) -> pl.DataFrame:
-    raws = [rows.raw_line(r.line_no) for r in rows.rejected]
-    return pl.DataFrame(
-        {
-            "source": incoming.path,
-            "line_no": [r.line_no for r in rows.rejected],
-            "scope": "row",
-            "rules": [[r.rule.value] for r in rows.rejected],
-            "raw": [text for text, _ in raws],
-            "raw_bytes": [exact for _, exact in raws],
-            "format": rows.input_format.value,
-            "header": rows.header,
-        },
-        schema=QUARANTINE_SCHEMA,
+    return _quarantine_rows(
+        incoming,
+        rows,
+        [r.line_no for r in rows.rejected],
+        [[r.rule.value] for r in rows.rejected],
     )
 
 
@@ -204,20 +243,5 @@ def _rule_quarantine(
         "_file", maintain_order=True
     ):
         incoming, rows = parsed[int(str(file_index))]
-        raws = [rows.raw_line(line) for line in group["_line"].to_list()]
-        parts.append(
-            pl.DataFrame(
-                {
-                    "source": incoming.path,
-                    "line_no": group["_line"],
-                    "scope": "row",
-                    "rules": group["rules"],
-                    "raw": [text for text, _ in raws],
-                    "raw_bytes": [exact for _, exact in raws],
-                    "format": rows.input_format.value,
-                    "header": rows.header,
-                },
-                schema=QUARANTINE_SCHEMA,
-            )
-        )
+        parts.append(_quarantine_rows(incoming, rows, group["_line"].to_list(), group["rules"]))
     return pl.concat(parts, how="vertical")

@@ -8,7 +8,7 @@ buffer only for the lines that end up quarantined, so a clean file costs no per-
 from __future__ import annotations
 
 import csv
-import gzip
+import hashlib
 import json
 import zlib
 from collections.abc import Iterator
@@ -27,9 +27,13 @@ from shopstream.schema import (
     SEED_COLUMNS,
     InputFormat,
 )
+from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits
 from shopstream.validation.rules import FileRejection, StructuralRule
 
 _BOM: Final = b"\xef\xbb\xbf"
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+_INFLATE_IN: Final = 1 << 16
+_INFLATE_OUT: Final = 1 << 22
 _NEWLINE, _CR, _COMMA, _QUOTE, _NUL = 10, 13, 44, 34, 0
 _KNOWN: Final = frozenset(FIELD_NAMES)
 _STRING_SCHEMA: Final = {name: pl.String for name in FIELD_NAMES}
@@ -63,33 +67,113 @@ class FileRows:
     ignored_columns: tuple[str, ...]
     data: bytes = field(repr=False)
     offsets: Lines = field(repr=False)
+    limits: ReadLimits = field(default=DEFAULT_LIMITS, repr=False)
 
     @property
     def rows_read(self) -> int:
         return self.frame.height + len(self.rejected)
 
-    def raw_line(self, line_no: int) -> tuple[str, bytes | None]:
-        """The line as text, and its exact bytes when the text cannot hold them."""
+    def raw_line(self, line_no: int) -> RawRecord:
+        """The line as received (an excerpt when it is long), with its size and hash."""
         start, end = int(self.offsets[line_no - 1]), int(self.offsets[line_no])
-        raw = self.data[start:end].rstrip(b"\r\n")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            shown = raw.decode("utf-8", "backslashreplace")
-            return shown.replace("\x00", "\\x00"), raw
-        if "\x00" in text:
-            return text.replace("\x00", "\\x00"), raw
-        return text, None
+        view = memoryview(self.data)[start:end]
+        size = len(view)
+        while size and view[size - 1] in (_NEWLINE, _CR):
+            size -= 1
+        return raw_record(view[:size], self.limits.excerpt_bytes)
 
 
-def decode_container(data: bytes, name: str) -> bytes:
-    """Undo gzip compression (by name or magic number); leave plain files as they are."""
-    if name.endswith(".gz") or data[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as error:
-            raise FileRejectedError(FileRejection.UNREADABLE, f"bad gzip data: {error}") from error
-    return data
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A quarantined record's raw content: ``text`` to show (an excerpt of at most the
+    configured bytes), ``exact`` bytes of that excerpt when text cannot hold them (bad
+    UTF-8, NUL), and the whole record's size and SHA-256."""
+
+    text: str
+    exact: bytes | None
+    size: int
+    sha256: str
+
+
+def raw_record(raw: bytes | memoryview, excerpt_bytes: int) -> RawRecord:
+    size = len(raw)
+    digest = hashlib.sha256(raw).hexdigest()
+    kept = bytes(raw[:excerpt_bytes])
+    try:
+        text = kept.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if size > excerpt_bytes and error.start >= len(kept) - 3:
+            text = kept[: error.start].decode("utf-8")  # an excerpt cut inside a character
+        else:
+            shown = kept.decode("utf-8", "backslashreplace")
+            return RawRecord(shown.replace("\x00", "\\x00"), kept, size, digest)
+    if "\x00" in text:
+        return RawRecord(text.replace("\x00", "\\x00"), kept, size, digest)
+    return RawRecord(text, None, size, digest)
+
+
+def decode_container(data: bytes, name: str, limits: ReadLimits = DEFAULT_LIMITS) -> bytes:
+    """Undo gzip compression (by name or magic number); leave plain files as they are.
+
+    Decompression streams in bounded pieces and stops as soon as the output passes
+    ``max_file_bytes`` or expands beyond ``max_compression_ratio``, so a bomb costs
+    milliseconds and a few MiB, not the size it would expand to.
+    """
+    if not (name.endswith(".gz") or data[:2] == _GZIP_MAGIC):
+        if len(data) > limits.max_file_bytes:
+            raise FileRejectedError(
+                FileRejection.TOO_LARGE,
+                f"{len(data):,} bytes; the limit is {limits.max_file_bytes:,}",
+            )
+        return data
+    try:
+        return _inflate(memoryview(data), limits)
+    except (EOFError, zlib.error) as error:
+        raise FileRejectedError(FileRejection.UNREADABLE, f"bad gzip data: {error}") from error
+
+
+def _inflate(data: memoryview, limits: ReadLimits) -> bytes:
+    """Every gzip member of ``data``, checked against the limits while it grows."""
+    pieces: list[bytes] = []
+    produced = consumed = 0
+    inflater = zlib.decompressobj(wbits=31)
+    pending = b""
+    while True:
+        if not pending:
+            if consumed >= len(data):
+                break
+            pending = bytes(data[consumed : consumed + _INFLATE_IN])
+            consumed += len(pending)
+        piece = inflater.decompress(pending, _INFLATE_OUT)
+        pending = inflater.unconsumed_tail
+        produced += len(piece)
+        pieces.append(piece)
+        _check_inflated(produced, consumed - len(pending), limits)
+        if inflater.eof:
+            rest = inflater.unused_data + pending
+            consumed -= len(rest)
+            pending = b""
+            if not bytes(data[consumed:]).strip(b"\x00"):
+                break  # trailing padding after the last member
+            inflater = zlib.decompressobj(wbits=31)
+    if not inflater.eof:
+        raise EOFError("compressed file ended before the end-of-stream marker was reached")
+    return b"".join(pieces)
+
+
+def _check_inflated(produced: int, consumed: int, limits: ReadLimits) -> None:
+    if produced > limits.max_file_bytes:
+        raise FileRejectedError(
+            FileRejection.TOO_LARGE,
+            f"decompresses to more than {limits.max_file_bytes:,} bytes",
+        )
+    ratio = produced / max(consumed, 1)
+    if produced > limits.ratio_floor_bytes and ratio > limits.max_compression_ratio:
+        raise FileRejectedError(
+            FileRejection.COMPRESSION_RATIO,
+            f"{consumed:,} compressed bytes expanded to {produced:,}"
+            f" (more than {limits.max_compression_ratio:g} times)",
+        )
 
 
 def detect_format(name: str) -> InputFormat | None:
@@ -102,7 +186,12 @@ def detect_format(name: str) -> InputFormat | None:
     return None
 
 
-def read_rows(data: bytes, name: str, expected: InputFormat | None = None) -> FileRows:
+def read_rows(
+    data: bytes,
+    name: str,
+    expected: InputFormat | None = None,
+    limits: ReadLimits = DEFAULT_LIMITS,
+) -> FileRows:
     """Parse one file (already decompressed) into rows; with ``expected``, a file in any
     other format is rejected (the seed layout counts as canonical CSV)."""
     if data.startswith(_BOM):
@@ -113,13 +202,59 @@ def read_rows(data: bytes, name: str, expected: InputFormat | None = None) -> Fi
         if expected is None
         else expected is InputFormat.JSONL
     )
-    rows = _read_jsonl(data, offsets) if jsonl else _read_csv(data, offsets)
+    rows = _read_jsonl(data, offsets, limits) if jsonl else _read_csv(data, offsets, limits)
+    if limits.mostly_broken(len(rows.rejected), rows.rows_read):
+        raise _mostly_broken(rows, limits)
     found = InputFormat.CANONICAL if rows.input_format is InputFormat.SEED else rows.input_format
     if expected not in (None, rows.input_format, found):
         raise FileRejectedError(
             FileRejection.FORMAT_MISMATCH, f"--format {expected} given, the header is {found}"
         )
     return rows
+
+
+def _mostly_broken(rows: FileRows, limits: ReadLimits) -> FileRejectedError:
+    """A rejection carrying a sample of the bad records, to tell what the file is."""
+    sample = [(r.line_no, r.rule) for r in rows.rejected[: limits.sample_records]]
+    return _rejection_with_sample(
+        rows.data, rows.offsets, sample, len(rows.rejected), rows.rows_read
+    )
+
+
+def _reject_if_mostly_broken(
+    data: bytes,
+    offsets: Lines,
+    flagged: list[tuple[npt.NDArray[np.bool_], StructuralRule]],
+    read: int,
+    limits: ReadLimits,
+) -> None:
+    """Reject a mostly broken file from its masks, before a Python object is built per
+    bad record (a file of millions of junk lines must cost Arrow, not Python, memory)."""
+    bad = sum(int(mask.sum()) for mask, _ in flagged)
+    if not limits.mostly_broken(bad, read):
+        return
+    sample = sorted(
+        (int(index) + 1, rule)
+        for mask, rule in flagged
+        for index in np.flatnonzero(mask)[: limits.sample_records]
+    )[: limits.sample_records]
+    raise _rejection_with_sample(data, offsets, sample, bad, read)
+
+
+def _rejection_with_sample(
+    data: bytes, offsets: Lines, sample: list[tuple[int, StructuralRule]], bad: int, read: int
+) -> FileRejectedError:
+    lines = []
+    for line_no, rule in sample:
+        raw = data[
+            int(offsets[line_no - 1]) : min(int(offsets[line_no]), int(offsets[line_no - 1]) + 200)
+        ]
+        text = raw.rstrip(b"\r\n").decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+        lines.append(f"line {line_no} ({rule.value}): {text}")
+    return FileRejectedError(
+        FileRejection.MOSTLY_BROKEN,
+        f"{bad:,} of {read:,} records are broken; the first ones:\n" + "\n".join(lines),
+    )
 
 
 # -- shared line machinery -----------------------------------------------------------------
@@ -185,9 +320,16 @@ def _keep_lines(data: bytes, offsets: Lines, keep: npt.NDArray[np.bool_]) -> byt
 # -- CSV -----------------------------------------------------------------------------------
 
 
-def _read_csv(data: bytes, offsets: Lines) -> FileRows:
+def _read_csv(data: bytes, offsets: Lines, limits: ReadLimits) -> FileRows:
     if len(offsets) < 2:
-        return _empty_rows(InputFormat.CANONICAL, None, data, offsets)
+        return _empty_rows(InputFormat.CANONICAL, None, data, offsets, limits)
+    if offsets[1] - offsets[0] > limits.max_line_bytes:
+        raise FileRejectedError(
+            FileRejection.HEADER_TOO_LONG,
+            f"the first line has {int(offsets[1] - offsets[0]):,} bytes;"
+            f" the limit is {limits.max_line_bytes:,}",
+        )
+    csv.field_size_limit(max(limits.max_line_bytes, csv.field_size_limit()))
     header_bytes = data[offsets[0] : offsets[1]].rstrip(b"\r\n")
     try:
         header_text = header_bytes.decode("utf-8")
@@ -212,22 +354,30 @@ def _read_csv(data: bytes, offsets: Lines) -> FileRows:
     buf = np.frombuffer(data, dtype=np.uint8)
     body = np.ones(len(offsets) - 1, dtype=np.bool_)
     body[0] = False
-    blank = _content_lengths(buf, offsets) == 0
-    bad_encoding = _bad_encoding(data, buf, offsets) & body & ~blank
+    lengths = _content_lengths(buf, offsets)
+    blank = lengths == 0
+    too_long = (lengths > limits.max_line_bytes) & body
+    bad_encoding = _bad_encoding(data, buf, offsets) & body & ~blank & ~too_long
     quotes = _per_line_count(buf == _QUOTE, offsets)
-    if np.any((quotes % 2 == 1) & body & ~bad_encoding):
+    if np.any((quotes % 2 == 1) & body & ~bad_encoding & ~too_long):
         # A quoted field spans lines: only a full CSV parser can find the records.
-        return _read_csv_multiline(data, offsets, names, input_format, header_text, ignored)
+        return _read_csv_multiline(data, offsets, names, input_format, header_text, ignored, limits)
     fields = _per_line_count(buf == _COMMA, offsets) + 1
-    for index in np.flatnonzero((quotes > 0) & body & ~bad_encoding & ~blank):
+    for index in np.flatnonzero((quotes > 0) & body & ~bad_encoding & ~blank & ~too_long):
         line = data[offsets[index] : offsets[index + 1]].decode("utf-8").rstrip("\r\n")
         try:
             fields[index] = len(next(csv.reader([line]), []))
         except csv.Error:
             fields[index] = -1
-    bad_columns = (fields != len(names)) & body & ~blank & ~bad_encoding
-    good = body & ~blank & ~bad_encoding & ~bad_columns
+    bad_columns = (fields != len(names)) & body & ~blank & ~bad_encoding & ~too_long
+    good = body & ~blank & ~bad_encoding & ~bad_columns & ~too_long
     good_lines = np.flatnonzero(good) + 1
+    flagged = [
+        (bad_encoding, StructuralRule.ENCODING),
+        (bad_columns, StructuralRule.COLUMN_COUNT),
+        (too_long, StructuralRule.LINE_TOO_LONG),
+    ]
+    _reject_if_mostly_broken(data, offsets, flagged, int((body & ~blank).sum()), limits)
 
     payload = _keep_lines(data, offsets, good)
     frame = pl.DataFrame(schema=dict.fromkeys(names, pl.String))
@@ -241,19 +391,28 @@ def _read_csv(data: bytes, offsets: Lines) -> FileRows:
             raise_if_empty=False,
         )
     if frame.height != len(good_lines):
-        return _read_csv_multiline(data, offsets, names, input_format, header_text, ignored)
-    rejected = [
-        RejectedLine(int(i) + 1, StructuralRule.ENCODING) for i in np.flatnonzero(bad_encoding)
-    ] + [RejectedLine(int(i) + 1, StructuralRule.COLUMN_COUNT) for i in np.flatnonzero(bad_columns)]
+        return _read_csv_multiline(data, offsets, names, input_format, header_text, ignored, limits)
     return FileRows(
         input_format=input_format,
         header=header_text,
         frame=_canonical(frame, names).with_columns(_line=pl.Series(good_lines, dtype=pl.Int64)),
-        rejected=sorted(rejected, key=lambda r: r.line_no),
+        rejected=_rejected_lines(flagged),
         ignored_columns=ignored,
         data=data,
         offsets=offsets,
+        limits=limits,
     )
+
+
+def _rejected_lines(
+    flagged: list[tuple[npt.NDArray[np.bool_], StructuralRule]],
+) -> list[RejectedLine]:
+    rejected = [
+        RejectedLine(int(index) + 1, rule)
+        for mask, rule in flagged
+        for index in np.flatnonzero(mask)
+    ]
+    return sorted(rejected, key=lambda r: r.line_no)
 
 
 def _read_csv_multiline(
@@ -263,6 +422,7 @@ def _read_csv_multiline(
     input_format: InputFormat,
     header_text: str,
     ignored: tuple[str, ...],
+    limits: ReadLimits,
 ) -> FileRows:
     """Slow, exact path for files whose quoted fields contain line breaks."""
     text = data.decode("utf-8", "surrogateescape")
@@ -324,6 +484,7 @@ def _read_csv_multiline(
         ignored_columns=ignored,
         data=data,
         offsets=record_offsets,
+        limits=limits,
     )
 
 
@@ -350,14 +511,17 @@ def _canonical(frame: pl.DataFrame, names: list[str]) -> pl.DataFrame:
 # -- JSON Lines ----------------------------------------------------------------------------
 
 
-def _read_jsonl(data: bytes, offsets: Lines) -> FileRows:
+def _read_jsonl(data: bytes, offsets: Lines, limits: ReadLimits) -> FileRows:
     if len(offsets) < 2:
-        return _empty_rows(InputFormat.JSONL, None, data, offsets)
+        return _empty_rows(InputFormat.JSONL, None, data, offsets, limits)
     buf = np.frombuffer(data, dtype=np.uint8)
     lengths = _content_lengths(buf, offsets)
     blank = lengths == 0
-    bad_encoding = _bad_encoding(data, buf, offsets) & ~blank
-    candidates = ~blank & ~bad_encoding
+    too_long = lengths > limits.max_line_bytes
+    bad_encoding = _bad_encoding(data, buf, offsets) & ~blank & ~too_long
+    candidates = ~blank & ~bad_encoding & ~too_long
+    early = [(bad_encoding, StructuralRule.ENCODING), (too_long, StructuralRule.LINE_TOO_LONG)]
+    _reject_if_mostly_broken(data, offsets, early, int((~blank).sum()), limits)
     # Polars' NDJSON reader fails a whole file for one broken line, and lets a few lines
     # that are not objects through. Lines framed by braces go to it directly; the others,
     # or all lines if it still fails, are screened in one vectorised pass first.
@@ -381,6 +545,7 @@ def _read_jsonl(data: bytes, offsets: Lines) -> FileRows:
     if frame is None:
         bad_json[:] = False
     ignored: set[str] = set()
+    bad_fields = np.zeros_like(candidates)
     if frame is None:
         records: list[dict[str, str | None]] = []
         for index in np.flatnonzero(candidates):
@@ -393,26 +558,62 @@ def _read_jsonl(data: bytes, offsets: Lines) -> FileRows:
                 bad_json[index] = True
                 continue
             ignored.update(k for k in value if k not in _KNOWN)
-            records.append({name: _json_text(value.get(name)) for name in FIELD_NAMES})
+            record = {name: _json_text(value.get(name)) for name in FIELD_NAMES}
+            if any(_not_storable(text) for text in record.values()):
+                bad_fields[index] = True
+                continue
+            records.append(record)
         frame = pl.DataFrame(records, schema=_STRING_SCHEMA)
     else:
         first = np.flatnonzero(objects)
         if first.size:
             sample = json.loads(data[offsets[first[0]] : offsets[first[0] + 1]])
             ignored.update(k for k in sample if k not in _KNOWN)
-    good = candidates & ~bad_json
-    rejected = [
-        RejectedLine(int(i) + 1, StructuralRule.ENCODING) for i in np.flatnonzero(bad_encoding)
-    ] + [RejectedLine(int(i) + 1, StructuralRule.JSON_SYNTAX) for i in np.flatnonzero(bad_json)]
+        holds_nul = _rows_holding_nul(frame)
+        if holds_nul.any():
+            bad_fields[first[holds_nul]] = True
+            frame = frame.filter(pl.Series(~holds_nul))
+    good = candidates & ~bad_json & ~bad_fields
+    flagged = [
+        *early,
+        (bad_json, StructuralRule.JSON_SYNTAX),
+        (bad_fields, StructuralRule.FIELD_ENCODING),
+    ]
+    _reject_if_mostly_broken(data, offsets, flagged, int((~blank).sum()), limits)
     return FileRows(
         input_format=InputFormat.JSONL,
         header=None,
         frame=frame.with_columns(_line=pl.Series(np.flatnonzero(good) + 1, dtype=pl.Int64)),
-        rejected=sorted(rejected, key=lambda r: r.line_no),
+        rejected=_rejected_lines(flagged),
         ignored_columns=tuple(sorted(ignored)),
         data=data,
         offsets=offsets,
+        limits=limits,
     )
+
+
+def _rows_holding_nul(frame: pl.DataFrame) -> npt.NDArray[np.bool_]:
+    """Rows with a field that decoded to NUL: Polars decodes ``\\u0000`` to NUL and a lone
+    surrogate escape to NUL as well, and PostgreSQL text holds neither."""
+    mask = frame.select(
+        pl.any_horizontal(
+            pl.col(name).str.contains("\x00", literal=True).fill_null(value=False)
+            for name in frame.columns
+        )
+    ).to_series()
+    holds: npt.NDArray[np.bool_] = mask.to_numpy()
+    return holds
+
+
+def _not_storable(text: str | None) -> bool:
+    """NUL or a lone surrogate (json.loads lets both through), which PostgreSQL rejects."""
+    if text is None:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return "\x00" in text
 
 
 def _framed_by_braces(
@@ -451,6 +652,8 @@ def _json_text(value: object) -> str | None:
     return json.dumps(value)
 
 
-def _empty_rows(fmt: InputFormat, header: str | None, data: bytes, offsets: Lines) -> FileRows:
+def _empty_rows(
+    fmt: InputFormat, header: str | None, data: bytes, offsets: Lines, limits: ReadLimits
+) -> FileRows:
     frame = pl.DataFrame(schema={**_STRING_SCHEMA, "_line": pl.Int64})
-    return FileRows(fmt, header, frame, [], (), data, offsets)
+    return FileRows(fmt, header, frame, [], (), data, offsets, limits)

@@ -181,6 +181,7 @@ class Runner:
             source=self._source.name,
             predicates=current_rules(self._settings),
             input_format=self._source.input_format,
+            limits=self._source.read_limits(self._settings.read_limits),
         )
         batch.batch_id = batch_id
         hint = self._look_ahead.duplicates(batch.events["event_id"])
@@ -272,9 +273,8 @@ class Runner:
         with bind_batch(batch.batch_id):
             try:
                 result = loading.outcome.result()
-            except AlreadyCommitted:
-                log.warning("input of this batch was committed elsewhere; skipping it")
-                self._settle(files, committed=True)
+            except AlreadyCommitted as already:
+                self._settle_committed_elsewhere(files, already.committed_files)
                 return
             except OffsetsMoved as moved:
                 log.info("another consumer committed first (%s); re-reading from there", moved)
@@ -285,6 +285,27 @@ class Runner:
                 return
             self._settle(files, committed=True, conflicted=result.conflicted)
             self._report(batch, result, summary)
+
+    def _settle_committed_elsewhere(
+        self, files: list[IncomingFile], committed: frozenset[tuple[str, str]] | None
+    ) -> None:
+        """Settle file by file: only files the ledger holds count as committed; the
+        batch's other files were loaded by nobody and are handed out again."""
+        if committed is None:
+            log.warning("this batch was committed elsewhere; skipping it")
+            self._settle(files, committed=True)
+            return
+        done = [f for f in files if (f.path, f.content_hash) in committed]
+        again = [f for f in files if (f.path, f.content_hash) not in committed]
+        for item in done:
+            log.warning("%s was committed elsewhere; skipping it", item.path)
+        if again:
+            log.info("reading %d other file(s) of this batch again", len(again))
+        self._look_ahead.settled(committed=False, conflicted=False)
+        with self._lock:
+            self._source.committed(done)
+            self._source.abandoned(again)
+            self._outstanding -= 1
 
     def _report(self, batch: ParsedBatch, result: BatchResult, summary: RunSummary) -> None:
         summary.add(result)

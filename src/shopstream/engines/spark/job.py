@@ -11,6 +11,7 @@ never swallowed: Spark stops the query and runs the batch again on restart.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -40,6 +41,7 @@ from shopstream.settings import Settings
 from shopstream.sources.select import KafkaSpec
 from shopstream.store.connection import connect
 from shopstream.store.loader import AlreadyCommitted, Loader
+from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits
 from shopstream.validation.rules import ROW_RULES
 
 if TYPE_CHECKING:
@@ -67,6 +69,7 @@ class SparkJob:
     max_offsets_per_trigger: int | None = None
     archive: Path | None = None
     delete: bool = False
+    limits: ReadLimits = DEFAULT_LIMITS
 
     @property
     def label(self) -> str:
@@ -168,10 +171,11 @@ def batch_loader(
     from pyspark.sql import functions as sf
 
     input_format = job.input_format
+    limits = job.limits
     kafka = isinstance(job.source, KafkaSpec)
 
     def parse(batches: Any) -> Any:
-        return parse_files(batches, input_format)
+        return parse_files(batches, input_format, limits)
 
     def load_batch(batch_df: DataFrame, batch_id: int) -> None:
         with bind_batch(loader.reserve_batch_id()) as reserved:
@@ -181,7 +185,7 @@ def batch_loader(
         started = time.perf_counter()
         if kafka:
             parsed = batch_df.select("topic", "partition", "offset", "value").mapInArrow(
-                parse_messages, spark_ddl()
+                functools.partial(parse_messages, limits=limits), spark_ddl()
             )
         else:
             listed = [row.path for row in batch_df.select("path").collect()]
@@ -199,8 +203,18 @@ def batch_loader(
         batch.batch_id = reserved
         try:
             result = loader.load(batch)
-        except AlreadyCommitted:
-            log.info("spark batch %d was committed before; nothing to do", batch_id)
+        except AlreadyCommitted as already:
+            if already.committed_files is None:
+                log.info("spark batch %d was committed before; nothing to do", batch_id)
+                return
+            # Files another writer committed meanwhile: leave them out and load the rest
+            # (Spark cleans the batch's files once this returns, so none may be skipped).
+            log.warning(
+                "spark batch %d: %d file(s) were committed elsewhere; loading the others",
+                batch_id,
+                len(already.committed_files),
+            )
+            load_bound(batch_df, batch_id, reserved)
             return
         log.info(
             "spark batch %d committed as batch %d: read %d, loaded %d, duplicates %d, "
@@ -254,7 +268,7 @@ def _validated(parsed: DataFrame, predicates: dict[str, str]) -> DataFrame:
     )  # fmt: skip
 
 
-_QUARANTINE_ONLY = ("raw", "raw_bytes", "header", "format")
+_QUARANTINE_ONLY = ("raw", "raw_bytes", "header", "format", "raw_size", "raw_sha256")
 
 
 def _parsed_batch(
@@ -292,6 +306,8 @@ def _parsed_batch(
                 "raw_bytes",
                 "format",
                 "header",
+                "raw_size",
+                "raw_sha256",
             ).cast(pl.Schema(QUARANTINE_SCHEMA))
             for part in (frame.filter(kind == QUARANTINE), failing)
         ]

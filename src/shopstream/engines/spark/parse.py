@@ -26,6 +26,7 @@ from shopstream.engines.embedded.normalize import normalize
 from shopstream.engines.embedded.reader import FileRows
 from shopstream.schema import ADAPTER_FIELDS, FIELD_NAMES, TYPED_FIELDS, InputFormat
 from shopstream.sources.kafka_framing import as_files, chunk_path, first_line
+from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits
 
 ROW, QUARANTINE, FILE = "row", "quarantine", "file"
 
@@ -53,6 +54,8 @@ PARSED_SCHEMA: Final = pa.schema(
         ("raw_bytes", pa.binary()),
         ("format", pa.string()),
         ("header", pa.string()),
+        ("raw_size", pa.int64()),
+        ("raw_sha256", pa.string()),
         *_EVENT_TYPES.items(),
     ]
 )
@@ -77,7 +80,9 @@ def local_path(path: str) -> str:
 
 
 def parse_files(
-    batches: Iterator[pa.RecordBatch], input_format: InputFormat | None
+    batches: Iterator[pa.RecordBatch],
+    input_format: InputFormat | None,
+    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` body: ``binaryFile`` rows in, :data:`PARSED_SCHEMA` rows out."""
     for batch in batches:
@@ -86,10 +91,12 @@ def parse_files(
         for path, content in zip(paths, contents, strict=True):
             data = bytes(content or b"")
             incoming = IncomingFile(local_path(path), data, hashlib.sha256(data).hexdigest())
-            yield from _parsed(incoming, input_format)
+            yield from _parsed(incoming, input_format, limits)
 
 
-def parse_messages(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def parse_messages(
+    batches: Iterator[pa.RecordBatch], limits: ReadLimits = DEFAULT_LIMITS
+) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` body: ``kafka`` source rows (topic, partition, offset, value) in,
     :data:`PARSED_SCHEMA` rows out, framed as the embedded Kafka source frames them; rows
     name ``kafka://topic/partition`` and carry the message offset as their line."""
@@ -109,7 +116,7 @@ def parse_messages(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch
                 incoming = IncomingFile(
                     chunk_path(topic, partition, chunk_offsets, suffix), data, content_hash=""
                 )
-                for parsed in _parsed(incoming, None):
+                for parsed in _parsed(incoming, None, limits.for_messages()):
                     yield _at_offsets(
                         parsed, f"kafka://{topic}/{partition}", chunk_offsets, first_line(suffix)
                     )
@@ -130,8 +137,10 @@ def _at_offsets(
     return pa.RecordBatch.from_arrays(list(columns.values()), schema=PARSED_SCHEMA)
 
 
-def _parsed(incoming: IncomingFile, input_format: InputFormat | None) -> Iterator[pa.RecordBatch]:
-    result = parse_file(incoming, input_format)
+def _parsed(
+    incoming: IncomingFile, input_format: InputFormat | None, limits: ReadLimits
+) -> Iterator[pa.RecordBatch]:
+    result = parse_file(incoming, input_format, limits)
     outcome = result.outcome
     yield _table(
         {
