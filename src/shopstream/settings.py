@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits
@@ -54,6 +55,24 @@ class Settings(BaseSettings):
         default=50.0, gt=0, description="API requests per second and key (sustained)."
     )
     api_rate_burst: int = Field(default=100, ge=1, description="API requests a key may burst.")
+    api_auth_failures_per_second: float = Field(
+        default=0.2,
+        gt=0,
+        description="Failed API key checks per second a client address may make (sustained);"
+        " beyond, it gets 429 before any key lookup.",
+    )
+    api_auth_failure_burst: int = Field(
+        default=20, ge=1, description="Failed API key checks a client address may burst."
+    )
+    metrics_access: Literal["off", "key", "open"] = Field(
+        default="key",
+        description="The API's /metrics: off; key (an analyst or admin API key, or"
+        " SHOPSTREAM_METRICS_TOKEN, as a Bearer token: Prometheus' authorization setting);"
+        " open (only on a private scrape network).",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="A token for scraping /metrics when metrics_access is key."
+    )
     api_cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed to call the API from a browser."
     )

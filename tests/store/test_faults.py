@@ -112,3 +112,48 @@ def test_database_outage_mid_run_loses_nothing(
     finally:
         server.stop()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_sigterm_while_waiting_for_the_database_stops_cleanly(
+    backlog: tuple[Path, Outcome], tmp_path: Path
+) -> None:
+    """A file arrives during an outage: the runner waits for the database to reserve its
+    batch; SIGTERM then ends it with exit 0, and a later run loads everything."""
+    source, _ = backlog
+    files = sorted(source.iterdir())
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    shutil.copy(files[0], inbox)
+    home = service_reachable_dir("shopstream-sigterm-")
+    server = EmbeddedPostgres(home)
+    server.start()
+    try:
+        url = server.url()
+        env = cli_env(url, tmp_path / "home")
+        shopstream("db", "migrate", env=env)
+        process = subprocess.Popen(
+            [*SHOPSTREAM, "run", "--source", str(inbox)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while outcome(url).ledger_files < 1:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.2)
+        server.stop()
+        shutil.copy(files[1], inbox)
+        time.sleep(3.0)
+        process.terminate()
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr
+        assert "Traceback" not in stderr
+        server.start()
+        shopstream("run", "--source", str(inbox), "--until-idle", env=env)
+        final = outcome(url)
+        assert final.read == data_rows(str(inbox))
+        assert final.ledger_files == 2
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hmac
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -20,12 +22,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import ConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shopstream.api.keys import Role, authenticate
 from shopstream.api.metrics import ApiMetrics
-from shopstream.api.ratelimit import RateLimiter
+from shopstream.api.ratelimit import Rate, RateLimits
 from shopstream.api.v1 import analytics, customers, keys, quality
 from shopstream.settings import Settings
 from shopstream.store.migrate import pending_migrations
 
+log = logging.getLogger(__name__)
 DASHBOARD: Final = Path(__file__).resolve().parent.parent / "dashboard" / "static"
 PLOTLY_JS: Final = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 
@@ -70,12 +74,61 @@ async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
     await response(scope, receive, send)
 
 
+# The dashboard loads scripts only from this server (its own and the vendored Plotly);
+# Plotly sets inline styles and draws with data: images. The API's JSON needs nothing.
+_DASHBOARD_CSP: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';"
+    " img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self';"
+    " object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+_API_CSP: Final = "default-src 'none'; frame-ancestors 'none'"
+# FastAPI's interactive docs pull their scripts from a CDN; they get no script policy.
+_DOCS_PATHS: Final = ("/docs", "/redoc")
+_COMMON_HEADERS: Final = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+)
+
+
+class SecurityHeaders:
+    """Security headers on every response (set unless the response set its own)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        extra = list(_COMMON_HEADERS)
+        if not path.startswith(_DOCS_PATHS):
+            policy = _API_CSP if path.startswith("/api/") else _DASHBOARD_CSP
+            extra.append((b"content-security-policy", policy.encode()))
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *((k, v) for k, v in extra if k not in present),
+                ]
+            await send(message)
+
+        await self._app(scope, receive, with_headers)
+
+
 def create_app(settings: Settings, database_url: str) -> FastAPI:
     pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
         database_url,
         min_size=1,
         max_size=settings.api_pool_size,
         kwargs={"application_name": "shopstream-api"},
+        # A connection that died with a database restart is replaced before it is handed
+        # out, instead of failing a request.
+        check=ConnectionPool.check_connection,
         open=False,
     )
     metrics = ApiMetrics(pool)
@@ -101,7 +154,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.state.settings = settings
     app.state.database_url = database_url
     app.state.pool = pool
-    app.state.limiter = RateLimiter(settings.api_rate_per_second, settings.api_rate_burst)
+    app.state.limits = RateLimits(
+        per_key=Rate(settings.api_rate_per_second, settings.api_rate_burst),
+        auth_failures=Rate(settings.api_auth_failures_per_second, settings.api_auth_failure_burst),
+    )
     app.state.metrics = metrics
 
     for router in (analytics.router, customers.router, quality.router, keys.router):
@@ -139,14 +195,23 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             with pool.connection(timeout=5) as conn:
                 pending = [m.name for m in pending_migrations(conn)]
         except (psycopg.Error, TimeoutError) as error:
-            return JSONResponse({"status": "database unavailable", "error": str(error)}, 503)
+            log.warning("readiness check: the database is unavailable (%s)", error)
+            return JSONResponse({"status": "database unavailable"}, 503)
         if pending:
             return JSONResponse({"status": "migrations pending", "pending": pending}, 503)
         return JSONResponse({"status": "ready"})
 
-    @app.get("/metrics", tags=["health"], include_in_schema=False)
-    def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    if settings.metrics_access != "off":
+
+        @app.get("/metrics", tags=["health"], include_in_schema=False)
+        def prometheus(request: Request) -> Response:
+            if settings.metrics_access == "key" and not _may_scrape(request, settings, pool):
+                return JSONResponse(
+                    {"detail": "an analyst or admin API key (or the metrics token) is required"},
+                    status.HTTP_401_UNAUTHORIZED,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -165,7 +230,23 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             allow_headers=["Authorization", "X-API-Key", "Content-Type"],
         )
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     return app
+
+
+def _may_scrape(
+    request: Request, settings: Settings, pool: ConnectionPool[psycopg.Connection[Any]]
+) -> bool:
+    """The Bearer token is the metrics token, or an analyst (or admin) API key."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    expected = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    if expected is not None and hmac.compare_digest(token.encode(), expected.encode()):
+        return True
+    with pool.connection() as conn:
+        who = authenticate(conn, token)
+    return who is not None and who.role.allows(Role.ANALYST)
 
 
 def app_from_environment() -> FastAPI:

@@ -12,7 +12,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from psycopg_pool import ConnectionPool
 
 from shopstream.api.keys import Principal, Role, authenticate
-from shopstream.api.ratelimit import RateLimiter
+from shopstream.api.ratelimit import RateLimits
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <API key>")
@@ -35,20 +35,31 @@ def principal(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     header: Annotated[str | None, Depends(_header)],
 ) -> Principal:
-    """The key's owner; 401 without a valid key, 429 over the key's rate."""
+    """The key's owner; 401 without a valid key, 429 over the key's rate or after too many
+    failed keys from the client's address (refused before any key lookup)."""
     key = bearer.credentials if bearer is not None else header
+    client = request.client.host if request.client is not None else "unknown"
+    limits: RateLimits = request.app.state.limits
     who = None
-    if key:
-        with db.connection() as conn:
+    with db.connection() as conn:
+        refused_for = limits.wait_after_failures(conn, client) if key else 0.0
+        if key and not refused_for:
             who = authenticate(conn, key)
+            if who is None:
+                limits.count_failure(conn, client)
+        wait = limits.take_for_key(conn, who.key_id) if who is not None else 0.0
+    if refused_for:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "too many failed authentications from this address",
+            headers={"Retry-After": str(math.ceil(refused_for))},
+        )
     if who is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "a valid API key is required (Authorization: Bearer KEY, or X-API-Key: KEY)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    limiter: RateLimiter = request.app.state.limiter
-    wait = limiter.acquire(who.key_id)
     if wait:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,

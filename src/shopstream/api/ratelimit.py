@@ -1,35 +1,49 @@
-"""Per-key request rate limit: a token bucket per API key, in the serving process."""
+"""Request rate limits kept in PostgreSQL, so every ``serve --workers N`` process shares
+them: a token bucket per API key, and one per client address for failed authentications
+(a guessing client is refused before its keys are even looked up)."""
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
+from typing import Any
+
+import psycopg
 
 
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    updated: float
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """``per_second`` sustained, bursts of up to ``burst``."""
+
+    per_second: float
+    burst: int
 
 
-class RateLimiter:
-    """``rate`` requests per second sustained, bursts of up to ``burst``."""
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    per_key: Rate
+    auth_failures: Rate
 
-    def __init__(self, rate: float, burst: int) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._buckets: dict[int, _Bucket] = {}
-        self._lock = threading.Lock()
+    def take_for_key(self, conn: psycopg.Connection[Any], key_id: int) -> float:
+        """0 when the key's request may go ahead, else the seconds until it may."""
+        return _take(conn, f"key:{key_id}", self.per_key)
 
-    def acquire(self, key_id: int) -> float:
-        """0 when the request may go ahead, else the seconds until it may."""
-        now = time.monotonic()
-        with self._lock:
-            bucket = self._buckets.setdefault(key_id, _Bucket(self._burst, now))
-            bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.updated) * self._rate)
-            bucket.updated = now
-            if bucket.tokens >= 1.0:
-                bucket.tokens -= 1.0
-                return 0.0
-            return (1.0 - bucket.tokens) / self._rate
+    def wait_after_failures(self, conn: psycopg.Connection[Any], client: str) -> float:
+        """Seconds this client must wait before it may try a key again (0: now)."""
+        rate = self.auth_failures
+        row = conn.execute(
+            "SELECT shopstream_token_wait(%s, %s, %s)",
+            (f"auth:{client}", rate.per_second, float(rate.burst)),
+        ).fetchone()
+        return float(row[0]) if row else 0.0
+
+    def count_failure(self, conn: psycopg.Connection[Any], client: str) -> None:
+        """Count one failed authentication against the client's address."""
+        _take(conn, f"auth:{client}", self.auth_failures)
+
+
+def _take(conn: psycopg.Connection[Any], bucket: str, rate: Rate) -> float:
+    row = conn.execute(
+        "SELECT shopstream_take_token(%s, %s, %s)", (bucket, rate.per_second, float(rate.burst))
+    ).fetchone()
+    conn.commit()
+    return float(row[0]) if row else 0.0

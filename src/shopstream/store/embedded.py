@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import importlib.util
 import json
 import logging
@@ -20,6 +19,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -87,6 +87,7 @@ class EmbeddedPostgres:
             if self.is_running():
                 return False
             state = self._initialise()
+            private_directory(Path(state.socket_dir), self._service_account())
             if not _port_is_free(state.port):
                 state = ServerState(_free_port(), state.password, state.socket_dir, state.bin_dir)
                 self._save_state(state)
@@ -165,11 +166,9 @@ class EmbeddedPostgres:
         password = secrets.token_urlsafe(24)
         state = ServerState(_free_port(), password, str(self._socket_dir()), str(bin_dir))
         owner = self._service_account()
+        self.root.parent.mkdir(parents=True, exist_ok=True)
         for path in (self.root, Path(state.socket_dir)):
-            path.mkdir(parents=True, exist_ok=True)
-            if owner is not None:
-                os.chown(path, owner.pw_uid, owner.pw_gid)
-        Path(state.socket_dir).chmod(0o700)
+            private_directory(path, owner)
         self._check_reachable(self.root, owner)
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
@@ -242,11 +241,12 @@ class EmbeddedPostgres:
         )
 
     def _socket_dir(self) -> Path:
+        """``run/`` beside the data, or, when that path is too long for a socket, a new
+        directory of unpredictable name in the system temp directory."""
         preferred = self.root / "run"
         if len(str(preferred)) <= _MAX_SOCKET_DIR:
             return preferred
-        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
-        return Path("/tmp") / f"shopstream-{digest}"
+        return Path(tempfile.mkdtemp(prefix="shopstream-"))
 
     # -- running as the service user ----------------------------------------------------
 
@@ -330,6 +330,34 @@ class EmbeddedPostgres:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def private_directory(path: Path, owner: pwd.struct_passwd | None) -> None:
+    """Create ``path`` (mode 0700, for ``owner`` or ourselves), or accept it as it is only
+    if it is a real directory owned by one of us: never follow a planted symlink, never
+    take over someone else's directory."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as error:
+        raise EmbeddedDatabaseError(
+            f"refusing {path}: it is not a plain directory ({error.strerror}); remove it or"
+            " choose another SHOPSTREAM_HOME"
+        ) from error
+    try:
+        info = os.fstat(descriptor)
+        allowed = {os.geteuid()} | ({owner.pw_uid} if owner is not None else set())
+        if info.st_uid not in allowed:
+            raise EmbeddedDatabaseError(
+                f"refusing {path}: it belongs to uid {info.st_uid}, not to ShopStream;"
+                " remove it or choose another SHOPSTREAM_HOME"
+            )
+        if owner is not None:
+            os.fchown(descriptor, owner.pw_uid, owner.pw_gid)
+        os.fchmod(descriptor, 0o700)
+    finally:
+        os.close(descriptor)
 
 
 def _version_key(path: Path) -> float:

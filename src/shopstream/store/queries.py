@@ -65,21 +65,43 @@ def quarantine_by_rule(conn: psycopg.Connection[Any]) -> list[tuple[str, int]]:
     return [(str(rule), int(count)) for rule, count in rows]
 
 
+# Raw characters per row in a listing; ``quarantine show`` gives a row's stored excerpt.
+QUARANTINE_LIST_RAW_CHARS = 4096
+
+
 def quarantine_rows(
     conn: psycopg.Connection[Any],
     *,
     rule: str | None,
     limit: int,
     offset: int = 0,
+    after: int | None = None,
     status: str = "quarantined",
+    raw_chars: int = QUARANTINE_LIST_RAW_CHARS,
 ) -> list[dict[str, Any]]:
+    """A page of quarantine rows, each with at most ``raw_chars`` of its raw content (and
+    the whole record's size and hash), so a page's size is bounded whatever was stored.
+    ``after`` pages by id (stable while rows arrive); ``offset`` skips rows."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            """SELECT quarantine_id, batch_id, source, line_no, scope, rules, raw, status
+            """SELECT quarantine_id, batch_id, source, line_no, scope, rules,
+                      left(raw, %(chars)s) AS raw,
+                      coalesce(raw_size, octet_length(raw)) AS raw_size, raw_sha256,
+                      coalesce(raw_size, octet_length(raw)) > octet_length(left(raw, %(chars)s))
+                          AS raw_truncated,
+                      status
                  FROM quarantine
-                WHERE status = %s AND (%s::text IS NULL OR %s = ANY(rules))
-                ORDER BY quarantine_id LIMIT %s OFFSET %s""",
-            (status, rule, rule, limit, offset),
+                WHERE status = %(status)s AND (%(rule)s::text IS NULL OR %(rule)s = ANY(rules))
+                  AND (%(after)s::bigint IS NULL OR quarantine_id > %(after)s)
+                ORDER BY quarantine_id LIMIT %(limit)s OFFSET %(offset)s""",
+            {
+                "chars": raw_chars,
+                "status": status,
+                "rule": rule,
+                "after": after,
+                "limit": limit,
+                "offset": offset,
+            },
         ).fetchall()
 
 

@@ -20,7 +20,7 @@ class ReadLimits:
 
     # The largest file, after decompression, parsed as a whole; larger ones are rejected
     # (their hash is still taken, streaming, so the ledger settles them).
-    max_file_bytes: int = 128 * MIB
+    max_file_bytes: int = 32 * MIB
     # Decompressed / compressed size beyond which a gzip stream counts as a bomb (checked
     # once it has produced ``ratio_floor_bytes``, so small files never trip it).
     max_compression_ratio: float = 100.0

@@ -56,7 +56,10 @@ class QuarantineRow(BaseModel):
     line_no: int | None
     scope: str
     rules: list[str]
-    raw: str
+    raw: str = Field(description="The record as received, at most 4,096 characters of it.")
+    raw_size: int = Field(description="Size in bytes of the whole record (or file).")
+    raw_sha256: str | None = Field(description="SHA-256 of the whole record (or file).")
+    raw_truncated: bool = Field(description="raw holds only the start of the record.")
     status: str
 
 
@@ -67,10 +70,15 @@ def quarantine(
     rule: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE)] = None,
     limit: Limit = 100,
     offset: Offset = 0,
+    after: Annotated[
+        int | None,
+        Query(ge=0, le=2**63 - 1, description="Only rows with a larger id (next page: last id)."),
+    ] = None,
 ) -> list[dict[str, Any]]:
-    """Open quarantine rows with their raw content and the rules they broke."""
+    """Open quarantine rows with an excerpt of their raw content and the rules they broke;
+    a page's size is bounded (``limit`` rows, 4,096 raw characters each)."""
     with db.connection() as conn:
-        return queries.quarantine_rows(conn, rule=rule, limit=limit, offset=offset)
+        return queries.quarantine_rows(conn, rule=rule, limit=limit, offset=offset, after=after)
 
 
 class ReplayRequest(BaseModel):

@@ -38,6 +38,9 @@ def select_for_replay(
             """SELECT quarantine_id, source, line_no, scope, raw, raw_bytes, format, header
                  FROM quarantine
                 WHERE status = 'quarantined'
+                  -- an excerpt of a longer record cannot be replayed (it stays quarantined)
+                  AND (raw_size IS NULL
+                       OR raw_size <= octet_length(coalesce(raw_bytes, convert_to(raw, 'UTF8'))))
                   AND (%s::text IS NULL OR %s = ANY(rules))
                   AND (%s::bigint[] IS NULL OR quarantine_id = ANY(%s))
                 ORDER BY quarantine_id LIMIT %s""",

@@ -171,6 +171,8 @@ class Runner:
                     self._put(None)
                     return
                 self._stop.wait(trigger)
+        except Stopped:
+            return  # asked to stop while a database call was waiting to retry: a clean stop
         except BaseException as error:
             self._failure = error
             self._put(None)
