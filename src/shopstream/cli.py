@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -21,6 +21,7 @@ from shopstream.logs import configure as configure_logging
 from shopstream.schema import InputFormat
 from shopstream.settings import Settings
 from shopstream.sources.select import KafkaSpec
+from shopstream.store.roles import Purpose
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Manage the database (embedded or external).")
@@ -55,17 +56,27 @@ def main() -> None:
 
 
 @contextmanager
-def _database(settings: Settings, *, migrate: bool = True) -> Iterator[str]:
-    from shopstream.store.connection import connect, database_url
+def _database(
+    settings: Settings, purpose: Purpose = "api", *, migrate: bool = True
+) -> Iterator[str]:
+    """The URL to connect as ``purpose`` (least privilege: see store.roles), after
+    migrating as the owner."""
+    with _databases(settings, migrate=migrate) as urls:
+        yield urls(purpose)
+
+
+@contextmanager
+def _databases(settings: Settings, *, migrate: bool = True) -> Iterator[Callable[[Purpose], str]]:
+    from shopstream.store.connection import connect, database_urls
     from shopstream.store.embedded import EmbeddedDatabaseError
     from shopstream.store.migrate import migrate as apply_migrations
 
     try:
-        with database_url(settings) as url:
+        with database_urls(settings) as urls:
             if migrate:
-                with connect(url) as conn:
+                with connect(urls("owner")) as conn:
                     apply_migrations(conn)
-            yield url
+            yield urls
     except (EmbeddedDatabaseError, psycopg.OperationalError) as error:
         err.print(f"[red]database unavailable:[/red] {error}")
         raise typer.Exit(2) from error
@@ -264,7 +275,7 @@ def run(
             archive=archive, delete=delete,
         )  # fmt: skip
         return
-    with _database(settings) as url:
+    with _database(settings, "ingest") as url:
         runner: Runner | None = None
 
         def stopping() -> bool:
@@ -352,7 +363,7 @@ def _run_spark(
         nonlocal stop_requested
         stop_requested = True
 
-    with _database(settings) as url:
+    with _database(settings, "ingest") as url:
         try:
             spark = spark_session(
                 master,
@@ -396,7 +407,7 @@ def db_migrate() -> None:
     from shopstream.store.connection import connect
     from shopstream.store.migrate import migrate
 
-    with _database(Settings(), migrate=False) as url, connect(url) as conn:
+    with _database(Settings(), "owner", migrate=False) as url, connect(url) as conn:
         applied = migrate(conn)
     console.print(
         "applied " + ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
@@ -413,9 +424,9 @@ def db_up() -> None:
 
     server = embedded_server(Settings())
     started = server.start()
-    with connect(server.url(socket=True)) as conn:
+    with connect(server.url(socket=True, purpose="owner")) as conn:
         migrate(conn)
-    console.print(("started " if started else "already running ") + server.url())
+    console.print(("started " if started else "already running ") + server.url(purpose="owner"))
 
 
 @db_app.command("down")
@@ -438,15 +449,24 @@ def db_status() -> None:
         return
     server = embedded_server(settings)
     if server.is_running():
-        console.print(f"running: {server.url()}")
+        console.print(f"running: {server.url(purpose='owner')}")
         return
     console.print(f"stopped (data in {server.data_dir})")
     raise typer.Exit(1)
 
 
+class RoleChoice(StrEnum):
+    OWNER = "owner"
+    INGEST = "ingest"
+    API = "api"
+
+
 @db_app.command("url")
 def db_url(
     socket: Annotated[bool, typer.Option(help="Unix-socket form (fastest locally).")] = False,
+    role: Annotated[
+        RoleChoice, typer.Option(help="Connect as: owner (all rights), ingest, or api (read).")
+    ] = RoleChoice.OWNER,
 ) -> None:
     """Print the database URL (for psql, the API, Spark JDBC ...)."""
     from shopstream.store.connection import embedded_server
@@ -454,13 +474,53 @@ def db_url(
 
     settings = Settings()
     if settings.database_url:
-        typer.echo(settings.database_url)
+        given = {
+            RoleChoice.OWNER: settings.database_url,
+            RoleChoice.INGEST: settings.ingest_database_url,
+            RoleChoice.API: settings.api_database_url,
+        }
+        typer.echo(given[role] or settings.database_url)
         return
     try:
-        typer.echo(embedded_server(settings).url(socket=socket))
+        typer.echo(embedded_server(settings).url(socket=socket, purpose=role.value))
     except EmbeddedDatabaseError as error:
         err.print(f"[red]{error}[/red]")
         raise typer.Exit(1) from error
+
+
+@db_app.command("roles")
+def db_roles(
+    show_sql: Annotated[
+        bool, typer.Option("--sql", help="Print the GRANTs an administrator runs instead.")
+    ] = False,
+) -> None:
+    """The owner, ingest and API roles: login, superuser, tables they may write and read."""
+    from shopstream.store.connection import connect
+    from shopstream.store.roles import grant_statements, report
+
+    if show_sql:
+        for role in ("shopstream_ingest", "shopstream_api"):
+            print(f"CREATE ROLE {role} NOLOGIN;")
+        with _database(Settings(), "owner") as url, connect(url) as conn:
+            for statement in grant_statements():
+                print(statement.as_string(conn) + ";")
+        return
+    with _database(Settings(), "owner") as url, connect(url) as conn:
+        rows = report(conn)
+    table = Table()
+    table.add_column("role", no_wrap=True)
+    for column in ("exists", "login", "superuser", "tables written", "tables read"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row.role, _yes(row.exists), _yes(row.can_login), _yes(row.superuser),
+            str(row.tables_writable), str(row.tables_readable),
+        )  # fmt: skip
+    console.print(table)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 # -- status and quarantine -----------------------------------------------------------------
@@ -480,7 +540,7 @@ def batch_daily(
     from shopstream.store.connection import connect
 
     target = day.date() if day else (datetime.now(UTC) - timedelta(days=1)).date()
-    with _database(Settings()) as url, connect(url) as conn:
+    with _database(Settings(), "ingest") as url, connect(url) as conn:
         rows = run_daily(conn, target)
     console.print(f"daily_aggregations for {target}: {rows} rows")
 
@@ -498,7 +558,7 @@ def batch_customers(
     from shopstream.analytics.customers import run_customers
     from shopstream.store.connection import connect
 
-    with _database(Settings()) as url, connect(url) as conn:
+    with _database(Settings(), "ingest") as url, connect(url) as conn:
         sizes = run_customers(conn, as_of.date() if as_of else None)
     table = Table(title="Customer segments")
     table.add_column("segment")
@@ -629,7 +689,7 @@ def quarantine_replay(
     from shopstream.store.loader import AlreadyCommitted
 
     settings = Settings()
-    with _database(settings) as url:
+    with _database(settings, "ingest") as url:
         try:
             result = replay_quarantine(url, settings, rule=rule, ids=ids, limit=limit)
         except AlreadyCommitted:
@@ -663,11 +723,18 @@ def serve(
     from shopstream.api.app import create_app
 
     settings = Settings()
-    with _database(settings) as url:
+    with _databases(settings) as urls:
+        api_url, ingest_url = urls("api"), urls("ingest")
         if workers == 1:
-            uvicorn.run(create_app(settings, url), host=host, port=port, log_level="warning")
+            uvicorn.run(
+                create_app(settings, api_url, ingest_url),
+                host=host, port=port, log_level="warning",
+            )  # fmt: skip
             return
-        os.environ["SHOPSTREAM_DATABASE_URL"] = url  # each worker process builds the app
+        # Each worker process builds the app from these.
+        os.environ["SHOPSTREAM_DATABASE_URL"] = urls("owner")
+        os.environ["SHOPSTREAM_API_DATABASE_URL"] = api_url
+        os.environ["SHOPSTREAM_INGEST_DATABASE_URL"] = ingest_url
         uvicorn.run(
             "shopstream.api.app:app_from_environment", factory=True, workers=workers,
             host=host, port=port, log_level="warning",
@@ -740,10 +807,10 @@ def demo(
     from shopstream.demo import DashboardUnavailableError, run_demo
 
     settings = Settings()
-    with _database(settings) as url:
+    with _databases(settings) as urls:
         try:
             run_demo(
-                settings, url, rate=rate, duration=duration, console=console,
+                settings, urls, rate=rate, duration=duration, console=console,
                 port=port if serve else None,
             )  # fmt: skip
         except DashboardUnavailableError as error:

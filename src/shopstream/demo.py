@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
@@ -30,6 +31,7 @@ from shopstream.sources.files import DirectorySource
 from shopstream.store.connection import connect
 from shopstream.store.ledger import LedgerCheck
 from shopstream.store.loader import BatchResult, Loader
+from shopstream.store.roles import Purpose
 
 log = logging.getLogger(__name__)
 CUSTOMERS_EVERY_S: Final = 30.0
@@ -59,12 +61,11 @@ class DashboardUnavailableError(Exception):
     """The API and dashboard could not start (the port is taken, say)."""
 
 
-def _serve(settings: Settings, url: str, port: int) -> uvicorn.Server:
+def _serve(settings: Settings, urls: Callable[[Purpose], str], port: int) -> uvicorn.Server:
     """The API and dashboard on 127.0.0.1:port, in a thread of this process; returns once
     it accepts connections, so the address printed next already answers."""
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, url), host="127.0.0.1", port=port, log_level="warning")
-    )
+    app = create_app(settings, urls("api"), urls("ingest"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = threading.Thread(target=server.run, name="shopstream-api", daemon=True)
     serving.start()
     deadline = time.monotonic() + SERVER_START_S
@@ -87,13 +88,14 @@ def _segment_periodically(url: str, stop: threading.Event) -> None:
 
 def run_demo(
     settings: Settings,
-    url: str,
+    urls: Callable[[Purpose], str],
     *,
     rate: float,
     duration: float | None,
     console: Console,
     port: int | None = 8000,
 ) -> None:
+    url = urls("ingest")
     inbox = settings.home_dir / "demo" / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
     stats = DemoStats()
@@ -144,9 +146,9 @@ def run_demo(
     signal.signal(signal.SIGTERM, shutdown)
     server = None
     if port is not None:
-        with connect(url) as conn:
+        with connect(urls("api")) as conn:
             _, key = create_key(conn, Role.VIEWER, "demo", timedelta(days=1))
-        server = _serve(settings, url, port)
+        server = _serve(settings, urls, port)
         stats.dashboard = f"http://127.0.0.1:{port}/"
         console.print(f"Dashboard and API: {stats.dashboard} (OpenAPI at /docs)")
         console.print("Viewer API key for this demo (valid for a day):")

@@ -21,6 +21,16 @@ class Settings(BaseSettings):
         default=None,
         description="Any PostgreSQL >= 14. Unset: ShopStream starts its own under SHOPSTREAM_HOME.",
     )
+    ingest_database_url: str | None = Field(
+        default=None,
+        description="With SHOPSTREAM_DATABASE_URL: connect the runner and batch jobs as a login"
+        " role granted shopstream_ingest (unset: SHOPSTREAM_DATABASE_URL).",
+    )
+    api_database_url: str | None = Field(
+        default=None,
+        description="With SHOPSTREAM_DATABASE_URL: connect the API as a login role granted"
+        " shopstream_api (unset: SHOPSTREAM_DATABASE_URL).",
+    )
     home: Path = Field(default=Path(".shopstream"), description="State directory.")
     trigger_ms: int = Field(default=100, ge=10, description="File source poll interval.")
     max_batch_rows: int = Field(default=50_000, ge=1, description="Rows per micro-batch.")

@@ -175,7 +175,8 @@ def test_health_readiness_and_metrics(served: Served) -> None:
         assert client.get("/healthz").json() == {"status": "ok"}
         assert client.get("/readyz").json() == {"status": "ready"}
         client.get("/api/v1/kpis", headers={"X-API-Key": served.keys["viewer"]})
-        metrics = client.get("/metrics").text
+        scrape = {"Authorization": f"Bearer {served.keys['analyst']}"}
+        metrics = client.get("/metrics", headers=scrape).text
     assert (
         'shopstream_api_request_seconds_count{method="GET",route="/api/v1/kpis",status="200"}'
         in metrics

@@ -120,7 +120,9 @@ class SecurityHeaders:
         await self._app(scope, receive, with_headers)
 
 
-def create_app(settings: Settings, database_url: str) -> FastAPI:
+def create_app(settings: Settings, database_url: str, ingest_url: str | None = None) -> FastAPI:
+    """The app, reading through ``database_url`` (the API role) and replaying quarantine
+    through ``ingest_url`` (the ingest role; None: ``database_url``)."""
     pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
         database_url,
         min_size=1,
@@ -153,6 +155,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     )
     app.state.settings = settings
     app.state.database_url = database_url
+    app.state.ingest_url = ingest_url or database_url
     app.state.pool = pool
     app.state.limits = RateLimits(
         per_key=Rate(settings.api_rate_per_second, settings.api_rate_burst),
@@ -254,4 +257,8 @@ def app_from_environment() -> FastAPI:
     settings = Settings()
     if settings.database_url is None:
         raise RuntimeError("SHOPSTREAM_DATABASE_URL is not set")
-    return create_app(settings, settings.database_url)
+    return create_app(
+        settings,
+        settings.api_database_url or settings.database_url,
+        settings.ingest_database_url or settings.database_url,
+    )

@@ -15,6 +15,7 @@ from shopstream.metrics import record_db_failure
 from shopstream.settings import Settings
 from shopstream.store.embedded import EmbeddedPostgres
 from shopstream.store.errors import is_transient
+from shopstream.store.roles import Purpose
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -29,19 +30,26 @@ def embedded_server(settings: Settings) -> EmbeddedPostgres:
 
 
 @contextlib.contextmanager
-def database_url(settings: Settings) -> Iterator[str]:
-    """The database to use: ``SHOPSTREAM_DATABASE_URL``, or the embedded server.
+def database_urls(settings: Settings) -> Iterator[Callable[[Purpose], str]]:
+    """The database to use, as a URL per purpose (see :mod:`shopstream.store.roles`):
+    ``SHOPSTREAM_DATABASE_URL`` (or the ingest and API URLs given beside it), or the
+    embedded server with its own login role per purpose.
 
     An embedded server this call started is stopped again on exit; one that was already
     running (``shopstream db up``) is left running for the other processes sharing it.
     """
     if settings.database_url:
-        yield settings.database_url
+        given = {
+            "owner": settings.database_url,
+            "ingest": settings.ingest_database_url or settings.database_url,
+            "api": settings.api_database_url or settings.database_url,
+        }
+        yield lambda purpose: given[purpose]
         return
     server = embedded_server(settings)
     started = server.start()
     try:
-        yield server.url(socket=True)
+        yield lambda purpose: server.url(socket=True, purpose=purpose)
     finally:
         if started:
             server.stop()

@@ -21,9 +21,12 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Final
 from urllib.parse import quote
+
+from shopstream.store.roles import ROLE_FOR, DatabaseRole, Purpose
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,43 @@ _SERVER_SETTINGS = {
 }
 
 
+# Objects in the public schema that the bootstrap superuser owns (an older ShopStream
+# migrated as it) go to the owner role. Sequences tied to a column move with their table.
+_HAND_OVER_OBJECTS: Final = b"""
+DO $$
+DECLARE
+    item record;
+BEGIN
+    FOR item IN
+        SELECT c.relname, c.relkind FROM pg_class c
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+           AND c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+           AND NOT (c.relkind = 'S' AND EXISTS (
+                   SELECT 1 FROM pg_depend d
+                    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                      AND d.deptype IN ('a', 'i')))
+    LOOP
+        EXECUTE format('ALTER %s %I OWNER TO shopstream_owner',
+                       CASE item.relkind WHEN 'v' THEN 'VIEW'
+                                         WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                         WHEN 'S' THEN 'SEQUENCE'
+                                         ELSE 'TABLE' END,
+                       item.relname);
+    END LOOP;
+    FOR item IN
+        SELECT p.oid::regprocedure AS signature FROM pg_proc p
+          JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname = 'public'
+           AND p.proowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO shopstream_owner', item.signature);
+    END LOOP;
+END
+$$;
+"""
+
+
 class EmbeddedDatabaseError(RuntimeError):
     """The embedded server cannot be set up here; the message says why and what to do."""
 
@@ -53,9 +93,11 @@ class ServerState:
     """What a running or stopped embedded server needs to be reached again."""
 
     port: int
-    password: str
+    password: str  # the bootstrap superuser's: only for setting up the roles below
     socket_dir: str
     bin_dir: str
+    # Passwords of the owner, ingest and API login roles (see store.roles).
+    role_passwords: dict[str, str] = field(default_factory=dict)
 
 
 class EmbeddedPostgres:
@@ -120,6 +162,7 @@ class EmbeddedPostgres:
                     f" see {self.log_file}"
                 )
             self._create_database(state)
+            self._provision_roles(state)
             log.info("embedded PostgreSQL started on port %s", state.port)
             return True
 
@@ -144,17 +187,21 @@ class EmbeddedPostgres:
             log.info("embedded PostgreSQL stopped")
             return True
 
-    def url(self, *, socket: bool = False) -> str:
+    def url(self, *, socket: bool = False, purpose: Purpose | None = None) -> str:
+        """The server's URL as the login role for ``purpose`` (None: the superuser, for
+        setting up and for tests that create databases)."""
         state = self._load_state()
         if state is None:
             raise EmbeddedDatabaseError("the embedded database was never started: run `db up`")
-        password = quote(state.password, safe="")
+        user, secret = SERVICE_USER, state.password
+        if purpose is not None:
+            user = ROLE_FOR[purpose].value
+            secret = state.role_passwords.get(user, "")
+        password = quote(secret, safe="")
         if socket:
             host = quote(state.socket_dir, safe="")
-            return (
-                f"postgresql://{SERVICE_USER}:{password}@/{DATABASE}?host={host}&port={state.port}"
-            )
-        return f"postgresql://{SERVICE_USER}:{password}@127.0.0.1:{state.port}/{DATABASE}"
+            return f"postgresql://{user}:{password}@/{DATABASE}?host={host}&port={state.port}"
+        return f"postgresql://{user}:{password}@127.0.0.1:{state.port}/{DATABASE}"
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -215,6 +262,41 @@ class EmbeddedPostgres:
             ).fetchone()
             if exists is None:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+
+    def _provision_roles(self, state: ServerState) -> None:
+        """Login roles for the owner, ingest and API (none a superuser); the owner owns the
+        database and every object in its schema, also those an older version created as
+        the superuser."""
+        import psycopg
+        from psycopg import sql
+
+        passwords = dict(state.role_passwords)
+        for role in DatabaseRole:
+            passwords.setdefault(role.value, secrets.token_urlsafe(24))
+        if passwords != state.role_passwords:
+            state = replace(state, role_passwords=passwords)
+            self._save_state(state)
+        owner = sql.Identifier(DatabaseRole.OWNER.value)
+        with psycopg.connect(self.url(socket=True), autocommit=True) as conn:
+            for role in DatabaseRole:
+                exists = conn.execute(
+                    "SELECT 1 FROM pg_roles WHERE rolname = %s", (role.value,)
+                ).fetchone()
+                verb = "ALTER" if exists else "CREATE"
+                conn.execute(
+                    sql.SQL(
+                        "{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}"
+                    ).format(
+                        sql.SQL(verb),
+                        sql.Identifier(role.value),
+                        sql.Literal(passwords[role.value]),
+                    )
+                )
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(DATABASE), owner)
+            )
+            conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(owner))
+            conn.execute(_HAND_OVER_OBJECTS)
 
     def _find_binaries(self) -> Path:
         owner = self._service_account()

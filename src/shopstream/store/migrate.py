@@ -8,6 +8,8 @@ from importlib import resources
 
 import psycopg
 
+from shopstream.store.roles import ensure_roles
+
 log = logging.getLogger(__name__)
 _LOCK_KEY = 0x5350_5354  # "SPST": one migrator at a time
 
@@ -52,6 +54,7 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]]) -> list[Migration]:
                 )
             log.info("applied migration %04d_%s", migration.version, migration.name)
             applied_now.append(migration)
+        ensure_roles(conn)
     return applied_now
 
 

@@ -104,7 +104,7 @@ def replay(who: Admin, http: Request, body: Annotated[ReplayRequest, Body()]) ->
     state = http.app.state
     try:
         result = replay_quarantine(
-            state.database_url, state.settings, rule=body.rule, ids=body.ids, limit=body.limit
+            state.ingest_url, state.settings, rule=body.rule, ids=body.ids, limit=body.limit
         )
     except AlreadyCommitted as error:
         raise HTTPException(
