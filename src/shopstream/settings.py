@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits
+from shopstream.validation.limits import DEFAULT_LIMITS, DEFAULT_PIECE_BYTES, ReadLimits
 
 
 class Settings(BaseSettings):
@@ -110,13 +110,20 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(
         default=DEFAULT_LIMITS.max_file_bytes,
         ge=1024,
-        description="Largest input file, after decompression, parsed as a whole; larger files"
+        description="Largest input file, after decompression, loaded at all; larger files"
         " are rejected as file_too_large (hashed as a stream, never held in memory).",
+    )
+    file_piece_bytes: int = Field(
+        default=DEFAULT_PIECE_BYTES,
+        ge=64 * 1024,
+        description="A file larger than this (decompressed), or compressed, is read as a"
+        " stream and loaded in pieces of about this size, each in its own batch, resuming"
+        " after the last committed piece on restart: memory follows this, not the file.",
     )
     max_compression_ratio: float = Field(
         default=DEFAULT_LIMITS.max_compression_ratio,
         gt=1,
-        description="A gzip file expanding more than this (past 16 MiB) is rejected as"
+        description="A gzip file expanding more than this (past its first MiB) is rejected as"
         " file_compression_ratio: a decompression bomb.",
     )
     max_line_bytes: int = Field(

@@ -110,8 +110,9 @@ def test_bad_input_is_accounted_for_while_good_files_load(
     good_json = f'{{"event_id":"{uuid.uuid4()}","event_type":"view","product_id":"p",{tail}'
     (inbox / "escapes.jsonl").write_text(nul + tail + surrogate + tail + good_json)
     deep = f'{{"event_id":"{uuid.uuid4()}","event_type":"view","product_id":"p","extra":'
-    deep += "[" * 500 + "]" * 500 + "," + tail
-    (inbox / "deep.jsonl").write_text(deep)
+    deep += "[" * 900 + "]" * 900 + "," + tail
+    deeper = deep.replace("[" * 900, "[" * 3000).replace("]" * 900, "]" * 3000)
+    (inbox / "deep.jsonl").write_text(deep + deeper)
     (inbox / "junk.csv.gz").write_bytes(gzip.compress(b"x\n" * 20_000_000, 9))
     for path in inbox.iterdir():
         quiet(path)
@@ -122,6 +123,7 @@ def test_bad_input_is_accounted_for_while_good_files_load(
     assert result.read == result.loaded + result.duplicates + result.quarantined
     assert result.ledger_files == 7
     assert quarantine_rules(database_url) == [
+        ("deep.jsonl", "json_too_deep"),
         ("escapes.jsonl", "field_encoding"),
         ("escapes.jsonl", "field_encoding"),
         ("junk.csv.gz", "file_compression_ratio"),

@@ -41,8 +41,33 @@ QUARANTINE_SCHEMA: Final[dict[str, pl.DataType]] = {
 
 
 @dataclass(frozen=True, slots=True)
+class FilePiece:
+    """A stretch of whole records of a file too large to parse at once, loaded as a batch
+    of its own. Each piece moves the file's stored position (``file_progress``) from
+    ``start`` to ``end`` only if it is at ``start``; the ledger records the file when its
+    last piece commits, so a restart resumes after the last committed piece."""
+
+    index: int
+    start: int  # decompressed byte offset of its first record
+    end: int  # offset after its last record
+    end_line: int  # file line number after its last record
+    line_shift: int  # added to the piece's own line numbers to give the file's
+    last: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FileProgress:
+    """Where a partly loaded file's stored position is (``file_progress``): a reader
+    resumes there after a restart."""
+
+    next_offset: int
+    next_line: int
+    pieces: int
+
+
+@dataclass(frozen=True, slots=True)
 class FileOutcome:
-    """One source file's entry in the ledger."""
+    """One source file's entry in the ledger (for a piece: its share of it)."""
 
     path: str
     content_hash: str
@@ -51,6 +76,7 @@ class FileOutcome:
     rows_read: int
     input_format: str | None = None
     ignored_columns: tuple[str, ...] = ()
+    piece: FilePiece | None = None
 
 
 @dataclass(frozen=True, slots=True)

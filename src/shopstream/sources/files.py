@@ -8,7 +8,9 @@ Nothing in the directory can stop the source: a file it may not read is reported
 its path and tried again later; a file over the size limit is hashed as a stream and
 handed on for rejection, never held whole; symlinks and special files are skipped with a
 log line. A file is archived or deleted only once the ledger holds exactly that path and
-content, and only if it still has the content that was loaded.
+content, and only if it still has the content that was loaded. A file larger than the
+piece size, or compressed, is read as a stream of pieces (see ``pieces``), so memory
+follows the settings, not the file.
 """
 
 from __future__ import annotations
@@ -20,15 +22,19 @@ import os
 import shutil
 import stat as stat_module
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, Protocol
 
+from shopstream.engines.base import FileProgress
 from shopstream.engines.embedded.batch import IncomingFile
+from shopstream.engines.embedded.reader import GZIP_MAGIC
 from shopstream.schema import DATA_SUFFIXES, InputFormat
 from shopstream.sources.base import Source
-from shopstream.validation.limits import DEFAULT_LIMITS
+from shopstream.sources.pieces import PieceReader
+from shopstream.validation.limits import DEFAULT_LIMITS, DEFAULT_PIECE_BYTES, ReadLimits
+from shopstream.validation.rules import FileRejection
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +46,15 @@ _HEAD_BYTES: Final = 1 << 20  # kept of a file over the limit (for its quarantin
 # permissions or content retries it at once).
 _UNREADABLE_RETRY_NS: Final = 30 * 10**9
 
-# Is (path, content hash) recorded in the ledger? Asked right before archive or delete.
-LedgerCheck = Callable[[str, str], bool]
+
+class Ledger(Protocol):
+    """What the source asks the store between batches."""
+
+    def holds(self, path: str, content_hash: str) -> bool:
+        """Is exactly this file recorded? Asked right before archiving or deleting it."""
+
+    def progress(self, path: str, content_hash: str) -> FileProgress | None:
+        """Where loading a file in pieces stopped (None: not begun)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,22 +89,28 @@ class DirectorySource(Source):
         delete: bool = False,
         settle_seconds: float = 0.1,
         input_format: InputFormat | None = None,
-        max_file_bytes: int = DEFAULT_LIMITS.max_file_bytes,
-        in_ledger: LedgerCheck | None = None,
+        limits: ReadLimits = DEFAULT_LIMITS,
+        piece_bytes: int = DEFAULT_PIECE_BYTES,
+        ledger: Ledger | None = None,
     ) -> None:
-        if (archive is not None or delete) and in_ledger is None:
-            raise ValueError("archive or delete needs a ledger check")
+        if (archive is not None or delete) and ledger is None:
+            raise ValueError("archive or delete needs the ledger")
         self.directory = directory.resolve()
         self.name = str(self.directory)
         self.input_format = input_format
         self._known = known
         self._archive = archive.resolve() if archive else None
         self._delete = delete
-        self._in_ledger = in_ledger
+        self._ledger = ledger
         self._settle_ns = int(settle_seconds * 1e9)
-        self._max_file_bytes = max_file_bytes
+        self._limits = limits
+        self._piece_bytes = piece_bytes
         self._previous: dict[str, _Seen] = {}
+        # Files handed out and not settled (stat when read), their pieces still out, and
+        # the readers of files being read in pieces.
         self._in_flight: dict[str, _Seen] = {}
+        self._pieces_out: Counter[str] = Counter()
+        self._readers: dict[str, PieceReader] = {}
         self._done: dict[str, _Seen] = {}
         self._unreadable: dict[str, _Unreadable] = {}
         self._skipped: set[str] = set()
@@ -100,36 +119,92 @@ class DirectorySource(Source):
             self._archive.mkdir(parents=True, exist_ok=True)
 
     def poll(self, max_rows_hint: int) -> list[IncomingFile]:
-        ready = self._stable_files()
-        picked: list[IncomingFile] = []
         budget = max_rows_hint * _AVERAGE_ROW_BYTES
-        for path, seen in ready:
+        picked: list[IncomingFile] = []
+        for path in list(self._readers):
+            budget = self._take_pieces(path, picked, budget)
+        for path, seen in self._stable_files():
             if picked and budget <= 0:
                 break
             read = self._read(path, seen)
             if read is None:
                 continue
             incoming, at_read = read
-            picked.append(incoming)
-            self._in_flight[incoming.path] = at_read
-            budget -= seen.size
+            self._in_flight[path] = at_read
+            if incoming is None:
+                budget = self._take_pieces(path, picked, budget)
+            else:
+                picked.append(incoming)
+                budget -= len(incoming.data)
         return picked
 
     def committed(self, items: list[IncomingFile]) -> None:
         for item in items:
+            if item.piece is not None and not item.piece.last:
+                self._pieces_out[item.path] -= 1
+                continue
             self._known.setdefault(item.path, set()).add(item.content_hash)
-            at_read = self._in_flight.pop(item.path, None)
-            self._dispose(item, at_read)
+            self._finish(item.path)
+            self._dispose(item, self._in_flight.pop(item.path, None))
 
     def abandoned(self, items: list[IncomingFile]) -> None:
+        """Hand the files out again later; a file read in pieces is read again from its
+        stored position, once none of its pieces is out any more."""
         for item in items:
+            if item.piece is not None:
+                self._pieces_out[item.path] -= 1
+                reader = self._readers.pop(item.path, None)
+                if reader is not None:
+                    reader.close()
+                if self._pieces_out[item.path] > 0:
+                    continue
+            self._finish(item.path)
             self._in_flight.pop(item.path, None)
             self._previous.pop(item.path, None)
 
     def idle(self) -> bool:
         return not self._in_flight and not self._waiting
 
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+
     # -- internals ----------------------------------------------------------------------
+
+    def _take_pieces(self, path: str, picked: list[IncomingFile], budget: int) -> int:
+        """The next pieces of a file being read in pieces, while the batch has room."""
+        reader = self._readers[path]
+        while not picked or budget >= self._piece_bytes:
+            try:
+                piece = reader.next_piece()
+            except OSError as error:
+                log.warning("cannot go on reading %s (%s); it is read again later", path, error)
+                piece = None
+                self._abandon_reader(path)
+            if piece is None:
+                break
+            picked.append(piece)
+            self._pieces_out[path] += 1
+            budget -= len(piece.data)
+            if piece.piece is None or piece.piece.last:
+                reader.close()
+                del self._readers[path]
+                break
+        return budget
+
+    def _abandon_reader(self, path: str) -> None:
+        self._readers.pop(path).close()
+        if self._pieces_out[path] <= 0:
+            self._finish(path)
+            self._in_flight.pop(path, None)
+        self._previous.pop(path, None)
+
+    def _finish(self, path: str) -> None:
+        self._pieces_out.pop(path, None)
+        reader = self._readers.pop(path, None)
+        if reader is not None:
+            reader.close()
 
     def _stable_files(self) -> list[tuple[str, _Seen]]:
         current: dict[str, _Seen] = {}
@@ -190,9 +265,9 @@ class DirectorySource(Source):
             return False
         return True
 
-    def _read(self, path: str, seen: _Seen) -> tuple[IncomingFile, _Seen] | None:
-        """The file's bytes (or its head, when over the limit) and hash, read from one
-        descriptor that refuses to follow a symlink."""
+    def _read(self, path: str, seen: _Seen) -> tuple[IncomingFile | None, _Seen] | None:
+        """The file read once: its bytes (None when it is read in pieces: its reader is
+        registered) and its stat; None when there is nothing to hand out now."""
         try:
             with _open_regular(path) as handle:
                 info = os.fstat(handle.fileno())
@@ -200,7 +275,27 @@ class DirectorySource(Source):
                 if info.st_size != seen.size:
                     self._previous.pop(path, None)  # still being written: look again later
                     return None
-                data, digest, size = _read_bounded(handle, self._max_file_bytes)
+                data, digest, size = _read_bounded(handle, self._piece_bytes)
+            whole = IncomingFile(path, data, digest, size=size)
+            hashes = self._known.get(path, set())
+            if digest in hashes:
+                log.info("%s was ingested before; skipping", path)
+                self._dispose(whole, at_read)
+                return None
+            if hashes:
+                log.warning("%s changed after it was ingested; quarantining the new content", path)
+                return replace(whole, changed_from=min(hashes)), at_read
+            if size > self._limits.max_file_bytes:
+                rejection = (
+                    FileRejection.TOO_LARGE,
+                    f"{size:,} bytes; the limit is {self._limits.max_file_bytes:,}",
+                )
+                return replace(whole, rejected_as=rejection), at_read
+            compressed = path.endswith(".gz") or data[:2] == GZIP_MAGIC
+            if size <= self._piece_bytes and not compressed:
+                return whole, at_read
+            self._readers[path] = self._piece_reader(whole, compressed)
+            return None, at_read
         except FileNotFoundError:
             return None
         except OSError as error:
@@ -210,19 +305,27 @@ class DirectorySource(Source):
             log.warning("cannot read %s (%s); trying again later", path, error)
             self._unreadable[path] = _Unreadable(seen, time.time_ns())
             return None
-        if size != seen.size:
-            self._previous.pop(path, None)
-            return None
-        hashes = self._known.get(path, set())
-        if digest in hashes:
-            log.info("%s was ingested before; skipping", path)
-            self._dispose(IncomingFile(path, b"", digest, size=size), at_read)
-            return None
-        changed_from = next(iter(sorted(hashes)), None)
-        if changed_from is not None:
-            log.warning("%s changed after it was ingested; quarantining the new content", path)
-        truncated = size if len(data) < size else None
-        return IncomingFile(path, data, digest, changed_from, size=truncated), at_read
+
+    def _piece_reader(self, whole: IncomingFile, compressed: bool) -> PieceReader:
+        """A reader from where loading this file stopped (a restart mid-file)."""
+        progress = self._ledger.progress(whole.path, whole.content_hash) if self._ledger else None
+        if progress is not None:
+            log.info("%s: resuming after piece %d", whole.path, progress.pieces)
+        stem = whole.name.removesuffix(".gz")
+        jsonl = (
+            self.input_format is InputFormat.JSONL
+            if self.input_format is not None
+            else stem.endswith((".jsonl", ".ndjson"))
+        )
+        return PieceReader(
+            _open_regular(whole.path),
+            whole,
+            compressed=compressed,
+            csv=not jsonl,
+            piece_bytes=self._piece_bytes,
+            limits=self._limits,
+            resume=progress,
+        )
 
     def _dispose(self, item: IncomingFile, at_read: _Seen | None) -> None:
         """After commit: archive, delete, or remember the file as done; never a file whose
@@ -255,8 +358,8 @@ class DirectorySource(Source):
 
     def _safe_to_move(self, item: IncomingFile) -> bool:
         """The ledger holds exactly this path and content, and the file still has it."""
-        assert self._in_ledger is not None
-        if not self._in_ledger(item.path, item.content_hash):
+        assert self._ledger is not None
+        if not self._ledger.holds(item.path, item.content_hash):
             log.error(
                 "%s is not in the ledger with the content read; leaving it in place", item.path
             )

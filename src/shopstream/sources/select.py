@@ -56,8 +56,9 @@ def directory_source(
         delete=delete,
         settle_seconds=settings.trigger_ms / 1000,
         input_format=input_format,
-        max_file_bytes=settings.max_file_bytes,
-        in_ledger=LedgerCheck(url),
+        limits=settings.read_limits,
+        piece_bytes=settings.file_piece_bytes,
+        ledger=LedgerCheck(url),
     )
 
 

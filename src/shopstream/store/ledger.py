@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import LiteralString
 
 import psycopg
 
+from shopstream.engines.base import FileProgress
 from shopstream.store.connection import connect
 
 log = logging.getLogger(__name__)
@@ -26,30 +28,49 @@ def known_files(url: str, directory: Path) -> dict[str, set[str]]:
 
 
 class LedgerCheck:
-    """Answers "does the ledger hold exactly this path and content?" right before a source
-    archives or deletes a file. Any failure answers no: the file stays where it is and is
-    looked at again on a later poll."""
+    """What a file source asks the ledger between batches, on a connection of its own:
+    does it hold exactly this path and content (asked right before archiving or deleting
+    a file; any failure answers no, so the file stays and is looked at again later), and
+    where did the loading of a large file stop."""
 
     def __init__(self, url: str) -> None:
         self._url = url
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._lock = threading.Lock()
 
-    def __call__(self, path: str, content_hash: str) -> bool:
+    def holds(self, path: str, content_hash: str) -> bool:
+        try:
+            row = self._query(
+                "SELECT 1 FROM ingested_files WHERE path = %s AND content_hash = %s",
+                (path, content_hash),
+            )
+        except psycopg.Error as error:
+            log.warning("cannot check the ledger for %s (%s); leaving it", path, error)
+            return False
+        return row is not None
+
+    def progress(self, path: str, content_hash: str) -> FileProgress | None:
+        """The stored position of a file loaded in pieces (None: not begun). Errors
+        propagate: reading the file from its start would repeat committed pieces."""
+        row = self._query(
+            "SELECT next_offset, next_line, pieces FROM file_progress"
+            " WHERE path = %s AND content_hash = %s",
+            (path, content_hash),
+        )
+        if row is None:
+            return None
+        return FileProgress(*(int(str(value)) for value in row))
+
+    def _query(self, query: LiteralString, params: tuple[object, ...]) -> tuple[object, ...] | None:
         with self._lock:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = connect(self._url)
                     self._conn.autocommit = True
-                row = self._conn.execute(
-                    "SELECT 1 FROM ingested_files WHERE path = %s AND content_hash = %s",
-                    (path, content_hash),
-                ).fetchone()
-            except psycopg.Error as error:
-                log.warning("cannot check the ledger for %s (%s); leaving it", path, error)
+                return self._conn.execute(query, params).fetchone()
+            except psycopg.Error:
                 self.close()
-                return False
-            return row is not None
+                raise
 
     def close(self) -> None:
         if self._conn is not None:

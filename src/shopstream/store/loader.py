@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final
 
@@ -21,7 +21,7 @@ import polars as pl
 import psycopg
 from psycopg import errors, sql
 
-from shopstream.engines.base import FileOutcome, ParsedBatch, SourceOffset
+from shopstream.engines.base import FileOutcome, FilePiece, FileStatus, ParsedBatch, SourceOffset
 from shopstream.schema import FIELD_NAMES
 from shopstream.settings import Settings
 from shopstream.store.batch_ids import reserve_batch_id
@@ -196,6 +196,12 @@ class Loader:
                 # the rollback; wait outside a transaction, then write again.
                 assert turn is not None
                 turn.wait()
+            except _PieceMoved:
+                # Another runner loaded this piece (or the file) first: settle file by
+                # file; a piece not in the ledger is read again from the stored position.
+                raise AlreadyCommitted(
+                    batch.source, _committed_files(self._connection(), batch.files)
+                ) from None
             except errors.UniqueViolation as error:
                 constraint = error.diag.constraint_name
                 if constraint == _LEDGER_KEY:
@@ -255,8 +261,9 @@ class Loader:
             7. Fold exactly the inserted rows into the rollups (additive upserts) and into
                the sessions (merged with the stored sessions they join).
             8. Close the quarantine rows a replay re-ran, and move every stream
-               partition's stored offset to this batch's end, only if it is where this
-               batch starts; a conflict rolls the whole batch back.
+               partition's stored offset, and every large file's position, to this
+               batch's end, only if it is where this batch starts (a file's last piece
+               also writes its ledger row); a conflict rolls the whole batch back.
             9. Insert the batch record; its CHECK constraint enforces
                read = loaded + duplicates + quarantined.
             10. Commit. Only after this may the source archive, delete or acknowledge
@@ -295,8 +302,9 @@ class Loader:
                 )
 
             # Step 5
-            if batch.files:
-                _insert_ledger(conn, batch.files, batch_id)
+            whole_files = [f for f in batch.files if f.piece is None]
+            if whole_files:
+                _insert_ledger(conn, whole_files, batch_id)
 
             # Step 6
             if turn is not None:
@@ -312,6 +320,9 @@ class Loader:
                 _close_replayed(conn, batch.replayed_quarantine_ids, batch_id)
             if batch.offsets:
                 _advance_offsets(conn, batch.offsets, batch_id)
+            for outcome in batch.files:
+                if outcome.piece is not None:
+                    _advance_file(conn, outcome, outcome.piece, batch_id)
 
             # Step 9
             _insert_batch_record(
@@ -474,6 +485,63 @@ def _advance_offsets(
             moved.append(offset)
     if moved:
         raise OffsetsMoved(moved)
+
+
+class _PieceMoved(Exception):  # noqa: N818 - an outcome, turned into AlreadyCommitted
+    """A large file's stored position is not where this batch's piece starts."""
+
+
+def _advance_file(
+    conn: psycopg.Connection[tuple[object, ...]],
+    outcome: FileOutcome,
+    piece: FilePiece,
+    batch_id: int,
+) -> None:
+    """Move the file's position over this piece; with its last piece, record the file in
+    the ledger with the rows of all its pieces."""
+    rejected = int(outcome.status in (FileStatus.QUARANTINED, FileStatus.REJECTED))
+    values = {
+        "path": outcome.path,
+        "hash": outcome.content_hash,
+        "start": piece.start,
+        "end": piece.end,
+        "end_line": piece.end_line,
+        "rows": outcome.rows_read,
+        "rejected": rejected,
+        "batch": batch_id,
+    }
+    if piece.start == 0:
+        row = conn.execute(
+            """INSERT INTO file_progress (path, content_hash, next_offset, next_line, pieces,
+                   rows_read, pieces_rejected, batch_id)
+               VALUES (%(path)s, %(hash)s, %(end)s, %(end_line)s, 1, %(rows)s, %(rejected)s,
+                       %(batch)s)
+               ON CONFLICT (path, content_hash) DO NOTHING
+               RETURNING pieces, rows_read, pieces_rejected""",
+            values,
+        ).fetchone()
+    else:
+        row = conn.execute(
+            """UPDATE file_progress
+                  SET next_offset = %(end)s, next_line = %(end_line)s, pieces = pieces + 1,
+                      rows_read = rows_read + %(rows)s,
+                      pieces_rejected = pieces_rejected + %(rejected)s,
+                      batch_id = %(batch)s, updated_at = now()
+                WHERE path = %(path)s AND content_hash = %(hash)s AND next_offset = %(start)s
+               RETURNING pieces, rows_read, pieces_rejected""",
+            values,
+        ).fetchone()
+    if row is None:
+        raise _PieceMoved(outcome.path)
+    if not piece.last:
+        return
+    pieces, rows_read, pieces_rejected = (int(str(v)) for v in row)
+    status = FileStatus.QUARANTINED if pieces_rejected == pieces else FileStatus.LOADED
+    _insert_ledger(
+        conn,
+        [replace(outcome, status=status, rows_read=rows_read, piece=None)],
+        batch_id,
+    )
 
 
 def _insert_batch_record(

@@ -12,19 +12,21 @@ import sys
 from dataclasses import dataclass, replace
 
 MIB = 1024 * 1024
+# A file larger than this (decompressed) is read and loaded in pieces of about this size.
+DEFAULT_PIECE_BYTES = 4 * MIB  # about SHOPSTREAM_MAX_BATCH_ROWS' default of rows
 
 
 @dataclass(frozen=True, slots=True)
 class ReadLimits:
     """The bounds one parse applies (``SHOPSTREAM_MAX_*`` settings fill them in)."""
 
-    # The largest file, after decompression, parsed as a whole; larger ones are rejected
-    # (their hash is still taken, streaming, so the ledger settles them).
-    max_file_bytes: int = 32 * MIB
+    # The largest file, after decompression, loaded at all (in pieces); larger ones are
+    # rejected (their hash is still taken, streaming, so the ledger settles them).
+    max_file_bytes: int = 1024 * MIB
     # Decompressed / compressed size beyond which a gzip stream counts as a bomb (checked
     # once it has produced ``ratio_floor_bytes``, so small files never trip it).
     max_compression_ratio: float = 100.0
-    ratio_floor_bytes: int = 16 * MIB
+    ratio_floor_bytes: int = 1 * MIB
     # The longest line (record) parsed; longer ones are quarantined as ``line_too_long``.
     max_line_bytes: int = 1 * MIB
     # How much of a quarantined record's raw content is stored (its size and hash always).

@@ -136,6 +136,7 @@ class StructuralRule(StrEnum):
     ENCODING = "encoding"
     COLUMN_COUNT = "column_count"
     JSON_SYNTAX = "json_syntax"
+    JSON_TOO_DEEP = "json_too_deep"
     LINE_TOO_LONG = "line_too_long"
     FIELD_ENCODING = "field_encoding"
 
@@ -144,6 +145,7 @@ STRUCTURAL_RULES: Final[dict[StructuralRule, str]] = {
     StructuralRule.ENCODING: "the line is not valid UTF-8 or contains NUL bytes",
     StructuralRule.COLUMN_COUNT: "the line has a different number of fields than the header",
     StructuralRule.JSON_SYNTAX: "the line is not a JSON object",
+    StructuralRule.JSON_TOO_DEEP: "the JSON object nests deeper than 1,000 levels",
     StructuralRule.LINE_TOO_LONG: "the line is longer than SHOPSTREAM_MAX_LINE_BYTES",
     StructuralRule.FIELD_ENCODING: "a field decodes to NUL or an invalid code point"
     " (a JSON escape such as \\u0000 or a lone surrogate); PostgreSQL text cannot hold it",

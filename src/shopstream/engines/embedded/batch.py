@@ -13,6 +13,7 @@ import polars as pl
 from shopstream.engines.base import (
     QUARANTINE_SCHEMA,
     FileOutcome,
+    FilePiece,
     FileStatus,
     ParsedBatch,
     empty_quarantine,
@@ -34,17 +35,19 @@ from shopstream.validation.rules import FileRejection
 
 @dataclass(frozen=True, slots=True)
 class IncomingFile:
-    """A source file's bytes as read once; the hash is of the whole file.
-
-    ``size`` is the file's size when ``data`` holds only its head: a file larger than
-    the configured limit is hashed as a stream, never held whole, and rejected.
-    """
+    """A source file's bytes as read once (or a piece of them); the hash is of the whole
+    file as stored. ``size`` is the whole file's size when ``data`` holds only part of it:
+    its head (a file rejected without being read whole) or a piece."""
 
     path: str
     data: bytes
     content_hash: str
     changed_from: str | None = None  # hash of an earlier, different ingestion of this path
     size: int | None = None
+    decoded: bool = False  # ``data`` is already decompressed
+    piece: FilePiece | None = None
+    # Rejected before parsing (by the source, which read it as a stream).
+    rejected_as: tuple[FileRejection, str] | None = None
 
     @property
     def name(self) -> str:
@@ -145,7 +148,14 @@ def parse_file(
             else FileStatus.QUARANTINED
         )
         return ParsedFile(
-            FileOutcome(incoming.path, incoming.content_hash, incoming.size_bytes, status, 1),
+            FileOutcome(
+                incoming.path,
+                incoming.content_hash,
+                incoming.size_bytes,
+                status,
+                1,
+                piece=incoming.piece,
+            ),
             None,
             _file_quarantine(incoming, rejection, limits),
             Counter({rejection.reason.value: 1}),
@@ -158,6 +168,7 @@ def parse_file(
         rows.rows_read,
         rows.input_format.value,
         rows.ignored_columns,
+        incoming.piece,
     )
     quarantine = _structural_quarantine(incoming, rows) if rows.rejected else None
     return ParsedFile(outcome, rows, quarantine, Counter(r.rule.value for r in rows.rejected))
@@ -171,11 +182,10 @@ def _read_incoming(
             FileRejection.CHANGED_AFTER_INGESTION,
             f"ingested before with hash {incoming.changed_from}",
         )
-    if incoming.size_bytes > len(incoming.data):
-        raise FileRejectedError(
-            FileRejection.TOO_LARGE,
-            f"{incoming.size_bytes:,} bytes; the limit is {limits.max_file_bytes:,}",
-        )
+    if incoming.rejected_as is not None:
+        raise FileRejectedError(*incoming.rejected_as)
+    if incoming.decoded:
+        return read_rows(incoming.data, incoming.name, input_format, limits)
     data = decode_container(incoming.data, incoming.name, limits)
     return read_rows(data, incoming.name, input_format, limits)
 
@@ -209,10 +219,11 @@ def _quarantine_rows(
     rules: list[list[str]] | pl.Series,
 ) -> pl.DataFrame:
     raws: list[RawRecord] = [rows.raw_line(line) for line in line_numbers]
+    shift = incoming.piece.line_shift if incoming.piece is not None else 0
     return pl.DataFrame(
         {
             "source": incoming.path,
-            "line_no": pl.Series(line_numbers, dtype=pl.Int64),
+            "line_no": pl.Series(line_numbers, dtype=pl.Int64) + shift,
             "scope": "row",
             "rules": rules,
             "raw": [r.text for r in raws],

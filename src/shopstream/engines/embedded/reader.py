@@ -13,7 +13,7 @@ import json
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -31,9 +31,14 @@ from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits
 from shopstream.validation.rules import FileRejection, StructuralRule
 
 _BOM: Final = b"\xef\xbb\xbf"
-_GZIP_MAGIC: Final = b"\x1f\x8b"
+GZIP_MAGIC: Final = b"\x1f\x8b"
 _INFLATE_IN: Final = 1 << 16
 _INFLATE_OUT: Final = 1 << 22
+# Nesting the JSON parsers (Polars', Python's) take; deeper objects are json_too_deep.
+_MAX_JSON_DEPTH: Final = 1000
+_SCREEN_DEPTH: Final = 128  # lines this long may nest deeper than json_path_match goes
+_OPENERS: Final = np.array([ord("{"), ord("[")], dtype=np.uint8)
+_CLOSERS: Final = np.array([ord("}"), ord("]")], dtype=np.uint8)
 _NEWLINE, _CR, _COMMA, _QUOTE, _NUL = 10, 13, 44, 34, 0
 _KNOWN: Final = frozenset(FIELD_NAMES)
 _STRING_SCHEMA: Final = {name: pl.String for name in FIELD_NAMES}
@@ -119,7 +124,7 @@ def decode_container(data: bytes, name: str, limits: ReadLimits = DEFAULT_LIMITS
     ``max_file_bytes`` or expands beyond ``max_compression_ratio``, so a bomb costs
     milliseconds and a few MiB, not the size it would expand to.
     """
-    if not (name.endswith(".gz") or data[:2] == _GZIP_MAGIC):
+    if not (name.endswith(".gz") or data[:2] == GZIP_MAGIC):
         if len(data) > limits.max_file_bytes:
             raise FileRejectedError(
                 FileRejection.TOO_LARGE,
@@ -148,7 +153,7 @@ def _inflate(data: memoryview, limits: ReadLimits) -> bytes:
         pending = inflater.unconsumed_tail
         produced += len(piece)
         pieces.append(piece)
-        _check_inflated(produced, consumed - len(pending), limits)
+        check_inflated(produced, consumed - len(pending), limits)
         if inflater.eof:
             rest = inflater.unused_data + pending
             consumed -= len(rest)
@@ -161,7 +166,7 @@ def _inflate(data: memoryview, limits: ReadLimits) -> bytes:
     return b"".join(pieces)
 
 
-def _check_inflated(produced: int, consumed: int, limits: ReadLimits) -> None:
+def check_inflated(produced: int, consumed: int, limits: ReadLimits) -> None:
     if produced > limits.max_file_bytes:
         raise FileRejectedError(
             FileRejection.TOO_LARGE,
@@ -550,10 +555,7 @@ def _read_jsonl(data: bytes, offsets: Lines, limits: ReadLimits) -> FileRows:
         records: list[dict[str, str | None]] = []
         for index in np.flatnonzero(candidates):
             line = data[offsets[index] : offsets[index + 1]]
-            try:
-                value = json.loads(line)
-            except ValueError:
-                value = None
+            value = _json_value(line)
             if not isinstance(value, dict):
                 bad_json[index] = True
                 continue
@@ -567,16 +569,19 @@ def _read_jsonl(data: bytes, offsets: Lines, limits: ReadLimits) -> FileRows:
     else:
         first = np.flatnonzero(objects)
         if first.size:
-            sample = json.loads(data[offsets[first[0]] : offsets[first[0] + 1]])
-            ignored.update(k for k in sample if k not in _KNOWN)
+            sample = _json_value(data[offsets[first[0]] : offsets[first[0] + 1]])
+            if isinstance(sample, dict):
+                ignored.update(k for k in sample if k not in _KNOWN)
         holds_nul = _rows_holding_nul(frame)
         if holds_nul.any():
             bad_fields[first[holds_nul]] = True
             frame = frame.filter(pl.Series(~holds_nul))
     good = candidates & ~bad_json & ~bad_fields
+    too_deep = _nested_too_deep(buf, offsets, lengths, bad_json)
     flagged = [
         *early,
-        (bad_json, StructuralRule.JSON_SYNTAX),
+        (bad_json & ~too_deep, StructuralRule.JSON_SYNTAX),
+        (too_deep, StructuralRule.JSON_TOO_DEEP),
         (bad_fields, StructuralRule.FIELD_ENCODING),
     ]
     _reject_if_mostly_broken(data, offsets, flagged, int((~blank).sum()), limits)
@@ -590,6 +595,32 @@ def _read_jsonl(data: bytes, offsets: Lines, limits: ReadLimits) -> FileRows:
         offsets=offsets,
         limits=limits,
     )
+
+
+def _nested_too_deep(
+    buf: npt.NDArray[np.uint8], offsets: Lines, lengths: Lines, failed: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.bool_]:
+    """Of the lines no parser took, those nested deeper than the parsers go: a distinct
+    reason from broken syntax. Only lines long enough to nest that deep are looked at."""
+    deep = np.zeros_like(failed)
+    for index in np.flatnonzero(failed & (lengths > 2 * _MAX_JSON_DEPTH)):
+        line = buf[offsets[index] : offsets[index + 1]]
+        steps = np.isin(line, _OPENERS).astype(np.int32) - np.isin(line, _CLOSERS)
+        deep[index] = int(np.cumsum(steps).max()) > _MAX_JSON_DEPTH
+    return deep
+
+
+def _json_value(line: bytes) -> Any:
+    """The line's JSON value, or None when it is not JSON. Nesting deeper than Python's
+    parser goes (valid JSON all the same) falls back to Polars' parser for the known
+    fields, the only ones ShopStream reads."""
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+    except RecursionError:
+        parsed = _read_ndjson(line)  # the known fields only: inferring the rest could explode
+        return None if parsed is None or parsed.height != 1 else parsed.row(0, named=True)
 
 
 def _rows_holding_nul(frame: pl.DataFrame) -> npt.NDArray[np.bool_]:
@@ -641,7 +672,11 @@ def _json_objects(payload: bytes) -> npt.NDArray[np.bool_]:
     """Per line of ``payload`` (valid UTF-8): does it hold exactly one JSON object?"""
     lines = pl.Series([payload.decode("utf-8")]).str.strip_suffix("\n").str.split("\n").explode()
     root = lines.str.json_path_match("$")
-    return root.str.starts_with("{").fill_null(value=False).to_numpy()
+    objects: npt.NDArray[np.bool_] = root.str.starts_with("{").fill_null(value=False).to_numpy()
+    # json_path_match gives up on deep nesting: a long line it refused gets a second look.
+    for index in np.flatnonzero(~objects & (lines.str.len_bytes() > _SCREEN_DEPTH).to_numpy()):
+        objects[index] = isinstance(_json_value(lines[int(index)].encode()), dict)
+    return objects
 
 
 def _json_text(value: object) -> str | None:

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -297,7 +297,13 @@ class Runner:
             log.warning("this batch was committed elsewhere; skipping it")
             self._settle(files, committed=True)
             return
-        done = [f for f in files if (f.path, f.content_hash) in committed]
+        # A piece of a file the ledger holds: the whole file was loaded elsewhere, so the
+        # source stops reading it, as after its own last piece.
+        done = [
+            replace(f, piece=replace(f.piece, last=True)) if f.piece is not None else f
+            for f in files
+            if (f.path, f.content_hash) in committed
+        ]
         again = [f for f in files if (f.path, f.content_hash) not in committed]
         for item in done:
             log.warning("%s was committed elsewhere; skipping it", item.path)
