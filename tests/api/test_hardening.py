@@ -136,3 +136,35 @@ def test_the_embedded_roles_keep_the_api_read_only(
     finally:
         shopstream("db", "down", env=env, check=False)
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_database_restart_costs_no_request(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Pooled connections are checked before use: after a restart none fails a request."""
+    from shopstream.store.embedded import EmbeddedPostgres
+
+    work = service_reachable_dir("shopstream-restart-")
+    server = EmbeddedPostgres(work / "pg-home")
+    server.start()
+    port = free_port()
+    env = cli_env(server.url(), work / "home")
+    try:
+        shopstream("db", "migrate", env=env)
+        key = shopstream("apikey", "create", "--role", "viewer", env=env).stdout.strip()
+        process = start_shopstream("serve", "--port", str(port), env=env)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(base, alive=lambda: process.poll() is None)
+            with httpx.Client(base_url=base, headers={"X-API-Key": key}) as client:
+                before = [client.get("/api/v1/kpis").status_code for _ in range(20)]
+                server.stop()
+                server.start()
+                after = [client.get("/api/v1/kpis").status_code for _ in range(20)]
+        finally:
+            process.terminate()
+            process.communicate(timeout=30)
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    assert before == [200] * 20
+    assert after == [200] * 20

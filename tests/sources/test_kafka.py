@@ -131,6 +131,39 @@ def test_seed_csv_lines_and_unparsable_messages_are_accounted_for(
     } <= processed
 
 
+def test_escapes_postgresql_cannot_store_are_quarantined_and_dead_lettered(
+    kafka_broker: str, topic: str, database_url: str, tmp_path: Path
+) -> None:
+    """A JSON escape decoding to NUL, or a lone surrogate: once, the consumer stopped at
+    such a message on every restart."""
+    from confluent_kafka import Producer
+
+    ensure_topic(kafka_broker, topic, 1)
+    producer = Producer({"bootstrap.servers": kafka_broker})
+    rest = b'"user_id":"u2","product_id":"p2","event_timestamp":"2026-01-01T10:00:00Z"}'
+    nul = (
+        b'{"event_id":"1b4e28ba-2fa1-11d2-883f-0016d3cca427","event_type":"view","session_id":"a\\u0000b",'
+        + rest
+    )
+    lone = (
+        b'{"event_id":"2b4e28ba-2fa1-11d2-883f-0016d3cca427","event_type":"view","session_id":"\\ud800",'
+        + rest
+    )
+    good = b'{"event_id":"3b4e28ba-2fa1-11d2-883f-0016d3cca427","event_type":"view",' + rest
+    for value in (nul, good, lone):
+        producer.produce(topic, value=value)
+    producer.flush()
+    env = cli_env(database_url, tmp_path / "home")
+    shopstream("run", "--source", f"kafka://{kafka_broker}/{topic}", "--until-idle", env=env)
+    final = outcome(database_url)
+    assert (final.read, final.loaded, final.quarantined) == (3, 1, 2)
+    with psycopg.connect(database_url) as conn:
+        rules = conn.execute("SELECT line_no, rules FROM quarantine ORDER BY 1").fetchall()
+    assert rules == [(0, ["field_encoding"]), (2, ["field_encoding"])]
+    dead = sorted(m.value() for m in read_topic(kafka_broker, f"{topic}-dlq"))  # type: ignore[attr-defined]
+    assert dead == sorted([nul, lone])
+
+
 def _rows_read(stdout: str) -> int:
     """Rows read, from the summary line ``N batches: read X, …`` of ``shopstream run``."""
     match = re.search(r"read ([\d,]+)", stdout)
