@@ -8,7 +8,6 @@ re-deliveries into no-ops.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -382,7 +381,8 @@ def _quarantine_for_copy(
     quarantine: pl.DataFrame, batch_id: int, excerpt_bytes: int
 ) -> pl.DataFrame:
     """Rows as stored: an excerpt of each record's raw content, with the whole record's
-    size and SHA-256 (engines that kept the whole record leave those to this step)."""
+    size (engines that kept the whole record leave it to this step) and, when the record
+    was longer than its excerpt, its SHA-256."""
     whole = pl.coalesce(pl.col("raw_bytes"), pl.col("raw").cast(pl.Binary))
     return quarantine.select(
         pl.lit(batch_id, dtype=pl.Int64).alias("batch_id"),
@@ -400,11 +400,8 @@ def _quarantine_for_copy(
         "format",
         "header",
         pl.col("raw_size").fill_null(whole.bin.size()),
-        pl.col("raw_sha256").fill_null(
-            whole.map_elements(
-                lambda raw: hashlib.sha256(raw).hexdigest(), return_dtype=pl.String, skip_nulls=True
-            )
-        ),
+        # The hash of a record stored whole is computed from it when asked for.
+        pl.when(pl.col("raw_size") > excerpt_bytes).then(pl.col("raw_sha256")),
     )
 
 

@@ -86,7 +86,9 @@ def quarantine_rows(
         return cur.execute(
             """SELECT quarantine_id, batch_id, source, line_no, scope, rules,
                       left(raw, %(chars)s) AS raw,
-                      coalesce(raw_size, octet_length(raw)) AS raw_size, raw_sha256,
+                      coalesce(raw_size, octet_length(raw)) AS raw_size,
+                      coalesce(raw_sha256, encode(sha256(
+                          coalesce(raw_bytes, convert_to(raw, 'UTF8'))), 'hex')) AS raw_sha256,
                       coalesce(raw_size, octet_length(raw)) > octet_length(left(raw, %(chars)s))
                           AS raw_truncated,
                       status

@@ -92,17 +92,18 @@ class FileRows:
 class RawRecord:
     """A quarantined record's raw content: ``text`` to show (an excerpt of at most the
     configured bytes), ``exact`` bytes of that excerpt when text cannot hold them (bad
-    UTF-8, NUL), and the whole record's size and SHA-256."""
+    UTF-8, NUL), the whole record's size, and its SHA-256 when only an excerpt is kept (a
+    whole record's is computed from what is stored, when asked for)."""
 
     text: str
     exact: bytes | None
     size: int
-    sha256: str
+    sha256: str | None  # only for an excerpt: a whole record's hash is taken from it later
 
 
 def raw_record(raw: bytes | memoryview, excerpt_bytes: int) -> RawRecord:
     size = len(raw)
-    digest = hashlib.sha256(raw).hexdigest()
+    digest = hashlib.sha256(raw).hexdigest() if size > excerpt_bytes else None
     kept = bytes(raw[:excerpt_bytes])
     try:
         text = kept.decode("utf-8")

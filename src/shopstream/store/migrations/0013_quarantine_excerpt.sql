@@ -5,11 +5,10 @@ ALTER TABLE quarantine
     ADD COLUMN raw_size   bigint,
     ADD COLUMN raw_sha256 text;
 UPDATE quarantine
-   SET raw_size = octet_length(coalesce(raw_bytes, convert_to(raw, 'UTF8'))),
-       raw_sha256 = encode(sha256(coalesce(raw_bytes, convert_to(raw, 'UTF8'))), 'hex')
+   SET raw_size = octet_length(coalesce(raw_bytes, convert_to(raw, 'UTF8')))
  WHERE scope = 'row';
 
 COMMENT ON COLUMN quarantine.raw IS 'an excerpt of the record as received (invalid bytes shown as \xNN escapes)';
 COMMENT ON COLUMN quarantine.raw_bytes IS 'exact bytes of the excerpt, kept only when raw cannot hold them (and for whole files)';
 COMMENT ON COLUMN quarantine.raw_size IS 'size in bytes of the whole record or file';
-COMMENT ON COLUMN quarantine.raw_sha256 IS 'SHA-256 of the whole record or file';
+COMMENT ON COLUMN quarantine.raw_sha256 IS 'SHA-256 of the whole record or file when raw holds only an excerpt (NULL: the hash of what raw_bytes, else raw, holds)';
