@@ -13,9 +13,11 @@ from typing import Annotated, Any
 import psycopg
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from shopstream.api.keys import Role
+from shopstream.errors import TerminalError
 from shopstream.logs import LogFormat
 from shopstream.logs import configure as configure_logging
 from shopstream.schema import InputFormat
@@ -312,8 +314,14 @@ def run(
         signal.signal(signal.SIGTERM, stop)
         try:
             summary = runner.run()
+        except TerminalError as error:
+            err.print(f"[red]stopped, input left in place:[/red] {escape(str(error))}")
+            raise typer.Exit(1) from error
         except psycopg.Error as error:
-            err.print(f"[red]terminal database error, input left in place:[/red] {error}")
+            err.print(
+                f"[red]terminal database error, input left in place:[/red]"
+                f" SQLSTATE {error.sqlstate or 'none'}: {escape(str(error))}"
+            )
             raise typer.Exit(1) from error
         except OffsetOutOfRangeError as error:
             err.print(f"[red]offsets out of range:[/red] {error}")
@@ -686,15 +694,15 @@ def quarantine_replay(
 ) -> None:
     """Re-run open quarantine rows through the current rules; load those that pass."""
     from shopstream.engines.embedded.replay import replay_quarantine
-    from shopstream.store.loader import AlreadyCommitted
+    from shopstream.store.loader import LoadStatus
 
     settings = Settings()
     with _database(settings, "ingest") as url:
-        try:
-            result = replay_quarantine(url, settings, rule=rule, ids=ids, limit=limit)
-        except AlreadyCommitted:
-            err.print("[red]another replay closed some of these rows; nothing changed[/red]")
-            raise typer.Exit(1) from None
+        outcome = replay_quarantine(url, settings, rule=rule, ids=ids, limit=limit)
+    if outcome is not None and outcome.status is not LoadStatus.COMMITTED:
+        err.print("[red]another replay closed some of these rows; nothing changed[/red]")
+        raise typer.Exit(1)
+    result = outcome.result if outcome is not None else None
     if result is None:
         console.print("nothing to replay")
         return

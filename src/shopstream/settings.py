@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(
         default=30.0, gt=0, description="Longest wait between database retries."
     )
+    retry_budget_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long one batch (or lookup) keeps retrying transient database"
+        " failures before the runner stops with exit 1, its input left in place.",
+    )
+    retry_budget_attempts: int = Field(
+        default=50, ge=1, description="Attempts one batch (or lookup) may make in all."
+    )
     api_rate_per_second: float = Field(
         default=50.0, gt=0, description="API requests per second and key (sustained)."
     )

@@ -11,7 +11,7 @@ import polars as pl
 import psycopg
 
 from shopstream.engines.embedded.lookahead import LookAhead, RecentIds
-from shopstream.store.connection import connect
+from shopstream.store.connection import RetryBudget, connect
 from shopstream.store.loader import Loader
 from shopstream.store.migrate import migrate
 from shopstream.store.stored_ids import AheadConnection
@@ -41,7 +41,9 @@ def test_the_look_ahead_asks_about_every_id_until_input_stops_overlapping_the_st
     loader.load(
         views_batch(uuids(0, 4), "/in/old.csv")
     )  # stored by an earlier run: this look-ahead never saw these ids
-    ahead = AheadConnection(database_url, retry_max_seconds=1, should_stop=lambda: False)
+    ahead = AheadConnection(
+        database_url, budget=RetryBudget(max_delay=1), should_stop=lambda: False
+    )
     look = LookAhead(ahead.stored_ids, memory_ids=1000)
 
     assert look.mode == "ask_all"

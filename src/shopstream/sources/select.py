@@ -74,6 +74,7 @@ def kafka_source(
     should_stop: Callable[[], bool],
 ) -> Source:
     from shopstream.sources.kafka import KafkaSource
+    from shopstream.store.connection import RetryBudget
     from shopstream.store.offsets import stored_offsets
 
     if reset_offsets and reset_offsets not in _RESETS:
@@ -83,7 +84,7 @@ def kafka_source(
         spec.topics,
         group,
         stored_offsets=stored_offsets(
-            url, retry_max_seconds=settings.retry_max_seconds, should_stop=should_stop
+            url, budget=RetryBudget.from_settings(settings), should_stop=should_stop
         ),
         reset_offsets=_RESETS[reset_offsets] if reset_offsets else None,
         dead_letters=dead_letters,

@@ -7,10 +7,12 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TypeVar
 
 import psycopg
 
+from shopstream.errors import RetryBudgetSpentError, StopRequestedError, describe
 from shopstream.metrics import record_db_failure
 from shopstream.settings import Settings
 from shopstream.store.embedded import EmbeddedPostgres
@@ -21,8 +23,25 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class Stopped(Exception):  # noqa: N818 - a signal, not an error
-    """Raised out of a retry wait when the process was asked to stop."""
+@dataclass(frozen=True, slots=True)
+class RetryBudget:
+    """How long one piece of work (a batch's commit, a lookup) may keep retrying
+    transient failures before it counts as failed: whichever limit comes first."""
+
+    seconds: float = 600.0
+    attempts: int = 50
+    max_delay: float = 30.0  # the longest wait between two attempts
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryBudget:
+        return cls(
+            seconds=settings.retry_budget_seconds,
+            attempts=settings.retry_budget_attempts,
+            max_delay=settings.retry_max_seconds,
+        )
+
+
+DEFAULT_BUDGET = RetryBudget()
 
 
 def embedded_server(settings: Settings) -> EmbeddedPostgres:
@@ -63,16 +82,19 @@ def retry_transient(
     operation: Callable[[], T],
     *,
     what: str,
-    max_delay: float,
+    budget: RetryBudget,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> T:
-    """Run ``operation`` until it succeeds or fails terminally; never skip it.
+    """Run ``operation`` until it succeeds, fails terminally, or has spent ``budget``.
 
-    Transient failures (by SQLSTATE or class) are retried with capped exponential backoff
-    and jitter; anything else propagates unchanged.
+    Transient failures (by SQLSTATE) are retried with capped exponential backoff and
+    jitter. A terminal one propagates unchanged; when the budget is spent,
+    :class:`~shopstream.errors.RetryBudgetSpentError` carries the last one. Asked to stop
+    while waiting, it raises :class:`~shopstream.errors.StopRequestedError`.
     """
     delay = 0.25
     attempt = 0
+    started = time.monotonic()
     while True:
         try:
             return operation()
@@ -83,17 +105,19 @@ def retry_transient(
             if not transient:
                 raise
             attempt += 1
+            spent = time.monotonic() - started
+            if attempt >= budget.attempts or spent + delay > budget.seconds:
+                raise RetryBudgetSpentError(what, attempt, spent, error) from error
             log.warning(
-                "%s failed (attempt %d, %s: %s); retrying in %.1fs",
+                "%s failed (attempt %d, %s); retrying in %.1fs",
                 what,
                 attempt,
-                type(error).__name__,
-                str(error).strip().splitlines()[0] if str(error).strip() else "no message",
+                describe(error),
                 delay,
             )
             deadline = time.monotonic() + delay
             while time.monotonic() < deadline:
                 if should_stop():
-                    raise Stopped(what) from error
+                    raise StopRequestedError(what) from error
                 time.sleep(min(0.1, delay))
-            delay = min(max_delay, delay * 2) * random.uniform(0.8, 1.2)
+            delay = min(budget.max_delay, delay * 2) * random.uniform(0.8, 1.2)

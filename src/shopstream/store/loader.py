@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Final
 
 import polars as pl
@@ -21,11 +22,16 @@ import psycopg
 from psycopg import errors, sql
 
 from shopstream.engines.base import FileOutcome, FilePiece, FileStatus, ParsedBatch, SourceOffset
+from shopstream.errors import (
+    LoadFailedError,
+    RetryBudgetSpentError,
+    StopRequestedError,
+)
 from shopstream.schema import FIELD_NAMES
 from shopstream.settings import Settings
 from shopstream.store.batch_ids import reserve_batch_id
-from shopstream.store.commit_order import CommitTurn, TurnOverdue
-from shopstream.store.connection import connect, retry_transient
+from shopstream.store.commit_order import CommitTurn, EarlierBatchFailed, TurnOverdue
+from shopstream.store.connection import DEFAULT_BUDGET, RetryBudget, connect, retry_transient
 from shopstream.store.derived import derive, prepare_connection, write_derived
 from shopstream.store.stored_ids import stored_ids, without
 from shopstream.validation.limits import DEFAULT_LIMITS
@@ -55,28 +61,16 @@ _QUARANTINE_COLUMNS: Final = (
 )
 
 
-class AlreadyCommitted(Exception):  # noqa: N818 - an outcome, not a failure
-    """Another process (or an earlier run) committed input of this batch; nothing was
-    written. ``committed_files`` names the (path, content hash) pairs the ledger holds;
-    the batch's other files were loaded by nobody and must be read again. ``None``: the
-    batch as a whole was committed (its source batch key or replayed rows)."""
+class LoadStatus(StrEnum):
+    """How a load ended; every one but ``committed`` wrote nothing."""
 
-    def __init__(
-        self, source: str, committed_files: frozenset[tuple[str, str]] | None = None
-    ) -> None:
-        super().__init__(source)
-        self.committed_files = committed_files
-
-
-class OffsetsMoved(Exception):  # noqa: N818 - an outcome, not a failure
-    """A partition's stored offset is not where this batch starts: another consumer (or an
-    earlier run) committed past it. Nothing was written; re-read from the stored offsets."""
-
-    def __init__(self, moved: list[SourceOffset]) -> None:
-        super().__init__(
-            ", ".join(f"{o.topic}[{o.partition}] batch starts at {o.start}" for o in moved)
-        )
-        self.moved = moved
+    COMMITTED = "committed"
+    # Another process (or an earlier run) committed input of this batch first.
+    ALREADY_COMMITTED = "already_committed"
+    # A stream partition's stored offset is not where the batch starts: re-read from it.
+    OFFSETS_MOVED = "offsets_moved"
+    # Asked to stop, or an earlier batch gave up: hand the input out again.
+    ABANDONED = "abandoned"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +87,29 @@ class BatchResult:
     conflicted: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class LoadOutcome:
+    """A load's outcome. ``result`` with ``committed``; with ``already_committed``,
+    ``committed_files`` names the (path, content hash) pairs the ledger holds (the batch's
+    other files were loaded by nobody and must be read again; None: the batch as a whole
+    was committed, by its source batch key or its replayed rows); with ``offsets_moved``,
+    ``moved`` names the partitions."""
+
+    status: LoadStatus
+    result: BatchResult | None = None
+    committed_files: frozenset[tuple[str, str]] | None = None
+    moved: tuple[SourceOffset, ...] = ()
+
+
+class _Settled(Exception):  # noqa: N818 - carries an outcome out of the transaction
+    """Raised inside the transaction (which then rolls back) to end a load with an
+    outcome other than ``committed``."""
+
+    def __init__(self, outcome: LoadOutcome) -> None:
+        super().__init__(outcome.status.value)
+        self.outcome = outcome
+
+
 class Loader:
     """Owns one connection and commits micro-batches through it."""
 
@@ -100,7 +117,7 @@ class Loader:
         self,
         url: str,
         *,
-        retry_max_seconds: float = 30.0,
+        budget: RetryBudget = DEFAULT_BUDGET,
         should_stop: Callable[[], bool] = lambda: False,
         rollups: bool = True,
         late_horizon_seconds: float = 7 * 86400,
@@ -110,7 +127,7 @@ class Loader:
         self._excerpt_bytes = excerpt_bytes
         self._rollups = rollups
         self._late_horizon_seconds = late_horizon_seconds
-        self._retry_max_seconds = retry_max_seconds
+        self._budget = budget
         self._should_stop = should_stop
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
 
@@ -120,7 +137,7 @@ class Loader:
     ) -> Loader:
         return cls(
             url,
-            retry_max_seconds=settings.retry_max_seconds,
+            budget=RetryBudget.from_settings(settings),
             should_stop=should_stop,
             rollups=settings.rollups,
             late_horizon_seconds=settings.late_horizon_hours * 3600,
@@ -152,7 +169,7 @@ class Loader:
         return retry_transient(
             reserve,
             what="reserving a batch id",
-            max_delay=self._retry_max_seconds,
+            budget=self._budget,
             should_stop=self._should_stop,
         )
 
@@ -161,29 +178,41 @@ class Loader:
         :mod:`shopstream.store.commit_order`)."""
         return Loader(
             self._url,
-            retry_max_seconds=self._retry_max_seconds,
+            budget=self._budget,
             should_stop=self._should_stop,
             rollups=self._rollups,
             late_horizon_seconds=self._late_horizon_seconds,
             excerpt_bytes=self._excerpt_bytes,
         )
 
-    def load(self, batch: ParsedBatch, turn: CommitTurn | None = None) -> BatchResult:
-        """Commit ``batch``, retrying transient database failures for as long as it takes.
+    def load(self, batch: ParsedBatch, turn: CommitTurn | None = None) -> LoadOutcome:
+        """Commit ``batch``, retrying transient database failures within the retry budget.
 
         With a ``turn``, the transaction's second half waits until every earlier batch has
-        committed or given up; the turn is finished once this batch has committed.
+        committed or given up; the turn is finished once this batch has committed (or
+        found its input committed elsewhere). Raises
+        :class:`~shopstream.errors.LoadFailedError` on a terminal database error or a
+        spent budget: then nothing of the batch was written.
         """
         batch.check_accounting()
-        result = retry_transient(
-            lambda: self._attempt(batch, turn),
-            what=f"loading batch from {batch.source}",
-            max_delay=self._retry_max_seconds,
-            should_stop=self._should_stop,
-        )
+        try:
+            result = retry_transient(
+                lambda: self._attempt(batch, turn),
+                what=f"loading batch {batch.batch_id} from {batch.source}",
+                budget=self._budget,
+                should_stop=self._should_stop,
+            )
+        except _Settled as settled:
+            if turn is not None:
+                turn.finish()  # nothing written; the next batch decides for itself
+            return settled.outcome
+        except (StopRequestedError, EarlierBatchFailed):
+            return LoadOutcome(LoadStatus.ABANDONED)
+        except (RetryBudgetSpentError, psycopg.Error) as error:
+            raise LoadFailedError.of(batch, error) from error
         if turn is not None:
             turn.finish()
-        return result
+        return LoadOutcome(LoadStatus.COMMITTED, result)
 
     def _attempt(self, batch: ParsedBatch, turn: CommitTurn | None) -> BatchResult:
         use_hint = True
@@ -198,17 +227,13 @@ class Loader:
             except _PieceMoved:
                 # Another runner loaded this piece (or the file) first: settle file by
                 # file; a piece not in the ledger is read again from the stored position.
-                raise AlreadyCommitted(
-                    batch.source, _committed_files(self._connection(), batch.files)
-                ) from None
+                raise self._committed_elsewhere(batch) from None
             except errors.UniqueViolation as error:
                 constraint = error.diag.constraint_name
                 if constraint == _LEDGER_KEY:
-                    raise AlreadyCommitted(
-                        batch.source, _committed_files(self._connection(), batch.files)
-                    ) from error
+                    raise self._committed_elsewhere(batch) from error
                 if constraint == _BATCH_KEY:
-                    raise AlreadyCommitted(batch.source) from error
+                    raise _Settled(LoadOutcome(LoadStatus.ALREADY_COMMITTED)) from error
                 if constraint != _EVENTS_KEY:
                     raise
                 # The store holds ids the hint missed (stored before the look-ahead's
@@ -221,6 +246,10 @@ class Loader:
                 if self._conn is not None and self._conn.broken:
                     self.close()
                 raise
+
+    def _committed_elsewhere(self, batch: ParsedBatch) -> _Settled:
+        held = _committed_files(self._connection(), batch.files)
+        return _Settled(LoadOutcome(LoadStatus.ALREADY_COMMITTED, committed_files=held))
 
     def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
@@ -413,8 +442,8 @@ def _close_replayed(
         " WHERE quarantine_id = ANY(%s) AND status = 'quarantined'",
         (batch_id, ids),
     ).rowcount
-    if closed != len(ids):
-        raise AlreadyCommitted("quarantine rows were replayed concurrently")
+    if closed != len(ids):  # a concurrent replay closed some of them first
+        raise _Settled(LoadOutcome(LoadStatus.ALREADY_COMMITTED))
 
 
 def _committed_files(
@@ -481,10 +510,10 @@ def _advance_offsets(
         if row is None:
             moved.append(offset)
     if moved:
-        raise OffsetsMoved(moved)
+        raise _Settled(LoadOutcome(LoadStatus.OFFSETS_MOVED, moved=tuple(moved)))
 
 
-class _PieceMoved(Exception):  # noqa: N818 - an outcome, turned into AlreadyCommitted
+class _PieceMoved(Exception):  # noqa: N818 - an outcome, turned into already_committed
     """A large file's stored position is not where this batch's piece starts."""
 
 

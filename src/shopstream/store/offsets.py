@@ -7,11 +7,11 @@ from typing import Any
 
 import psycopg
 
-from shopstream.store.connection import connect, retry_transient
+from shopstream.store.connection import RetryBudget, connect, retry_transient
 
 
 def stored_offsets(
-    url: str, *, retry_max_seconds: float, should_stop: Callable[[], bool]
+    url: str, *, budget: RetryBudget, should_stop: Callable[[], bool]
 ) -> Callable[[str, list[tuple[str, int]]], dict[tuple[str, int], int]]:
     """A lookup of the next offset to load per (topic, partition) of a consumer group."""
 
@@ -23,7 +23,7 @@ def stored_offsets(
         return retry_transient(
             ask,
             what="reading stored offsets",
-            max_delay=retry_max_seconds,
+            budget=budget,
             should_stop=should_stop,
         )
 

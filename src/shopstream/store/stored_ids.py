@@ -14,7 +14,7 @@ import polars as pl
 import psycopg
 
 from shopstream.store.batch_ids import reserve_batch_id
-from shopstream.store.connection import connect, retry_transient
+from shopstream.store.connection import RetryBudget, connect, retry_transient
 
 T = TypeVar("T")
 
@@ -34,11 +34,9 @@ class AheadConnection:
     """The parser thread's own connection, for work ahead of the loader: which ids are
     stored, and the next batch id. Rides out outages like the loader does."""
 
-    def __init__(
-        self, url: str, *, retry_max_seconds: float, should_stop: Callable[[], bool]
-    ) -> None:
+    def __init__(self, url: str, *, budget: RetryBudget, should_stop: Callable[[], bool]) -> None:
         self._url = url
-        self._retry_max_seconds = retry_max_seconds
+        self._budget = budget
         self._should_stop = should_stop
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
 
@@ -52,7 +50,7 @@ class AheadConnection:
         return retry_transient(
             lambda: self._run(work),
             what=what,
-            max_delay=self._retry_max_seconds,
+            budget=self._budget,
             should_stop=self._should_stop,
         )
 

@@ -99,17 +99,15 @@ class ReplayResult(BaseModel):
 def replay(who: Admin, http: Request, body: Annotated[ReplayRequest, Body()]) -> ReplayResult:
     """Re-run open quarantine rows through today's rules, as one accounted batch."""
     from shopstream.engines.embedded.replay import replay_quarantine
-    from shopstream.store.loader import AlreadyCommitted
+    from shopstream.store.loader import LoadStatus
 
     state = http.app.state
-    try:
-        result = replay_quarantine(
-            state.ingest_url, state.settings, rule=body.rule, ids=body.ids, limit=body.limit
-        )
-    except AlreadyCommitted as error:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, "another replay closed some of these rows"
-        ) from error
+    outcome = replay_quarantine(
+        state.ingest_url, state.settings, rule=body.rule, ids=body.ids, limit=body.limit
+    )
+    if outcome is not None and outcome.status is not LoadStatus.COMMITTED:
+        raise HTTPException(status.HTTP_409_CONFLICT, "another replay closed some of these rows")
+    result = outcome.result if outcome is not None else None
     if result is not None:
         with bind_batch(result.batch_id):
             log.info(

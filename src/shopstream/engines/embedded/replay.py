@@ -18,7 +18,7 @@ from shopstream.engines.base import ParsedBatch
 from shopstream.engines.embedded.batch import IncomingFile, build_batch
 from shopstream.settings import Settings
 from shopstream.store.connection import connect
-from shopstream.store.loader import BatchResult
+from shopstream.store.loader import LoadOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +86,10 @@ def build_replay_batch(replay: ReplayInput, predicates: dict[str, str]) -> Parse
 
 def replay_quarantine(
     url: str, settings: Settings, *, rule: str | None, ids: list[int] | None, limit: int
-) -> BatchResult | None:
-    """Select, rebuild and load one replay batch; None when nothing matched.
-
-    Raises :class:`~shopstream.store.loader.AlreadyCommitted` when a concurrent replay
-    closed some of the rows first (then nothing changed)."""
+) -> LoadOutcome | None:
+    """Select, rebuild and load one replay batch; None when nothing matched. The outcome
+    is ``already_committed`` when a concurrent replay closed some of the rows first (then
+    nothing changed)."""
     from shopstream.engines.embedded.runner import current_rules
     from shopstream.store.loader import Loader
 

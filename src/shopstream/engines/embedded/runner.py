@@ -22,18 +22,20 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
+import psycopg
 
 from shopstream.engines.base import ParsedBatch
 from shopstream.engines.embedded.batch import IncomingFile, build_batch
 from shopstream.engines.embedded.lookahead import LookAhead
+from shopstream.errors import LoadFailedError, RetryBudgetSpentError, StopRequestedError
 from shopstream.logs import bind_batch
 from shopstream.metrics import record_batch
 from shopstream.settings import Settings
 from shopstream.sources.base import Source
-from shopstream.store.commit_order import CommitOrder, CommitTurn, EarlierBatchFailed
-from shopstream.store.connection import Stopped
+from shopstream.store.commit_order import CommitOrder, CommitTurn
+from shopstream.store.connection import RetryBudget
 from shopstream.store.derived import derive
-from shopstream.store.loader import AlreadyCommitted, BatchResult, Loader, OffsetsMoved
+from shopstream.store.loader import BatchResult, Loader, LoadOutcome, LoadStatus
 from shopstream.store.stored_ids import AheadConnection, without
 from shopstream.validation.rules import RuleParams, render_rules
 
@@ -107,7 +109,7 @@ class Runner:
         self._outstanding = 0
         self._ahead = AheadConnection(
             loader.url,
-            retry_max_seconds=settings.retry_max_seconds,
+            budget=RetryBudget.from_settings(settings),
             should_stop=self._stop.is_set,
         )
         self._look_ahead = LookAhead(self._ahead.stored_ids, memory_ids=settings.dedupe_memory_ids)
@@ -128,6 +130,12 @@ class Runner:
         producer.start()
         try:
             self._consume(summary)
+        except BaseException as error:
+            if self._failure is not None and self._failure is not error:
+                # Both threads failed: the parser's error must reach the user too.
+                log.error("the parser thread failed as well", exc_info=self._failure)  # noqa: TRY400
+                error.add_note(f"the parser thread failed as well: {self._failure!r}")
+            raise
         finally:
             self._stop.set()
             producer.join(timeout=30)
@@ -171,7 +179,7 @@ class Runner:
                     self._put(None)
                     return
                 self._stop.wait(trigger)
-        except Stopped:
+        except StopRequestedError:
             return  # asked to stop while a database call was waiting to retry: a clean stop
         except BaseException as error:
             self._failure = error
@@ -186,7 +194,10 @@ class Runner:
             limits=self._source.read_limits(self._settings.read_limits),
         )
         batch.batch_id = batch_id
-        hint = self._look_ahead.duplicates(batch.events["event_id"])
+        try:
+            hint = self._look_ahead.duplicates(batch.events["event_id"])
+        except (psycopg.Error, RetryBudgetSpentError) as error:
+            raise LoadFailedError.of(batch, error) from error
         batch.stored_ids_hint = hint
         batch.in_flight_ids = self._look_ahead.in_flight()
         if self._settings.rollups:
@@ -257,36 +268,38 @@ class Runner:
         outcome = self._workers[slot].submit(self._load, self._loaders[slot], batch, turn)
         return _Loading(files, batch, outcome)
 
-    def _load(self, loader: Loader, batch: ParsedBatch, turn: CommitTurn) -> BatchResult:
+    def _load(self, loader: Loader, batch: ParsedBatch, turn: CommitTurn) -> LoadOutcome:
         assert batch.batch_id is not None
         with bind_batch(batch.batch_id):
             try:
-                return loader.load(batch, turn)
-            except (AlreadyCommitted, OffsetsMoved):
-                turn.finish()  # nothing written; the next batch decides for itself
-                raise
+                outcome = loader.load(batch, turn)
             except BaseException:
                 self._order.break_off()
                 raise
+            if outcome.status is LoadStatus.ABANDONED:
+                self._order.break_off()  # the batches after it give up too
+            return outcome
 
     def _conclude(self, loading: _Loading, summary: RunSummary) -> None:
         batch, files = loading.batch, loading.files
         assert batch.batch_id is not None
         with bind_batch(batch.batch_id):
-            try:
-                result = loading.outcome.result()
-            except AlreadyCommitted as already:
-                self._settle_committed_elsewhere(files, already.committed_files)
-                return
-            except OffsetsMoved as moved:
-                log.info("another consumer committed first (%s); re-reading from there", moved)
-                self._settle(files, committed=False)
-                return
-            except (Stopped, EarlierBatchFailed):
-                self._settle(files, committed=False)
-                return
-            self._settle(files, committed=True, conflicted=result.conflicted)
-            self._report(batch, result, summary)
+            outcome = loading.outcome.result()
+            match outcome.status:
+                case LoadStatus.COMMITTED:
+                    assert outcome.result is not None
+                    self._settle(files, committed=True, conflicted=outcome.result.conflicted)
+                    self._report(batch, outcome.result, summary)
+                case LoadStatus.ALREADY_COMMITTED:
+                    self._settle_committed_elsewhere(files, outcome.committed_files)
+                case LoadStatus.OFFSETS_MOVED:
+                    log.info(
+                        "another consumer committed first (%s); re-reading from there",
+                        ", ".join(f"{o.topic}[{o.partition}] at {o.start}" for o in outcome.moved),
+                    )
+                    self._settle(files, committed=False)
+                case LoadStatus.ABANDONED:
+                    self._settle(files, committed=False)
 
     def _settle_committed_elsewhere(
         self, files: list[IncomingFile], committed: frozenset[tuple[str, str]] | None
@@ -346,4 +359,4 @@ class _Loading:
 
     files: list[IncomingFile]
     batch: ParsedBatch
-    outcome: Future[BatchResult]
+    outcome: Future[LoadOutcome]

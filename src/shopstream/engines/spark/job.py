@@ -35,12 +35,13 @@ from shopstream.engines.spark.parse import (
     parse_messages,
     spark_ddl,
 )
+from shopstream.errors import StopRequestedError
 from shopstream.logs import bind_batch
 from shopstream.schema import DATA_SUFFIXES, FIELD_NAMES, InputFormat
 from shopstream.settings import Settings
 from shopstream.sources.select import KafkaSpec
 from shopstream.store.connection import connect
-from shopstream.store.loader import AlreadyCommitted, Loader
+from shopstream.store.loader import Loader, LoadStatus
 from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits
 from shopstream.validation.rules import ROW_RULES
 
@@ -201,10 +202,11 @@ def batch_loader(
             file_ledger=not kafka,
         )
         batch.batch_id = reserved
-        try:
-            result = loader.load(batch)
-        except AlreadyCommitted as already:
-            if already.committed_files is None:
+        outcome = loader.load(batch)
+        if outcome.status is LoadStatus.ABANDONED:
+            raise StopRequestedError(f"spark batch {batch_id}")  # Spark replays it on restart
+        if outcome.status is not LoadStatus.COMMITTED:
+            if outcome.committed_files is None:
                 log.info("spark batch %d was committed before; nothing to do", batch_id)
                 return
             # Files another writer committed meanwhile: leave them out and load the rest
@@ -212,10 +214,12 @@ def batch_loader(
             log.warning(
                 "spark batch %d: %d file(s) were committed elsewhere; loading the others",
                 batch_id,
-                len(already.committed_files),
+                len(outcome.committed_files),
             )
             load_bound(batch_df, batch_id, reserved)
             return
+        result = outcome.result
+        assert result is not None
         log.info(
             "spark batch %d committed as batch %d: read %d, loaded %d, duplicates %d, "
             "quarantined %d",
