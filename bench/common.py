@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 
-from shopstream.store.embedded import EmbeddedPostgres
+from shopstream.store.server import EmbeddedPostgres
 
 SHOPSTREAM = [sys.executable, "-m", "shopstream"]
 

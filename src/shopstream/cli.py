@@ -70,8 +70,8 @@ def _database(
 @contextmanager
 def _databases(settings: Settings, *, migrate: bool = True) -> Iterator[Callable[[Purpose], str]]:
     from shopstream.store.connection import connect, database_urls
-    from shopstream.store.embedded import EmbeddedDatabaseError
     from shopstream.store.migrate import migrate as apply_migrations
+    from shopstream.store.server import EmbeddedDatabaseError
 
     try:
         with database_urls(settings) as urls:
@@ -478,7 +478,7 @@ def db_url(
 ) -> None:
     """Print the database URL (for psql, the API, Spark JDBC ...)."""
     from shopstream.store.connection import embedded_server
-    from shopstream.store.embedded import EmbeddedDatabaseError
+    from shopstream.store.server import EmbeddedDatabaseError
 
     settings = Settings()
     if settings.database_url:

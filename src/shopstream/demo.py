@@ -22,7 +22,7 @@ from rich.table import Table
 from shopstream.analytics.customers import run_customers
 from shopstream.api.app import create_app
 from shopstream.api.keys import Role, create_key
-from shopstream.engines.base import ParsedBatch
+from shopstream.contract import ParsedBatch
 from shopstream.engines.embedded.runner import Runner, RunSummary
 from shopstream.generate.writer import Faults, FileWriter, stream_live
 from shopstream.schema import InputFormat

@@ -141,7 +141,7 @@ def test_the_embedded_roles_keep_the_api_read_only(
 @pytest.mark.slow
 def test_a_database_restart_costs_no_request(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Pooled connections are checked before use: after a restart none fails a request."""
-    from shopstream.store.embedded import EmbeddedPostgres
+    from shopstream.store.server import EmbeddedPostgres
 
     work = service_reachable_dir("shopstream-restart-")
     server = EmbeddedPostgres(work / "pg-home")

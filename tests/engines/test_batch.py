@@ -3,7 +3,8 @@ from datetime import datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shopstream.engines.embedded.batch import IncomingFile, build_batch
+from shopstream.contract import IncomingFile
+from shopstream.parse.batch import build_batch
 from shopstream.schema import InputFormat
 from shopstream.validation.rules import RuleParams, render_rules
 from tests.fixtures.batches import HEADER, PREDICATES, incoming

@@ -2,7 +2,7 @@ import gzip
 
 import pytest
 
-from shopstream.engines.embedded.reader import FileRejectedError, decode_container, read_rows
+from shopstream.parse.reader import FileRejectedError, decode_container, read_rows
 from shopstream.schema import InputFormat
 from shopstream.validation.rules import FileRejection, StructuralRule
 

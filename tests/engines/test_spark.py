@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shopstream.store.embedded import EmbeddedPostgres
+from shopstream.store.server import EmbeddedPostgres
 from tests.fixtures.analytics import assert_rollups_match_events
 from tests.fixtures.cli import cli_env, shopstream, start_shopstream
 from tests.fixtures.counts import outcome

@@ -23,9 +23,9 @@ from shopstream.generate.kafka import ensure_topic
 from shopstream.settings import Settings
 from shopstream.sources.select import KafkaSpec
 from shopstream.store.connection import connect
-from shopstream.store.embedded import EmbeddedPostgres
 from shopstream.store.loader import Loader
 from shopstream.store.migrate import migrate
+from shopstream.store.server import EmbeddedPostgres
 from tests.fixtures.cli import cli_env, shopstream
 from tests.fixtures.counts import outcome
 from tests.fixtures.kafka import read_topic

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from shopstream.engines.embedded.validate import split_valid
+from shopstream.parse.validate import split_valid
 from shopstream.validation.rules import Rule
 
 RULES = (

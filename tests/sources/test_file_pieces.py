@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from shopstream.store.embedded import EmbeddedPostgres
+from shopstream.store.server import EmbeddedPostgres
 from tests.fixtures.cli import SHOPSTREAM, cli_env, peak_rss_mb, shopstream
 from tests.fixtures.counts import outcome
 from tests.fixtures.postgres import fresh_database

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from shopstream.generate.kafka import ensure_topic
-from shopstream.store.embedded import EmbeddedPostgres
+from shopstream.store.server import EmbeddedPostgres
 from tests.fixtures.cli import Background, cli_env, shopstream, start_shopstream
 from tests.fixtures.counts import Outcome, outcome
 from tests.fixtures.kafka import read_topic

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
-from shopstream.engines.base import ParsedBatch, SourceOffset
+from shopstream.contract import ParsedBatch, SourceOffset
 from shopstream.errors import LoadFailedError, RetryBudgetSpentError, TerminalError
 from shopstream.store.connection import RetryBudget, connect, retry_transient
 from shopstream.store.errors import is_transient

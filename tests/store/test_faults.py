@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shopstream.store.embedded import EmbeddedPostgres
+from shopstream.store.server import EmbeddedPostgres
 from tests.fixtures.cli import SHOPSTREAM, cli_env, shopstream
 from tests.fixtures.counts import Outcome, data_rows, outcome
 from tests.fixtures.postgres import fresh_database, service_reachable_dir

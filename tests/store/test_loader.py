@@ -11,11 +11,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from shopstream.engines.base import ParsedBatch
+from shopstream.contract import ParsedBatch
 from shopstream.store import loader as loader_module
-from shopstream.store.commit_order import CommitOrder, CommitTurn, EarlierBatchFailed
+from shopstream.store.commit_order import CommitOrder, CommitTurn
 from shopstream.store.connection import connect
-from shopstream.store.loader import BatchResult, Loader
+from shopstream.store.loader import BatchResult, Loader, LoadPlan, LoadStatus
 from shopstream.store.migrate import migrate
 from tests.fixtures.batches import uuids, views_batch
 from tests.fixtures.cli import cli_env, shopstream, start_shopstream
@@ -28,14 +28,17 @@ def test_a_stale_hint_falls_back_to_the_primary_key(database_url: str) -> None:
     ids = uuids(0, 6)
     loader = Loader(database_url)
     first = views_batch(ids[:3], "/in/a.csv")
-    assert loader.load(first).rows_loaded == 3
+    loaded = loader.load(first).result
+    assert loaded is not None and loaded.rows_loaded == 3
 
     # The look-ahead claims nothing is stored, but ids[1] and ids[2] are: the COPY hits the
     # primary key, the transaction rolls back whole and the batch is loaded again properly.
     second = views_batch(ids[1:], "/in/b.csv")
-    second.stored_ids_hint = pl.Series("event_id", [], dtype=pl.String)
-    result = loader.load(second)
+    stale = LoadPlan(stored_ids=pl.Series("event_id", [], dtype=pl.String))
+    outcome = loader.load(second, stale)
     loader.close()
+    result = outcome.result
+    assert result is not None
     assert (result.rows_loaded, result.duplicates_in_store) == (3, 2)
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (6,)
@@ -67,7 +70,7 @@ def test_concurrent_runners_over_overlapping_input_store_each_event_once(
 
 
 def _load_in_turns(
-    database_url: str, earlier: ParsedBatch, later: ParsedBatch
+    database_url: str, earlier: ParsedBatch, later: ParsedBatch, later_plan: LoadPlan
 ) -> tuple[BatchResult, BatchResult]:
     """Load ``later`` first, on its own connection: it writes its rows and waits for its
     turn while ``earlier`` loads. Both must commit, ``earlier`` first."""
@@ -79,17 +82,27 @@ def _load_in_turns(
     second_loader = first_loader.with_own_connection()
     results: dict[str, BatchResult] = {}
 
-    def load(name: str, loader: Loader, batch: ParsedBatch, turn: CommitTurn) -> threading.Thread:
+    def load_one(
+        loader: Loader, batch: ParsedBatch, plan: LoadPlan, turn: CommitTurn
+    ) -> BatchResult:
+        result = loader.load(batch, plan, turn).result
+        assert result is not None
+        return result
+
+    def load(
+        name: str, loader: Loader, batch: ParsedBatch, plan: LoadPlan, turn: CommitTurn
+    ) -> threading.Thread:
         thread = threading.Thread(
-            target=lambda: results.setdefault(name, loader.load(batch, turn)), daemon=True
+            target=lambda: results.setdefault(name, load_one(loader, batch, plan, turn)),
+            daemon=True,
         )
         thread.start()
         return thread
 
-    loading_later = load("later", second_loader, later, later_turn)
+    loading_later = load("later", second_loader, later, later_plan, later_turn)
     loading_later.join(timeout=2)
     assert loading_later.is_alive()  # its rows are written; it waits for its turn
-    loading_earlier = load("earlier", first_loader, earlier, earlier_turn)
+    loading_earlier = load("earlier", first_loader, earlier, LoadPlan(), earlier_turn)
     for thread in (loading_earlier, loading_later):
         thread.join(timeout=30)
         assert not thread.is_alive(), "the two transactions wait for each other"
@@ -112,8 +125,9 @@ def test_two_connections_write_side_by_side_and_commit_in_order(database_url: st
     ids = uuids(100, 6)
     earlier = views_batch(ids[:4], "/in/a.csv")
     later = views_batch(ids[2:], "/in/b.csv")  # ids[2:4] are the earlier batch's too
-    later.in_flight_ids = earlier.events["event_id"]  # no hint: the loader looks up itself
-    first, second = _load_in_turns(database_url, earlier, later)
+    # No stored-id hint: the loader looks up itself.
+    plan = LoadPlan(in_flight_ids=earlier.events["event_id"])
+    first, second = _load_in_turns(database_url, earlier, later, plan)
     assert (first.rows_loaded, first.duplicates_in_store) == (4, 0)
     assert (second.rows_loaded, second.duplicates_in_store) == (2, 2)
 
@@ -127,8 +141,8 @@ def test_a_later_batch_holding_a_lock_the_earlier_needs_steps_back(
     ids = uuids(300, 6)
     earlier = views_batch(ids[:4], "/in/a.csv")
     later = views_batch(ids[2:], "/in/b.csv")
-    later.stored_ids_hint = pl.Series("event_id", [], dtype=pl.String)
-    first, second = _load_in_turns(database_url, earlier, later)
+    plan = LoadPlan(stored_ids=pl.Series("event_id", [], dtype=pl.String))
+    first, second = _load_in_turns(database_url, earlier, later, plan)
     assert (first.rows_loaded, second.rows_loaded, second.duplicates_in_store) == (4, 2, 2)
     assert second.conflicted  # its second try met the earlier batch's ids in the store
 
@@ -140,13 +154,10 @@ def test_a_batch_after_a_failed_one_rolls_back_whole(database_url: str) -> None:
     _, later_turn = order.turn(), order.turn()
     later = views_batch(uuids(200, 3), "/in/c.csv")
     loader = Loader(database_url)
-    failed: list[BaseException] = []
+    outcomes: list[LoadStatus] = []
 
     def load_later() -> None:
-        try:
-            loader.load(later, later_turn)
-        except EarlierBatchFailed as error:
-            failed.append(error)
+        outcomes.append(loader.load(later, turn=later_turn).status)
 
     loading_later = threading.Thread(target=load_later)
     loading_later.start()
@@ -154,7 +165,7 @@ def test_a_batch_after_a_failed_one_rolls_back_whole(database_url: str) -> None:
     order.break_off()  # the earlier batch failed
     loading_later.join(timeout=30)
     loader.close()
-    assert len(failed) == 1
+    assert outcomes == [LoadStatus.ABANDONED]
     with psycopg.connect(database_url) as conn:
         for table in ("events", "ingested_files", "batches"):
             count = conn.execute(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shopstream.store.embedded import EmbeddedDatabaseError, EmbeddedPostgres, private_directory
+from shopstream.store.server import EmbeddedDatabaseError, EmbeddedPostgres, private_directory
 
 
 def test_a_planted_symlink_is_refused_and_its_target_untouched(tmp_path: Path) -> None:

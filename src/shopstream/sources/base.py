@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from shopstream.engines.base import ParsedBatch
-from shopstream.engines.embedded.batch import IncomingFile
+from shopstream.contract import IncomingFile, ParsedBatch
 from shopstream.schema import InputFormat
 from shopstream.validation.limits import ReadLimits
 

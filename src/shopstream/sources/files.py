@@ -27,9 +27,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Final, Protocol
 
-from shopstream.engines.base import FileProgress
-from shopstream.engines.embedded.batch import IncomingFile
-from shopstream.engines.embedded.reader import GZIP_MAGIC
+from shopstream.contract import FileProgress, IncomingFile
+from shopstream.parse.reader import GZIP_MAGIC
 from shopstream.schema import DATA_SUFFIXES, InputFormat
 from shopstream.sources.base import Source
 from shopstream.sources.pieces import PieceReader

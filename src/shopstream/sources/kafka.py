@@ -30,8 +30,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from shopstream.engines.base import ParsedBatch, SourceOffset
-from shopstream.engines.embedded.batch import IncomingFile
+from shopstream.contract import IncomingFile, ParsedBatch, SourceOffset
 from shopstream.sources.base import Source
 from shopstream.sources.kafka_config import client_config
 from shopstream.sources.kafka_framing import as_files, chunk_path, first_line

@@ -4,7 +4,7 @@ Memory then follows ``SHOPSTREAM_FILE_PIECE_BYTES``, not the file: a gzip file i
 as it is read, with the size and ratio limits checked as it grows, and each piece is cut
 at a line break outside any quoted field. A CSV piece repeats the header line, so every
 piece parses on its own. Pieces carry their place in the file (see
-:class:`~shopstream.engines.base.FilePiece`), so the loader commits them in order and a
+:class:`~shopstream.contract.FilePiece`), so the loader commits them in order and a
 restart resumes after the last committed one.
 """
 
@@ -16,9 +16,8 @@ from typing import BinaryIO, Final
 
 import numpy as np
 
-from shopstream.engines.base import FilePiece, FileProgress
-from shopstream.engines.embedded.batch import IncomingFile
-from shopstream.engines.embedded.reader import FileRejectedError, check_inflated
+from shopstream.contract import FilePiece, FileProgress, IncomingFile
+from shopstream.parse.reader import FileRejectedError, check_inflated
 from shopstream.validation.limits import ReadLimits
 from shopstream.validation.rules import FileRejection
 

@@ -15,9 +15,9 @@ import psycopg
 from shopstream.errors import RetryBudgetSpentError, StopRequestedError, describe
 from shopstream.metrics import record_db_failure
 from shopstream.settings import Settings
-from shopstream.store.embedded import EmbeddedPostgres
 from shopstream.store.errors import is_transient
 from shopstream.store.roles import Purpose
+from shopstream.store.server import EmbeddedPostgres
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -9,7 +9,7 @@ from typing import LiteralString
 
 import psycopg
 
-from shopstream.engines.base import FileProgress
+from shopstream.contract import FileProgress
 from shopstream.store.connection import connect
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import polars as pl
 import psycopg
 from psycopg import errors, sql
 
-from shopstream.engines.base import FileOutcome, FilePiece, FileStatus, ParsedBatch, SourceOffset
+from shopstream.contract import FileOutcome, FilePiece, FileStatus, ParsedBatch, SourceOffset
 from shopstream.errors import (
     LoadFailedError,
     RetryBudgetSpentError,
@@ -32,7 +32,7 @@ from shopstream.settings import Settings
 from shopstream.store.batch_ids import reserve_batch_id
 from shopstream.store.commit_order import CommitTurn, EarlierBatchFailed, TurnOverdue
 from shopstream.store.connection import DEFAULT_BUDGET, RetryBudget, connect, retry_transient
-from shopstream.store.derived import derive, prepare_connection, write_derived
+from shopstream.store.derived import Derived, derive, prepare_connection, write_derived
 from shopstream.store.stored_ids import stored_ids, without
 from shopstream.validation.limits import DEFAULT_LIMITS
 
@@ -85,6 +85,25 @@ class BatchResult:
     # The store held ids the look-ahead hint missed: the batch was rolled back and
     # reloaded with an exact lookup.
     conflicted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPlan:
+    """What a runner worked out ahead of a load, travelling beside the batch the engine
+    built (which nobody edits): hints only, since the primary key still checks the COPY.
+
+    ``stored_ids``: ids a look-ahead found already stored (or in an earlier batch still
+    being loaded). ``in_flight_ids``: event ids of the earlier batches still in flight
+    when this one was built; they commit before it, or it gives up too, so it never
+    writes them itself. ``derived``: rollup deltas and sessions derived ahead from the
+    events the hint leaves, used only together with it."""
+
+    stored_ids: pl.Series | None = None
+    in_flight_ids: pl.Series | None = None
+    derived: Derived | None = None
+
+
+NO_PLAN: Final = LoadPlan()
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +204,9 @@ class Loader:
             excerpt_bytes=self._excerpt_bytes,
         )
 
-    def load(self, batch: ParsedBatch, turn: CommitTurn | None = None) -> LoadOutcome:
+    def load(
+        self, batch: ParsedBatch, plan: LoadPlan = NO_PLAN, turn: CommitTurn | None = None
+    ) -> LoadOutcome:
         """Commit ``batch``, retrying transient database failures within the retry budget.
 
         With a ``turn``, the transaction's second half waits until every earlier batch has
@@ -197,7 +218,7 @@ class Loader:
         batch.check_accounting()
         try:
             result = retry_transient(
-                lambda: self._attempt(batch, turn),
+                lambda: self._attempt(batch, plan, turn),
                 what=f"loading batch {batch.batch_id} from {batch.source}",
                 budget=self._budget,
                 should_stop=self._should_stop,
@@ -214,11 +235,11 @@ class Loader:
             turn.finish()
         return LoadOutcome(LoadStatus.COMMITTED, result)
 
-    def _attempt(self, batch: ParsedBatch, turn: CommitTurn | None) -> BatchResult:
+    def _attempt(self, batch: ParsedBatch, plan: LoadPlan, turn: CommitTurn | None) -> BatchResult:
         use_hint = True
         while True:
             try:
-                return self._commit(self._connection(), batch, turn, use_hint=use_hint)
+                return self._commit(self._connection(), batch, plan, turn, use_hint=use_hint)
             except TurnOverdue:
                 # Step 6 waited while holding this transaction's locks, now released by
                 # the rollback; wait outside a transaction, then write again.
@@ -263,6 +284,7 @@ class Loader:
         self,
         conn: psycopg.Connection[tuple[object, ...]],
         batch: ParsedBatch,
+        plan: LoadPlan,
         turn: CommitTurn | None,
         *,
         use_hint: bool,
@@ -276,8 +298,9 @@ class Loader:
                sequence value is never handed out twice, committed or not).
             2. Find which of the batch's event ids are already stored (an index probe,
                read-only), or held by an earlier batch still in flight
-               (``in_flight_ids``); those rows are duplicates. A runner that looked them
-               up ahead of time passes its answer as ``stored_ids_hint``.
+               (the plan's ``in_flight_ids``); those rows are duplicates. A runner that
+               looked them up ahead of time passes its answer as the plan's
+               ``stored_ids``.
             3. COPY the remaining events straight into ``events``: each row is written
                once, flagged ``arrived_late`` when older than the late horizon. Should a
                concurrent writer commit one of those ids in between, the primary key
@@ -304,8 +327,8 @@ class Loader:
 
             # Step 2
             events = batch.events
-            hint = batch.stored_ids_hint if use_hint else None
-            known = hint if hint is not None else _duplicates(conn, batch)
+            hint = plan.stored_ids if use_hint else None
+            known = hint if hint is not None else _duplicates(conn, batch, plan)
             new_events = without(events, known)
             inserted = new_events.height
             duplicates_in_store = batch.events.height - inserted
@@ -340,7 +363,7 @@ class Loader:
 
             # Step 7
             if self._rollups and inserted:
-                prepared = batch.derived_hint if hint is not None else None
+                prepared = plan.derived if hint is not None else None
                 write_derived(conn, prepared or derive(new_events))
 
             # Step 8
@@ -369,14 +392,16 @@ class Loader:
         )
 
 
-def _duplicates(conn: psycopg.Connection[tuple[object, ...]], batch: ParsedBatch) -> pl.Series:
+def _duplicates(
+    conn: psycopg.Connection[tuple[object, ...]], batch: ParsedBatch, plan: LoadPlan
+) -> pl.Series:
     """The batch's ids that are stored, or held by an earlier batch in flight (which
     commits before this one, or makes this one give up too)."""
     ids = batch.events["event_id"]
     stored = stored_ids(conn, ids)
-    if batch.in_flight_ids is None or batch.in_flight_ids.is_empty():
+    if plan.in_flight_ids is None or plan.in_flight_ids.is_empty():
         return stored
-    return pl.concat([stored, ids.filter(ids.is_in(batch.in_flight_ids.implode()))])
+    return pl.concat([stored, ids.filter(ids.is_in(plan.in_flight_ids.implode()))])
 
 
 def _late_mask(events: pl.DataFrame, now: datetime, horizon_seconds: float) -> pl.Series:

@@ -14,8 +14,8 @@ import polars as pl
 import psycopg
 from psycopg.rows import dict_row
 
-from shopstream.engines.base import ParsedBatch
-from shopstream.engines.embedded.batch import IncomingFile, build_batch
+from shopstream.contract import IncomingFile, ParsedBatch
+from shopstream.parse.batch import build_batch
 from shopstream.settings import Settings
 from shopstream.store.connection import connect
 from shopstream.store.loader import LoadOutcome

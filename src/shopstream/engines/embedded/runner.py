@@ -24,18 +24,18 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import psycopg
 
-from shopstream.engines.base import ParsedBatch
-from shopstream.engines.embedded.batch import IncomingFile, build_batch
+from shopstream.contract import IncomingFile, ParsedBatch
 from shopstream.engines.embedded.lookahead import LookAhead
 from shopstream.errors import LoadFailedError, RetryBudgetSpentError, StopRequestedError
 from shopstream.logs import bind_batch
 from shopstream.metrics import record_batch
+from shopstream.parse.batch import build_batch
 from shopstream.settings import Settings
 from shopstream.sources.base import Source
 from shopstream.store.commit_order import CommitOrder, CommitTurn
 from shopstream.store.connection import RetryBudget
 from shopstream.store.derived import derive
-from shopstream.store.loader import BatchResult, Loader, LoadOutcome, LoadStatus
+from shopstream.store.loader import BatchResult, Loader, LoadOutcome, LoadPlan, LoadStatus
 from shopstream.store.stored_ids import AheadConnection, without
 from shopstream.validation.rules import RuleParams, render_rules
 
@@ -103,9 +103,7 @@ class Runner:
             for n in range(len(self._loaders))
         ]
         self._order = CommitOrder()
-        self._queue: queue.Queue[tuple[list[IncomingFile], ParsedBatch] | None] = queue.Queue(
-            maxsize=1
-        )
+        self._queue: queue.Queue[_Built | None] = queue.Queue(maxsize=1)
         self._outstanding = 0
         self._ahead = AheadConnection(
             loader.url,
@@ -163,12 +161,12 @@ class Runner:
                 if files:
                     batch_id = self._ahead.reserve_batch_id()
                     with bind_batch(batch_id):
-                        batch = self._build(files, batch_id)
+                        batch, plan = self._build(files, batch_id)
                     with self._lock:
                         self._source.annotate(batch, files)
                         self._outstanding += 1
                     self._look_ahead.handed_over(batch.events["event_id"])
-                    if not self._put((files, batch)):
+                    if not self._put(_Built(files, batch, plan)):
                         self._look_ahead.taken_back()
                         with self._lock:
                             self._source.abandoned(files)
@@ -185,7 +183,8 @@ class Runner:
             self._failure = error
             self._put(None)
 
-    def _build(self, files: list[IncomingFile], batch_id: int) -> ParsedBatch:
+    def _build(self, files: list[IncomingFile], batch_id: int) -> tuple[ParsedBatch, LoadPlan]:
+        """The engine's batch, and the plan worked out ahead for loading it."""
         batch = build_batch(
             files,
             source=self._source.name,
@@ -198,13 +197,14 @@ class Runner:
             hint = self._look_ahead.duplicates(batch.events["event_id"])
         except (psycopg.Error, RetryBudgetSpentError) as error:
             raise LoadFailedError.of(batch, error) from error
-        batch.stored_ids_hint = hint
-        batch.in_flight_ids = self._look_ahead.in_flight()
-        if self._settings.rollups:
-            batch.derived_hint = derive(without(batch.events, hint))
-        return batch
+        plan = LoadPlan(
+            stored_ids=hint,
+            in_flight_ids=self._look_ahead.in_flight(),
+            derived=derive(without(batch.events, hint)) if self._settings.rollups else None,
+        )
+        return batch, plan
 
-    def _put(self, item: tuple[list[IncomingFile], ParsedBatch] | None) -> bool:
+    def _put(self, item: _Built | None) -> bool:
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
@@ -246,7 +246,7 @@ class Runner:
                     break
                 if len(loading) == len(self._loaders):
                     self._conclude(loading.popleft(), summary)
-                loading.append(self._start(*item))
+                loading.append(self._start(item))
                 if self._stop.is_set():
                     break
             while loading:
@@ -260,19 +260,24 @@ class Runner:
                     log.exception("batch %s failed after an earlier one", rest.batch.batch_id)
             raise
 
-    def _start(self, files: list[IncomingFile], batch: ParsedBatch) -> _Loading:
+    def _start(self, built: _Built) -> _Loading:
+        files, batch = built.files, built.batch
         with self._lock:
             self._source.before_load(batch, files)
         turn = self._order.turn()
         slot = turn.position % len(self._loaders)
-        outcome = self._workers[slot].submit(self._load, self._loaders[slot], batch, turn)
+        outcome = self._workers[slot].submit(
+            self._load, self._loaders[slot], batch, built.plan, turn
+        )
         return _Loading(files, batch, outcome)
 
-    def _load(self, loader: Loader, batch: ParsedBatch, turn: CommitTurn) -> LoadOutcome:
+    def _load(
+        self, loader: Loader, batch: ParsedBatch, plan: LoadPlan, turn: CommitTurn
+    ) -> LoadOutcome:
         assert batch.batch_id is not None
         with bind_batch(batch.batch_id):
             try:
-                outcome = loader.load(batch, turn)
+                outcome = loader.load(batch, plan, turn)
             except BaseException:
                 self._order.break_off()
                 raise
@@ -351,6 +356,15 @@ class Runner:
         )
         if self._on_batch is not None:
             self._on_batch(batch, result)
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    """A batch on its way from the parser thread to a loader, with its input and plan."""
+
+    files: list[IncomingFile]
+    batch: ParsedBatch
+    plan: LoadPlan
 
 
 @dataclass(frozen=True, slots=True)

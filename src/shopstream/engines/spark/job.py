@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 import polars as pl
 import pyarrow as pa
 
-from shopstream.engines.base import QUARANTINE_SCHEMA, FileOutcome, FileStatus, ParsedBatch
-from shopstream.engines.embedded.normalize import EVENT_SCHEMA
+from shopstream.contract import QUARANTINE_SCHEMA, FileOutcome, FileStatus, ParsedBatch
 from shopstream.engines.spark.parse import (
     FILE,
     QUARANTINE,
@@ -37,6 +36,7 @@ from shopstream.engines.spark.parse import (
 )
 from shopstream.errors import StopRequestedError
 from shopstream.logs import bind_batch
+from shopstream.parse.normalize import EVENT_SCHEMA
 from shopstream.schema import DATA_SUFFIXES, FIELD_NAMES, InputFormat
 from shopstream.settings import Settings
 from shopstream.sources.select import KafkaSpec

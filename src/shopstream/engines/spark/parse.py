@@ -3,7 +3,7 @@ source's rows) -> one Arrow table of typed rows, structural quarantine rows and 
 outcomes.
 
 Each file is split into rows by the very function the embedded engine uses
-(:func:`~shopstream.engines.embedded.batch.parse_file`), so structural rules (encoding,
+(:func:`~shopstream.parse.batch.parse_file`), so structural rules (encoding,
 column count, JSON syntax, whole-file rejections) and every format adapter behave alike on
 both engines. The row rules are *not* applied here: Spark evaluates them afterwards, from
 the same rule definitions.
@@ -21,9 +21,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shopstream.engines.embedded.batch import IncomingFile, parse_file
-from shopstream.engines.embedded.normalize import normalize
-from shopstream.engines.embedded.reader import FileRows
+from shopstream.contract import IncomingFile
+from shopstream.parse.batch import parse_file
+from shopstream.parse.normalize import normalize
+from shopstream.parse.reader import FileRows
 from shopstream.schema import ADAPTER_FIELDS, FIELD_NAMES, TYPED_FIELDS, InputFormat
 from shopstream.sources.kafka_framing import as_files, chunk_path, first_line
 from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits

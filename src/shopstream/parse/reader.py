@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from shopstream.engines.embedded.formats import ADAPTERS
+from shopstream.parse.formats import ADAPTERS
 from shopstream.schema import (
     ADAPTER_FIELDS,
     FIELD_NAMES,

@@ -10,16 +10,16 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from shopstream.engines.base import (
+from shopstream.contract import (
     QUARANTINE_SCHEMA,
     FileOutcome,
-    FilePiece,
     FileStatus,
+    IncomingFile,
     ParsedBatch,
     empty_quarantine,
 )
-from shopstream.engines.embedded.normalize import EVENT_SCHEMA, normalize
-from shopstream.engines.embedded.reader import (
+from shopstream.parse.normalize import EVENT_SCHEMA, normalize
+from shopstream.parse.reader import (
     FileRejectedError,
     FileRows,
     RawRecord,
@@ -27,35 +27,10 @@ from shopstream.engines.embedded.reader import (
     raw_record,
     read_rows,
 )
-from shopstream.engines.embedded.validate import split_valid
+from shopstream.parse.validate import split_valid
 from shopstream.schema import FIELD_NAMES, InputFormat
 from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits
 from shopstream.validation.rules import FileRejection
-
-
-@dataclass(frozen=True, slots=True)
-class IncomingFile:
-    """A source file's bytes as read once (or a piece of them); the hash is of the whole
-    file as stored. ``size`` is the whole file's size when ``data`` holds only part of it:
-    its head (a file rejected without being read whole) or a piece."""
-
-    path: str
-    data: bytes
-    content_hash: str
-    changed_from: str | None = None  # hash of an earlier, different ingestion of this path
-    size: int | None = None
-    decoded: bool = False  # ``data`` is already decompressed
-    piece: FilePiece | None = None
-    # Rejected before parsing (by the source, which read it as a stream).
-    rejected_as: tuple[FileRejection, str] | None = None
-
-    @property
-    def name(self) -> str:
-        return self.path.rsplit("/", 1)[-1]
-
-    @property
-    def size_bytes(self) -> int:
-        return len(self.data) if self.size is None else self.size
 
 
 def build_batch(

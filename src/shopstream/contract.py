@@ -1,4 +1,7 @@
-"""What every engine hands to the loader: one micro-batch, fully accounted for."""
+"""What the stages exchange, on the ground floor every stage may import: the items a
+source hands out (``IncomingFile``), the micro-batch an engine builds (``ParsedBatch``),
+and what the loader records of it (file outcomes, pieces, stream offsets, quarantine rows).
+Sources, engines and the store depend on this module, never on each other's rooms."""
 
 from __future__ import annotations
 
@@ -6,12 +9,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 
 import polars as pl
 
-if TYPE_CHECKING:
-    from shopstream.store.derived import Derived
+from shopstream.validation.rules import FileRejection
 
 EngineName = Literal["embedded", "spark", "replay"]
 
@@ -80,6 +82,31 @@ class FileOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class IncomingFile:
+    """A source file's bytes as read once (or a piece of them); the hash is of the whole
+    file as stored. ``size`` is the whole file's size when ``data`` holds only part of it:
+    its head (a file rejected without being read whole) or a piece."""
+
+    path: str
+    data: bytes
+    content_hash: str
+    changed_from: str | None = None  # hash of an earlier, different ingestion of this path
+    size: int | None = None
+    decoded: bool = False  # ``data`` is already decompressed
+    piece: FilePiece | None = None
+    # Rejected before parsing (by the source, which read it as a stream).
+    rejected_as: tuple[FileRejection, str] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data) if self.size is None else self.size
+
+
+@dataclass(frozen=True, slots=True)
 class SourceOffset:
     """A stream partition's part of a batch: it moves the stored offset from ``start``
     (``None``: nothing stored yet) to ``end``, the offset after its last message."""
@@ -120,15 +147,6 @@ class ParsedBatch:
     # record share one id; None: the loader reserves it in its transaction.
     batch_id: int | None = None
     replayed_quarantine_ids: list[int] = field(default_factory=list)
-    # Ids a look-ahead found already stored (or in an earlier batch still being loaded).
-    # Only a hint: the loader's COPY is still checked by the primary key.
-    stored_ids_hint: pl.Series | None = None
-    # Event ids of the earlier batches still in flight when this one was built: they
-    # commit before it, or it gives up too, so it never writes them itself.
-    in_flight_ids: pl.Series | None = None
-    # Rollup deltas and sessions derived ahead from the events the hint leaves; used only
-    # together with the hint.
-    derived_hint: Derived | None = None
     # Stream sources: the partition ranges this batch consumed (files use ``files``).
     offsets: list[SourceOffset] = field(default_factory=list)
 
