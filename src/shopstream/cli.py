@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import psycopg
 import typer
@@ -24,6 +24,9 @@ from shopstream.schema import InputFormat
 from shopstream.settings import Settings
 from shopstream.sources.select import KafkaSpec
 from shopstream.store.roles import Purpose
+
+if TYPE_CHECKING:
+    from shopstream.sources.base import Source
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Manage the database (embedded or external).")
@@ -242,12 +245,7 @@ def run(
     ] = None,
 ) -> None:
     """Ingest events (files or Kafka) into PostgreSQL, exactly once."""
-    from confluent_kafka import KafkaException
-
-    from shopstream.engines.embedded.runner import Runner
-    from shopstream.sources.kafka import OffsetOutOfRangeError
-    from shopstream.sources.select import directory_source, kafka_source, parse_kafka
-    from shopstream.store.loader import Loader
+    from shopstream.sources.select import parse_kafka
 
     if archive is not None and delete:
         err.print("[red]--archive and --delete exclude each other[/red]")
@@ -277,6 +275,80 @@ def run(
             archive=archive, delete=delete,
         )  # fmt: skip
         return
+    if kafka is None:
+        _run_files(
+            settings, Path(source), until_idle=until_idle, archive=archive, delete=delete,
+            input_format=input_format,
+        )  # fmt: skip
+    else:
+        _run_kafka(
+            settings, kafka, until_idle=until_idle, group=group,
+            reset_offsets=reset_offsets.value if reset_offsets else None,
+            dead_letters=dead_letters, emit_processed=emit_processed,
+        )  # fmt: skip
+
+
+SourceFactory = Callable[[str, Callable[[], bool]], "Source"]
+
+
+def _run_files(
+    settings: Settings,
+    directory: Path,
+    *,
+    until_idle: bool,
+    archive: Path | None,
+    delete: bool,
+    input_format: InputFormat | None,
+) -> None:
+    """``run --source DIR``: the embedded engine over a directory of files."""
+    from shopstream.sources.select import directory_source
+
+    def files(url: str, _: Callable[[], bool]) -> Source:
+        return directory_source(
+            url, directory, settings, archive=archive, delete=delete, input_format=input_format
+        )
+
+    _run_embedded(settings, files, until_idle=until_idle)
+
+
+def _run_kafka(
+    settings: Settings,
+    kafka: KafkaSpec,
+    *,
+    until_idle: bool,
+    group: str,
+    reset_offsets: str | None,
+    dead_letters: bool,
+    emit_processed: bool,
+) -> None:
+    """``run --source kafka://…``: the embedded engine over Kafka topics."""
+    from confluent_kafka import KafkaException
+
+    from shopstream.sources.kafka import OffsetOutOfRangeError
+    from shopstream.sources.select import kafka_source
+
+    def topics(url: str, stopping: Callable[[], bool]) -> Source:
+        return kafka_source(
+            url, kafka, settings, group=group, reset_offsets=reset_offsets,
+            dead_letters=dead_letters, emit_processed=emit_processed, should_stop=stopping,
+        )  # fmt: skip
+
+    try:
+        _run_embedded(settings, topics, until_idle=until_idle)
+    except OffsetOutOfRangeError as error:
+        err.print(f"[red]offsets out of range:[/red] {error}")
+        raise typer.Exit(1) from error
+    except KafkaException as error:
+        err.print(f"[red]Kafka error, offsets left where they were:[/red] {error}")
+        raise typer.Exit(1) from error
+
+
+def _run_embedded(settings: Settings, make_source: SourceFactory, *, until_idle: bool) -> None:
+    """The in-process engine over a source until it is drained (``until_idle``) or a
+    signal stops it; a terminal failure exits 1 with the input left in place."""
+    from shopstream.engines.embedded.runner import Runner
+    from shopstream.store.loader import Loader
+
     with _database(settings, "ingest") as url:
         runner: Runner | None = None
 
@@ -287,29 +359,8 @@ def run(
             if runner is not None:
                 runner.stop()
 
-        chosen = (
-            directory_source(
-                url,
-                Path(source),
-                settings,
-                archive=archive,
-                delete=delete,
-                input_format=input_format,
-            )
-            if kafka is None
-            else kafka_source(
-                url,
-                kafka,
-                settings,
-                group=group,
-                reset_offsets=reset_offsets.value if reset_offsets else None,
-                dead_letters=dead_letters,
-                emit_processed=emit_processed,
-                should_stop=stopping,
-            )
-        )
         loader = Loader.from_settings(url, settings, should_stop=stopping)
-        runner = Runner(chosen, loader, settings, until_idle=until_idle)
+        runner = Runner(make_source(url, stopping), loader, settings, until_idle=until_idle)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         try:
@@ -322,12 +373,6 @@ def run(
                 f"[red]terminal database error, input left in place:[/red]"
                 f" SQLSTATE {error.sqlstate or 'none'}: {escape(str(error))}"
             )
-            raise typer.Exit(1) from error
-        except OffsetOutOfRangeError as error:
-            err.print(f"[red]offsets out of range:[/red] {error}")
-            raise typer.Exit(1) from error
-        except KafkaException as error:
-            err.print(f"[red]Kafka error, offsets left where they were:[/red] {error}")
             raise typer.Exit(1) from error
     console.print(
         f"{summary.batches} batches: read {summary.rows_read:,}, loaded {summary.rows_loaded:,}, "
@@ -349,9 +394,9 @@ def _run_spark(
 ) -> None:
     """``run --engine spark``: a Structured Streaming query until idle or stopped."""
 
-    from shopstream.engines.embedded.runner import current_rules
     from shopstream.engines.spark.job import KafkaConnectorMissingError, SparkJob, run_spark
     from shopstream.engines.spark.session import JavaUnavailableError, spark_session
+    from shopstream.validation.current import current_rules
 
     if isinstance(source, Path):
         source = source.resolve()

@@ -124,9 +124,10 @@ class SourceOffset:
         return max(0, self.high_watermark - self.end)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ParsedBatch:
     """A micro-batch ready to load: valid events (unique ids), quarantine rows, ledger rows.
+    Frozen: a stage that knows more (a source's offsets, replay's origins) makes a new one.
 
     ``rows_read = len(events) + duplicates_in_batch + quarantined_rows`` holds by
     construction; the loader adds the duplicates it finds in the store.

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 import pytest
 from confluent_kafka import Producer
 
-from shopstream.engines.embedded.runner import current_rules
 from shopstream.engines.spark.job import SparkJob, batch_loader
 from shopstream.engines.spark.session import spark_session
 from shopstream.generate.kafka import ensure_topic
@@ -26,6 +25,7 @@ from shopstream.store.connection import connect
 from shopstream.store.loader import Loader
 from shopstream.store.migrate import migrate
 from shopstream.store.server import EmbeddedPostgres
+from shopstream.validation.current import current_rules
 from tests.fixtures.cli import cli_env, shopstream
 from tests.fixtures.counts import outcome
 from tests.fixtures.kafka import read_topic

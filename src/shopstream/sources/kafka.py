@@ -17,7 +17,7 @@ import bisect
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Literal
 
 import polars as pl
@@ -264,22 +264,23 @@ class KafkaSource(Source):
     def read_limits(self, limits: ReadLimits) -> ReadLimits:
         return limits.for_messages()
 
-    def annotate(self, batch: ParsedBatch, items: list[IncomingFile]) -> None:
+    def annotate(self, batch: ParsedBatch, items: list[IncomingFile]) -> ParsedBatch:
         """Offsets instead of a file ledger; quarantine rows point at partition and offset."""
         lookup = {item.path: self._chunks[item.path] for item in items}
-        batch.files = []
-        batch.offsets = list({(c.topic, c.partition): c.position for c in lookup.values()}.values())
+        positions = {(c.topic, c.partition): c.position for c in lookup.values()}
+        batch = replace(batch, files=[], offsets=list(positions.values()))
         if not batch.quarantine.height:
-            return
+            return batch
         sources, offsets = [], []
         for path, line in batch.quarantine.select("source", "line_no").iter_rows():
             chunk = lookup[path]
             sources.append(f"kafka://{chunk.topic}/{chunk.partition}")
             offsets.append(chunk.offsets[int(line) - chunk.first_line])
-        batch.quarantine = batch.quarantine.with_columns(
+        located = batch.quarantine.with_columns(
             pl.Series("source", sources, dtype=pl.String),
             pl.Series("line_no", offsets, dtype=pl.Int64),
         )
+        return replace(batch, quarantine=located)
 
     def before_load(self, batch: ParsedBatch, items: list[IncomingFile]) -> None:
         """Dead letters (and processed events) are acknowledged before the batch commits.

@@ -9,10 +9,35 @@ from typing import LiteralString
 
 import psycopg
 
-from shopstream.contract import FileProgress
+from shopstream.contract import FileOutcome, FileProgress
 from shopstream.store.connection import connect
 
 log = logging.getLogger(__name__)
+
+
+def files_held(
+    conn: psycopg.Connection[tuple[object, ...]], files: list[FileOutcome]
+) -> frozenset[tuple[str, str]]:
+    """Which of ``files`` the ledger holds, as (path, content hash); read after a failed
+    transaction rolled back, in a transaction of its own."""
+    rows = conn.execute(
+        "SELECT path, content_hash FROM ingested_files"
+        " WHERE (path, content_hash) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        ([f.path for f in files], [f.content_hash for f in files]),
+    ).fetchall()
+    conn.commit()
+    return frozenset((str(path), str(digest)) for path, digest in rows)
+
+
+def paths_held(url: str, paths: list[str]) -> set[str]:
+    """Which of ``paths`` the ledger holds, whatever their content."""
+    if not paths:
+        return set()
+    with connect(url) as conn:
+        rows = conn.execute(
+            "SELECT path FROM ingested_files WHERE path = ANY(%s)", (paths,)
+        ).fetchall()
+    return {str(row[0]) for row in rows}
 
 
 def known_files(url: str, directory: Path) -> dict[str, set[str]]:

@@ -33,6 +33,7 @@ from shopstream.store.batch_ids import reserve_batch_id
 from shopstream.store.commit_order import CommitTurn, EarlierBatchFailed, TurnOverdue
 from shopstream.store.connection import DEFAULT_BUDGET, RetryBudget, connect, retry_transient
 from shopstream.store.derived import Derived, derive, prepare_connection, write_derived
+from shopstream.store.ledger import files_held
 from shopstream.store.stored_ids import stored_ids, without
 from shopstream.validation.limits import DEFAULT_LIMITS
 
@@ -269,7 +270,7 @@ class Loader:
                 raise
 
     def _committed_elsewhere(self, batch: ParsedBatch) -> _Settled:
-        held = _committed_files(self._connection(), batch.files)
+        held = files_held(self._connection(), batch.files)
         return _Settled(LoadOutcome(LoadStatus.ALREADY_COMMITTED, committed_files=held))
 
     def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
@@ -469,19 +470,6 @@ def _close_replayed(
     ).rowcount
     if closed != len(ids):  # a concurrent replay closed some of them first
         raise _Settled(LoadOutcome(LoadStatus.ALREADY_COMMITTED))
-
-
-def _committed_files(
-    conn: psycopg.Connection[tuple[object, ...]], files: list[FileOutcome]
-) -> frozenset[tuple[str, str]]:
-    """Which of ``files`` the ledger holds (read after the failed transaction rolled back)."""
-    rows = conn.execute(
-        "SELECT path, content_hash FROM ingested_files"
-        " WHERE (path, content_hash) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
-        ([f.path for f in files], [f.content_hash for f in files]),
-    ).fetchall()
-    conn.commit()
-    return frozenset((str(path), str(digest)) for path, digest in rows)
 
 
 def _insert_ledger(

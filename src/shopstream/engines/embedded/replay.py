@@ -7,7 +7,7 @@ are closed (``status = 'replayed'``) in the same transaction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import polars as pl
@@ -70,18 +70,22 @@ def select_for_replay(
 
 
 def build_replay_batch(replay: ReplayInput, predicates: dict[str, str]) -> ParsedBatch:
-    batch = build_batch(replay.files, source="quarantine replay", predicates=predicates)
-    batch.engine = "replay"
-    batch.files = []  # synthetic files are not ledger entries
-    batch.replayed_quarantine_ids = replay.quarantine_ids
-    if batch.quarantine.height:
-        keys = list(zip(batch.quarantine["source"], batch.quarantine["line_no"], strict=True))
+    built = build_batch(replay.files, source="quarantine replay", predicates=predicates)
+    quarantine = built.quarantine
+    if quarantine.height:
+        keys = list(zip(quarantine["source"], quarantine["line_no"], strict=True))
         originals = [replay.origins.get((s, n), (s, n)) for s, n in keys]
-        batch.quarantine = batch.quarantine.with_columns(
+        quarantine = quarantine.with_columns(
             source=pl.Series([o[0] for o in originals], dtype=pl.String),
             line_no=pl.Series([o[1] for o in originals], dtype=pl.Int64),
         )
-    return batch
+    return replace(
+        built,
+        engine="replay",
+        files=[],  # synthetic files are not ledger entries
+        replayed_quarantine_ids=replay.quarantine_ids,
+        quarantine=quarantine,
+    )
 
 
 def replay_quarantine(
@@ -90,8 +94,8 @@ def replay_quarantine(
     """Select, rebuild and load one replay batch; None when nothing matched. The outcome
     is ``already_committed`` when a concurrent replay closed some of the rows first (then
     nothing changed)."""
-    from shopstream.engines.embedded.runner import current_rules
     from shopstream.store.loader import Loader
+    from shopstream.validation.current import current_rules
 
     with connect(url) as conn:
         replay = select_for_replay(conn, rule=rule, ids=ids, limit=limit)

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import polars as pl
 import psycopg
@@ -37,7 +37,7 @@ from shopstream.store.connection import RetryBudget
 from shopstream.store.derived import derive
 from shopstream.store.loader import BatchResult, Loader, LoadOutcome, LoadPlan, LoadStatus
 from shopstream.store.stored_ids import AheadConnection, without
-from shopstream.validation.rules import RuleParams, render_rules
+from shopstream.validation.current import current_rules
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +64,6 @@ class RunSummary:
 def _newest(events: pl.DataFrame) -> datetime | None:
     newest = events["event_timestamp"].max() if events.height else None
     return newest if isinstance(newest, datetime) else None
-
-
-def current_rules(settings: Settings) -> dict[str, str]:
-    """Rule predicates with today's limits (the future-time bound moves with the clock)."""
-    now = datetime.now(UTC).replace(tzinfo=None)
-    params = RuleParams(
-        max_event_time=now + timedelta(seconds=settings.max_future_seconds),
-        max_price=settings.max_price,
-        max_quantity=settings.max_quantity,
-    )
-    return render_rules(params)
 
 
 class Runner:
@@ -163,7 +152,7 @@ class Runner:
                     with bind_batch(batch_id):
                         batch, plan = self._build(files, batch_id)
                     with self._lock:
-                        self._source.annotate(batch, files)
+                        batch = self._source.annotate(batch, files)
                         self._outstanding += 1
                     self._look_ahead.handed_over(batch.events["event_id"])
                     if not self._put(_Built(files, batch, plan)):
@@ -192,7 +181,7 @@ class Runner:
             input_format=self._source.input_format,
             limits=self._source.read_limits(self._settings.read_limits),
         )
-        batch.batch_id = batch_id
+        batch = replace(batch, batch_id=batch_id)
         try:
             hint = self._look_ahead.duplicates(batch.events["event_id"])
         except (psycopg.Error, RetryBudgetSpentError) as error:

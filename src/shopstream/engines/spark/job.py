@@ -17,7 +17,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -40,7 +40,7 @@ from shopstream.parse.normalize import EVENT_SCHEMA
 from shopstream.schema import DATA_SUFFIXES, FIELD_NAMES, InputFormat
 from shopstream.settings import Settings
 from shopstream.sources.select import KafkaSpec
-from shopstream.store.connection import connect
+from shopstream.store.ledger import paths_held
 from shopstream.store.loader import Loader, LoadStatus
 from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits
 from shopstream.validation.rules import ROW_RULES
@@ -201,7 +201,7 @@ def batch_loader(
             parse_seconds=time.perf_counter() - started,
             file_ledger=not kafka,
         )
-        batch.batch_id = reserved
+        batch = replace(batch, batch_id=reserved)
         outcome = loader.load(batch)
         if outcome.status is LoadStatus.ABANDONED:
             raise StopRequestedError(f"spark batch {batch_id}")  # Spark replays it on restart
@@ -238,14 +238,8 @@ def _committed_files(url: str, paths: list[str]) -> set[str]:
     """Spark paths of files the ledger already holds (a new checkpoint lists them again)."""
     from shopstream.engines.spark.parse import local_path
 
-    if not paths:
-        return set()
     local = {local_path(p): p for p in paths}
-    with connect(url) as conn:
-        rows = conn.execute(
-            "SELECT path FROM ingested_files WHERE path = ANY(%s)", (list(local),)
-        ).fetchall()
-    return {local[str(row[0])] for row in rows}
+    return {local[path] for path in paths_held(url, list(local))}
 
 
 def _validated(parsed: DataFrame, predicates: dict[str, str]) -> DataFrame:

@@ -1,0 +1,19 @@
+"""The rule predicates in force now: the rules as data, with today's configured limits."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from shopstream.settings import Settings
+from shopstream.validation.rules import RuleParams, render_rules
+
+
+def current_rules(settings: Settings) -> dict[str, str]:
+    """Rule predicates with today's limits (the future-time bound moves with the clock)."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    params = RuleParams(
+        max_event_time=now + timedelta(seconds=settings.max_future_seconds),
+        max_price=settings.max_price,
+        max_quantity=settings.max_quantity,
+    )
+    return render_rules(params)
