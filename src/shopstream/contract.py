@@ -6,6 +6,7 @@ Sources, engines and the store depend on this module, never on each other's room
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -82,31 +83,6 @@ class FileOutcome:
 
 
 @dataclass(frozen=True, slots=True)
-class IncomingFile:
-    """A source file's bytes as read once (or a piece of them); the hash is of the whole
-    file as stored. ``size`` is the whole file's size when ``data`` holds only part of it:
-    its head (a file rejected without being read whole) or a piece."""
-
-    path: str
-    data: bytes
-    content_hash: str
-    changed_from: str | None = None  # hash of an earlier, different ingestion of this path
-    size: int | None = None
-    decoded: bool = False  # ``data`` is already decompressed
-    piece: FilePiece | None = None
-    # Rejected before parsing (by the source, which read it as a stream).
-    rejected_as: tuple[FileRejection, str] | None = None
-
-    @property
-    def name(self) -> str:
-        return self.path.rsplit("/", 1)[-1]
-
-    @property
-    def size_bytes(self) -> int:
-        return len(self.data) if self.size is None else self.size
-
-
-@dataclass(frozen=True, slots=True)
 class SourceOffset:
     """A stream partition's part of a batch: it moves the stored offset from ``start``
     (``None``: nothing stored yet) to ``end``, the offset after its last message."""
@@ -122,6 +98,70 @@ class SourceOffset:
     def lag(self) -> int:
         """Messages behind the end of the partition once this batch commits."""
         return max(0, self.high_watermark - self.end)
+
+
+@dataclass(frozen=True, slots=True)
+class FileOrigin:
+    """Rows from a file: its path and line numbers, and a ledger entry of its own."""
+
+    path: str
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageOrigin:
+    """Rows from stream messages framed as lines (see ``sources.kafka_framing``): line
+    ``first_line + n`` is the message at ``offsets[n]``; ``position`` is the range of the
+    partition the batch moves its stored offset over."""
+
+    topic: str
+    partition: int
+    first_line: int
+    offsets: tuple[int, ...]
+    position: SourceOffset
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOrigin:
+    """Rows rebuilt from quarantine rows: ``lines`` maps each line to the source and line
+    the row was first read from; a whole file replayed comes from ``source``."""
+
+    lines: Mapping[int, tuple[str, int | None]]
+    source: str
+
+
+Origin = FileOrigin | MessageOrigin | ReplayOrigin
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingFile:
+    """A source file's bytes as read once (or a piece of them); the hash is of the whole
+    file as stored. ``size`` is the whole file's size when ``data`` holds only part of it:
+    its head (a file rejected without being read whole) or a piece."""
+
+    path: str
+    data: bytes
+    content_hash: str
+    changed_from: str | None = None  # hash of an earlier, different ingestion of this path
+    size: int | None = None
+    decoded: bool = False  # ``data`` is already decompressed
+    piece: FilePiece | None = None
+    # Rejected before parsing (by the source, which read it as a stream).
+    rejected_as: tuple[FileRejection, str] | None = None
+    # Where its rows came from, when not from the file at ``path`` itself.
+    came_from: MessageOrigin | ReplayOrigin | None = None
+
+    @property
+    def origin(self) -> Origin:
+        return self.came_from or FileOrigin(self.path, self.content_hash)
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data) if self.size is None else self.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +203,21 @@ class ParsedBatch:
                 f"{self.events.height} + duplicates {self.duplicates_in_batch} "
                 f"+ quarantined {self.quarantined_rows}"
             )
+
+
+def where_from(item: IncomingFile, line: int | None) -> tuple[str, int | None]:
+    """The source and line a row of ``item`` came from (``line`` None: the item as a
+    whole). Quarantine rows, dead letters and replays all name rows by this."""
+    match item.origin:
+        case FileOrigin(path=path):
+            return path, line
+        case MessageOrigin(topic=topic, partition=partition, first_line=first, offsets=offsets):
+            at = offsets[line - first] if line is not None and line >= first else None
+            return f"kafka://{topic}/{partition}", at
+        case ReplayOrigin(lines=lines, source=source):
+            if line is None:
+                return source, None
+            return lines.get(line, (source, line))
 
 
 def empty_quarantine() -> pl.DataFrame:

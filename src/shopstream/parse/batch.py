@@ -12,11 +12,16 @@ import polars as pl
 
 from shopstream.contract import (
     QUARANTINE_SCHEMA,
+    FileOrigin,
     FileOutcome,
     FileStatus,
     IncomingFile,
+    MessageOrigin,
     ParsedBatch,
+    ReplayOrigin,
+    SourceOffset,
     empty_quarantine,
+    where_from,
 )
 from shopstream.parse.normalize import EVENT_SCHEMA, normalize
 from shopstream.parse.reader import (
@@ -42,7 +47,8 @@ def build_batch(
     limits: ReadLimits = DEFAULT_LIMITS,
 ) -> ParsedBatch:
     """Parse, validate and dedupe ``files`` into one batch; ``input_format``, when given,
-    is the only format accepted (otherwise each file's is recognised)."""
+    is the only format accepted (otherwise each file's is recognised). Files read from
+    disk go to the ledger; stream messages move their partitions' offsets instead."""
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
     outcomes: list[FileOutcome] = []
@@ -51,9 +57,16 @@ def build_batch(
     counts: Counter[str] = Counter()
     rows_read = 0
 
+    positions: dict[tuple[str, int], SourceOffset] = {}
     for incoming in files:
         result = parse_file(incoming, input_format, limits)
-        outcomes.append(result.outcome)
+        match incoming.origin:
+            case FileOrigin():
+                outcomes.append(result.outcome)
+            case MessageOrigin(topic=topic, partition=partition, position=position):
+                positions[(topic, partition)] = position
+            case ReplayOrigin():
+                pass  # rebuilt from quarantine rows: in no ledger
         rows_read += result.outcome.rows_read
         counts.update(result.counts)
         if result.quarantine is not None:
@@ -90,6 +103,7 @@ def build_batch(
         events=events,
         quarantine=quarantine,
         files=outcomes,
+        offsets=list(positions.values()),
         rows_read=rows_read,
         duplicates_in_batch=duplicates,
         quarantined_by_rule=counts,
@@ -170,9 +184,10 @@ def _file_quarantine(
 ) -> pl.DataFrame:
     """The file as one quarantine row: the reason first, then an excerpt of the file."""
     head = raw_record(incoming.data[: limits.excerpt_bytes], limits.excerpt_bytes)
+    source, _ = where_from(incoming, None)
     return pl.DataFrame(
         {
-            "source": [incoming.path],
+            "source": [source],
             "line_no": [None],
             "scope": ["file"],
             "rules": [[rejection.reason.value]],
@@ -195,10 +210,17 @@ def _quarantine_rows(
 ) -> pl.DataFrame:
     raws: list[RawRecord] = [rows.raw_line(line) for line in line_numbers]
     shift = incoming.piece.line_shift if incoming.piece is not None else 0
+    if isinstance(incoming.origin, FileOrigin):
+        sources: pl.Series | str = incoming.path
+        lines = pl.Series(line_numbers, dtype=pl.Int64) + shift
+    else:
+        located = [where_from(incoming, line + shift) for line in line_numbers]
+        sources = pl.Series([source for source, _ in located], dtype=pl.String)
+        lines = pl.Series([line for _, line in located], dtype=pl.Int64)
     return pl.DataFrame(
         {
-            "source": incoming.path,
-            "line_no": pl.Series(line_numbers, dtype=pl.Int64) + shift,
+            "source": sources,
+            "line_no": lines,
             "scope": "row",
             "rules": rules,
             "raw": [r.text for r in raws],

@@ -40,11 +40,6 @@ class Source(ABC):
         accounted for on their own, may lift the whole-file ones)."""
         return limits
 
-    def annotate(self, batch: ParsedBatch, items: list[IncomingFile]) -> ParsedBatch:
-        """The batch with the source's position (beyond the file ledger) added: a new
-        value, the engine's batch stays as built."""
-        return batch
-
     def before_load(self, batch: ParsedBatch, items: list[IncomingFile]) -> None:  # noqa: B027 - optional hook
         """Side effects that must happen before the batch may commit (never lost after)."""
 

@@ -17,10 +17,9 @@ import bisect
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final, Literal
 
-import polars as pl
 from confluent_kafka import (
     Consumer,
     KafkaError,
@@ -30,7 +29,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from shopstream.contract import IncomingFile, ParsedBatch, SourceOffset
+from shopstream.contract import IncomingFile, MessageOrigin, ParsedBatch, SourceOffset
 from shopstream.sources.base import Source
 from shopstream.sources.kafka_config import client_config
 from shopstream.sources.kafka_framing import as_files, chunk_path, first_line
@@ -258,29 +257,14 @@ class KafkaSource(Source):
                 part_values,
                 position,
             )
-            files.append(IncomingFile(path, data, content_hash=""))
+            origin = MessageOrigin(
+                key[0], key[1], first_line(suffix), tuple(part_offsets), position
+            )
+            files.append(IncomingFile(path, data, content_hash="", came_from=origin))
         return files
 
     def read_limits(self, limits: ReadLimits) -> ReadLimits:
         return limits.for_messages()
-
-    def annotate(self, batch: ParsedBatch, items: list[IncomingFile]) -> ParsedBatch:
-        """Offsets instead of a file ledger; quarantine rows point at partition and offset."""
-        lookup = {item.path: self._chunks[item.path] for item in items}
-        positions = {(c.topic, c.partition): c.position for c in lookup.values()}
-        batch = replace(batch, files=[], offsets=list(positions.values()))
-        if not batch.quarantine.height:
-            return batch
-        sources, offsets = [], []
-        for path, line in batch.quarantine.select("source", "line_no").iter_rows():
-            chunk = lookup[path]
-            sources.append(f"kafka://{chunk.topic}/{chunk.partition}")
-            offsets.append(chunk.offsets[int(line) - chunk.first_line])
-        located = batch.quarantine.with_columns(
-            pl.Series("source", sources, dtype=pl.String),
-            pl.Series("line_no", offsets, dtype=pl.Int64),
-        )
-        return replace(batch, quarantine=located)
 
     def before_load(self, batch: ParsedBatch, items: list[IncomingFile]) -> None:
         """Dead letters (and processed events) are acknowledged before the batch commits.

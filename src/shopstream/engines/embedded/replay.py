@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-import polars as pl
 import psycopg
 from psycopg.rows import dict_row
 
-from shopstream.contract import IncomingFile, ParsedBatch
+from shopstream.contract import IncomingFile, ParsedBatch, ReplayOrigin
 from shopstream.parse.batch import build_batch
 from shopstream.settings import Settings
 from shopstream.store.connection import connect
@@ -23,10 +22,9 @@ from shopstream.store.loader import LoadOutcome
 
 @dataclass(frozen=True, slots=True)
 class ReplayInput:
-    """Synthetic files rebuilt from quarantine rows, with a map back to the originals."""
+    """Synthetic files rebuilt from quarantine rows, each knowing where its rows came from."""
 
     files: list[IncomingFile]
-    origins: dict[tuple[str, int], tuple[str, int | None]]  # (file, line) -> (source, line)
     quarantine_ids: list[int]
 
 
@@ -47,12 +45,12 @@ def select_for_replay(
             (rule, rule, ids, ids, limit),
         ).fetchall()
     files: list[IncomingFile] = []
-    origins: dict[tuple[str, int], tuple[str, int | None]] = {}
     groups: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
     for row in rows:
         if row["scope"] == "file":
             path = f"replay:{row['quarantine_id']}:{row['source'].rsplit('/', 1)[-1]}"
-            files.append(IncomingFile(path, bytes(row["raw_bytes"] or b""), path))
+            whole = ReplayOrigin(lines={}, source=row["source"])
+            files.append(IncomingFile(path, bytes(row["raw_bytes"] or b""), path, came_from=whole))
             continue
         groups.setdefault((row["format"] or "canonical", row["header"]), []).append(row)
     for number, ((fmt, header), members) in enumerate(groups.items()):
@@ -63,29 +61,18 @@ def select_for_replay(
         if header is not None:
             lines.insert(0, header.encode())
             first = 2
-        for offset, member in enumerate(members):
-            origins[(path, first + offset)] = (member["source"], member["line_no"])
-        files.append(IncomingFile(path, b"\n".join(lines) + b"\n", path))
-    return ReplayInput(files, origins, [int(r["quarantine_id"]) for r in rows])
+        origin = ReplayOrigin(
+            lines={first + n: (m["source"], m["line_no"]) for n, m in enumerate(members)},
+            source=members[0]["source"],
+        )
+        files.append(IncomingFile(path, b"\n".join(lines) + b"\n", path, came_from=origin))
+    return ReplayInput(files, [int(r["quarantine_id"]) for r in rows])
 
 
 def build_replay_batch(replay: ReplayInput, predicates: dict[str, str]) -> ParsedBatch:
+    """A replay batch: its rows name where they were first read (see ``ReplayOrigin``)."""
     built = build_batch(replay.files, source="quarantine replay", predicates=predicates)
-    quarantine = built.quarantine
-    if quarantine.height:
-        keys = list(zip(quarantine["source"], quarantine["line_no"], strict=True))
-        originals = [replay.origins.get((s, n), (s, n)) for s, n in keys]
-        quarantine = quarantine.with_columns(
-            source=pl.Series([o[0] for o in originals], dtype=pl.String),
-            line_no=pl.Series([o[1] for o in originals], dtype=pl.Int64),
-        )
-    return replace(
-        built,
-        engine="replay",
-        files=[],  # synthetic files are not ledger entries
-        replayed_quarantine_ids=replay.quarantine_ids,
-        quarantine=quarantine,
-    )
+    return replace(built, engine="replay", replayed_quarantine_ids=replay.quarantine_ids)
 
 
 def replay_quarantine(

@@ -152,7 +152,6 @@ class Runner:
                     with bind_batch(batch_id):
                         batch, plan = self._build(files, batch_id)
                     with self._lock:
-                        batch = self._source.annotate(batch, files)
                         self._outstanding += 1
                     self._look_ahead.handed_over(batch.events["event_id"])
                     if not self._put(_Built(files, batch, plan)):
