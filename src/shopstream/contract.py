@@ -184,9 +184,6 @@ class ParsedBatch:
     quarantined_by_rule: Counter[str] = field(default_factory=Counter)
     parse_seconds: float = 0.0
     source_batch_key: str | None = None
-    # Reserved by the engine before parsing, so its log lines, the loader's and the batch
-    # record share one id; None: the loader reserves it in its transaction.
-    batch_id: int | None = None
     replayed_quarantine_ids: list[int] = field(default_factory=list)
     # Stream sources: the partition ranges this batch consumed (files use ``files``).
     offsets: list[SourceOffset] = field(default_factory=list)

@@ -9,8 +9,6 @@ once a batch's retry budget is spent.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 
 class ShopStreamError(Exception):
     """Root of the errors ShopStream raises itself."""
@@ -80,26 +78,16 @@ class LoadFailedError(TerminalError):
         self.exhausted = exhausted
 
     @classmethod
-    def of(cls, batch: BatchLike, error: BaseException) -> LoadFailedError:
-        """The failure of ``batch`` through ``error`` (a database error, or a spent budget
-        carrying the last one)."""
+    def of(cls, batch_id: int | None, source: str, error: BaseException) -> LoadFailedError:
+        """The failure of batch ``batch_id`` from ``source`` through ``error`` (a database
+        error, or a spent budget carrying the last one)."""
         spent = isinstance(error, RetryBudgetSpentError)
         last = error.last if isinstance(error, RetryBudgetSpentError) else error
         return cls(
-            batch_id=batch.batch_id,
-            source=batch.source,
+            batch_id=batch_id,
+            source=source,
             sqlstate=sqlstate_of(last),
             detail=describe(last).split(": ", 1)[-1],
             attempts=error.attempts if isinstance(error, RetryBudgetSpentError) else 1,
             exhausted=spent,
         )
-
-
-class BatchLike(Protocol):
-    """What a failure message needs of a batch."""
-
-    @property
-    def batch_id(self) -> int | None: ...
-
-    @property
-    def source(self) -> str: ...

@@ -91,14 +91,18 @@ class BatchResult:
 @dataclass(frozen=True, slots=True)
 class LoadPlan:
     """What a runner worked out ahead of a load, travelling beside the batch the engine
-    built (which nobody edits): hints only, since the primary key still checks the COPY.
+    built (which nobody edits): the batch id it reserved, and hints that the primary key
+    still checks.
 
+    ``batch_id``: reserved before parsing, so the engine's log lines, the loader's and the
+    batch record share one id (None: the loader reserves one in its transaction).
     ``stored_ids``: ids a look-ahead found already stored (or in an earlier batch still
     being loaded). ``in_flight_ids``: event ids of the earlier batches still in flight
     when this one was built; they commit before it, or it gives up too, so it never
     writes them itself. ``derived``: rollup deltas and sessions derived ahead from the
     events the hint leaves, used only together with it."""
 
+    batch_id: int | None = None
     stored_ids: pl.Series | None = None
     in_flight_ids: pl.Series | None = None
     derived: Derived | None = None
@@ -220,7 +224,7 @@ class Loader:
         try:
             result = retry_transient(
                 lambda: self._attempt(batch, plan, turn),
-                what=f"loading batch {batch.batch_id} from {batch.source}",
+                what=f"loading batch {plan.batch_id} from {batch.source}",
                 budget=self._budget,
                 should_stop=self._should_stop,
             )
@@ -231,7 +235,7 @@ class Loader:
         except (StopRequestedError, EarlierBatchFailed):
             return LoadOutcome(LoadStatus.ABANDONED)
         except (RetryBudgetSpentError, psycopg.Error) as error:
-            raise LoadFailedError.of(batch, error) from error
+            raise LoadFailedError.of(plan.batch_id, batch.source, error) from error
         if turn is not None:
             turn.finish()
         return LoadOutcome(LoadStatus.COMMITTED, result)
@@ -295,7 +299,7 @@ class Loader:
         Commit order. Steps 1-5 write rows that belong to this batch alone; steps 6-10
         touch rows shared with other batches, and with a ``turn`` they run only after
         every earlier batch has committed or given up.
-            1. Reserve the batch id (or take the one the engine reserved ahead; a
+            1. Reserve the batch id (or take the one the plan reserved ahead; a
                sequence value is never handed out twice, committed or not).
             2. Find which of the batch's event ids are already stored (an index probe,
                read-only), or held by an earlier batch still in flight
@@ -324,7 +328,7 @@ class Loader:
         started = time.perf_counter()
         with conn.transaction():
             # Step 1
-            batch_id = batch.batch_id if batch.batch_id is not None else reserve_batch_id(conn)
+            batch_id = plan.batch_id if plan.batch_id is not None else reserve_batch_id(conn)
 
             # Step 2
             events = batch.events

@@ -180,12 +180,12 @@ class Runner:
             input_format=self._source.input_format,
             limits=self._source.read_limits(self._settings.read_limits),
         )
-        batch = replace(batch, batch_id=batch_id)
         try:
             hint = self._look_ahead.duplicates(batch.events["event_id"])
         except (psycopg.Error, RetryBudgetSpentError) as error:
-            raise LoadFailedError.of(batch, error) from error
+            raise LoadFailedError.of(batch_id, batch.source, error) from error
         plan = LoadPlan(
+            batch_id=batch_id,
             stored_ids=hint,
             in_flight_ids=self._look_ahead.in_flight(),
             derived=derive(without(batch.events, hint)) if self._settings.rollups else None,
@@ -245,7 +245,7 @@ class Runner:
                 try:
                     self._conclude(rest, summary)
                 except Exception:
-                    log.exception("batch %s failed after an earlier one", rest.batch.batch_id)
+                    log.exception("batch %s failed after an earlier one", rest.batch_id)
             raise
 
     def _start(self, built: _Built) -> _Loading:
@@ -257,13 +257,14 @@ class Runner:
         outcome = self._workers[slot].submit(
             self._load, self._loaders[slot], batch, built.plan, turn
         )
-        return _Loading(files, batch, outcome)
+        assert built.plan.batch_id is not None
+        return _Loading(files, batch, built.plan.batch_id, outcome)
 
     def _load(
         self, loader: Loader, batch: ParsedBatch, plan: LoadPlan, turn: CommitTurn
     ) -> LoadOutcome:
-        assert batch.batch_id is not None
-        with bind_batch(batch.batch_id):
+        assert plan.batch_id is not None  # the runner always reserves it ahead
+        with bind_batch(plan.batch_id):
             try:
                 outcome = loader.load(batch, plan, turn)
             except BaseException:
@@ -275,8 +276,7 @@ class Runner:
 
     def _conclude(self, loading: _Loading, summary: RunSummary) -> None:
         batch, files = loading.batch, loading.files
-        assert batch.batch_id is not None
-        with bind_batch(batch.batch_id):
+        with bind_batch(loading.batch_id):
             outcome = loading.outcome.result()
             match outcome.status:
                 case LoadStatus.COMMITTED:
@@ -361,4 +361,5 @@ class _Loading:
 
     files: list[IncomingFile]
     batch: ParsedBatch
+    batch_id: int
     outcome: Future[LoadOutcome]

@@ -17,7 +17,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -41,7 +41,7 @@ from shopstream.schema import DATA_SUFFIXES, FIELD_NAMES, InputFormat
 from shopstream.settings import Settings
 from shopstream.sources.select import KafkaSpec
 from shopstream.store.ledger import paths_held
-from shopstream.store.loader import Loader, LoadStatus
+from shopstream.store.loader import Loader, LoadPlan, LoadStatus
 from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits
 from shopstream.validation.rules import ROW_RULES
 
@@ -201,8 +201,7 @@ def batch_loader(
             parse_seconds=time.perf_counter() - started,
             file_ledger=not kafka,
         )
-        batch = replace(batch, batch_id=reserved)
-        outcome = loader.load(batch)
+        outcome = loader.load(batch, LoadPlan(batch_id=reserved))
         if outcome.status is LoadStatus.ABANDONED:
             raise StopRequestedError(f"spark batch {batch_id}")  # Spark replays it on restart
         if outcome.status is not LoadStatus.COMMITTED:
