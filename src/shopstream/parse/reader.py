@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -32,8 +33,8 @@ from shopstream.validation.rules import FileRejection, StructuralRule
 
 _BOM: Final = b"\xef\xbb\xbf"
 GZIP_MAGIC: Final = b"\x1f\x8b"
-_INFLATE_IN: Final = 1 << 16
-_INFLATE_OUT: Final = 1 << 22
+_INFLATE_IN: Final = 1 << 20
+_INFLATE_OUT: Final = 1 << 20
 # Nesting the JSON parsers (Polars', Python's) take; deeper objects are json_too_deep.
 _MAX_JSON_DEPTH: Final = 1000
 _SCREEN_DEPTH: Final = 128  # lines this long may nest deeper than json_path_match goes
@@ -121,7 +122,7 @@ def raw_record(raw: bytes | memoryview, excerpt_bytes: int) -> RawRecord:
 def decode_container(data: bytes, name: str, limits: ReadLimits = DEFAULT_LIMITS) -> bytes:
     """Undo gzip compression (by name or magic number); leave plain files as they are.
 
-    Decompression streams in bounded pieces and stops as soon as the output passes
+    Decompression goes in bounded steps and stops as soon as the output passes
     ``max_file_bytes`` or expands beyond ``max_compression_ratio``, so a bomb costs
     milliseconds and a few MiB, not the size it would expand to.
     """
@@ -132,42 +133,44 @@ def decode_container(data: bytes, name: str, limits: ReadLimits = DEFAULT_LIMITS
                 f"{len(data):,} bytes; the limit is {limits.max_file_bytes:,}",
             )
         return data
-    try:
-        return _inflate(memoryview(data), limits)
-    except (EOFError, zlib.error) as error:
-        raise FileRejectedError(FileRejection.UNREADABLE, f"bad gzip data: {error}") from error
+    return b"".join(inflate(io.BytesIO(data), limits))
 
 
-def _inflate(data: memoryview, limits: ReadLimits) -> bytes:
-    """Every gzip member of ``data``, checked against the limits while it grows."""
-    pieces: list[bytes] = []
-    produced = consumed = 0
+def inflate(handle: BinaryIO, limits: ReadLimits) -> Iterator[bytes]:
+    """Every gzip member read from ``handle``, inflated in bounded steps and checked
+    against the limits as it grows (NUL padding after a member is allowed)."""
     inflater = zlib.decompressobj(wbits=31)
-    pending = b""
-    while True:
-        if not pending:
-            if consumed >= len(data):
-                break
-            pending = bytes(data[consumed : consumed + _INFLATE_IN])
-            consumed += len(pending)
-        piece = inflater.decompress(pending, _INFLATE_OUT)
-        pending = inflater.unconsumed_tail
-        produced += len(piece)
-        pieces.append(piece)
-        check_inflated(produced, consumed - len(pending), limits)
-        if inflater.eof:
-            rest = inflater.unused_data + pending
-            consumed -= len(rest)
-            pending = b""
-            if not bytes(data[consumed:]).strip(b"\x00"):
-                break  # trailing padding after the last member
-            inflater = zlib.decompressobj(wbits=31)
-    if not inflater.eof:
-        raise EOFError("compressed file ended before the end-of-stream marker was reached")
-    return b"".join(pieces)
+    produced = consumed = 0
+    member_started = False
+    try:
+        while compressed := handle.read(_INFLATE_IN):
+            consumed += len(compressed)
+            while compressed:
+                if not member_started:
+                    compressed = compressed.lstrip(b"\x00")
+                    if not compressed:
+                        break
+                member_started = True
+                out = inflater.decompress(compressed, _INFLATE_OUT)
+                compressed = inflater.unconsumed_tail
+                if inflater.eof:
+                    compressed = inflater.unused_data
+                    inflater = zlib.decompressobj(wbits=31)
+                    member_started = False
+                produced += len(out)
+                _check_inflated(produced, consumed, limits)
+                if out:
+                    yield out
+    except zlib.error as error:
+        raise FileRejectedError(FileRejection.UNREADABLE, f"bad gzip data: {error}") from error
+    if member_started:
+        raise FileRejectedError(
+            FileRejection.UNREADABLE,
+            "bad gzip data: the file ended before the end-of-stream marker",
+        )
 
 
-def check_inflated(produced: int, consumed: int, limits: ReadLimits) -> None:
+def _check_inflated(produced: int, consumed: int, limits: ReadLimits) -> None:
     if produced > limits.max_file_bytes:
         raise FileRejectedError(
             FileRejection.TOO_LARGE,

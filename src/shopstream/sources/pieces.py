@@ -10,14 +10,13 @@ restart resumes after the last committed one.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
 from typing import BinaryIO, Final
 
 import numpy as np
 
 from shopstream.contract import FilePiece, FileProgress, IncomingFile
-from shopstream.parse.reader import FileRejectedError, check_inflated
+from shopstream.parse.reader import FileRejectedError, inflate
 from shopstream.validation.limits import ReadLimits
 from shopstream.validation.rules import FileRejection
 
@@ -46,7 +45,7 @@ class PieceReader:
         self._csv = csv
         self._piece_bytes = piece_bytes
         self._limits = limits
-        self._chunks = _inflated(handle, limits) if compressed else _plain(handle, limits)
+        self._chunks = inflate(handle, limits) if compressed else _plain(handle, limits)
         self._buffer = bytearray()
         self._eof = False
         self._offset = 0  # decompressed offset of the buffer's first byte
@@ -202,32 +201,3 @@ def _plain(handle: BinaryIO, limits: ReadLimits) -> Iterator[bytes]:
                 FileRejection.TOO_LARGE, f"more than {limits.max_file_bytes:,} bytes"
             )
         yield chunk
-
-
-def _inflated(handle: BinaryIO, limits: ReadLimits) -> Iterator[bytes]:
-    """Every gzip member of the file, inflated in bounded steps and checked as it grows."""
-    inflater = zlib.decompressobj(wbits=31)
-    produced = consumed = 0
-    member_started = False
-    try:
-        while compressed := handle.read(_READ_BYTES):
-            consumed += len(compressed)
-            while compressed:
-                member_started = True
-                out = inflater.decompress(compressed, _READ_BYTES)
-                compressed = inflater.unconsumed_tail
-                if inflater.eof:
-                    compressed = inflater.unused_data.lstrip(b"\x00")  # padding after it
-                    inflater = zlib.decompressobj(wbits=31)
-                    member_started = False
-                produced += len(out)
-                check_inflated(produced, consumed, limits)
-                if out:
-                    yield out
-    except zlib.error as error:
-        raise FileRejectedError(FileRejection.UNREADABLE, f"bad gzip data: {error}") from error
-    if member_started:
-        raise FileRejectedError(
-            FileRejection.UNREADABLE,
-            "bad gzip data: the file ended before the end-of-stream marker",
-        )
