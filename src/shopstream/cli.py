@@ -26,6 +26,8 @@ from shopstream.sources.select import KafkaSpec
 from shopstream.store.roles import Purpose
 
 if TYPE_CHECKING:
+    from shopstream.engines.embedded.runner import RunSummary
+    from shopstream.parse.mapping import MappingChoice
     from shopstream.sources.base import Source
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -227,6 +229,12 @@ def run(
             help="Files: accept only this format (default: recognised by extension and header).",
         ),
     ] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            help="A mapping file (TOML) for every record (default SHOPSTREAM_MAPPING); see README."
+        ),
+    ] = None,
     metrics_port: Annotated[
         int | None,
         typer.Option(help="Serve Prometheus metrics on this port (127.0.0.1) while running."),
@@ -256,7 +264,10 @@ def run(
         err.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from error
     if kafka is not None and input_format is not None:
-        err.print("[red]--format applies to files; Kafka messages are recognised one by one[/red]")
+        err.print(
+            "[red]--format applies to files; Kafka messages are recognised one by one"
+            " (or give --mapping)[/red]"
+        )
         raise typer.Exit(2)
     if metrics_port is not None:
         from prometheus_client import start_http_server
@@ -268,24 +279,64 @@ def run(
     if max_batch_rows is not None:
         overrides["max_batch_rows"] = max_batch_rows
     settings = Settings(**overrides)
+    choice = _mapping_choice(settings, input_format, mapping)
     if engine is Engine.SPARK:
         _run_spark(
             settings, kafka or Path(source), until_idle=until_idle, master=master,
-            input_format=input_format, max_files_per_trigger=max_files_per_trigger,
+            choice=choice, max_files_per_trigger=max_files_per_trigger,
             archive=archive, delete=delete,
         )  # fmt: skip
         return
     if kafka is None:
         _run_files(
             settings, Path(source), until_idle=until_idle, archive=archive, delete=delete,
-            input_format=input_format,
+            input_format=input_format, choice=choice,
         )  # fmt: skip
     else:
         _run_kafka(
             settings, kafka, until_idle=until_idle, group=group,
             reset_offsets=reset_offsets.value if reset_offsets else None,
-            dead_letters=dead_letters, emit_processed=emit_processed,
+            dead_letters=dead_letters, emit_processed=emit_processed, choice=choice,
         )  # fmt: skip
+
+
+# Exit status of a run whose source held records of which none loaded (see README).
+EXIT_NOTHING_LOADED = 3
+
+
+def _mapping_choice(
+    settings: Settings, input_format: InputFormat | None, mapping: Path | None
+) -> MappingChoice:
+    """How the run maps records; a mapping file that cannot be used exits 2, naming why."""
+    from shopstream.parse.mapping import MappingError, choose
+
+    try:
+        return choose(
+            input_format,
+            mapping or settings.mapping,
+            hash_key=settings.privacy_hash_key(),
+            custom_types=settings.custom_event_types,
+        )
+    except MappingError as error:
+        err.print(f"[red]mapping:[/red] {escape(str(error))}")
+        raise typer.Exit(2) from error
+
+
+def _nothing_loaded(summary: RunSummary) -> None:
+    """Records came in and none loaded: name the rules that stopped them, exit 3."""
+    if not summary.rows_read or summary.rows_loaded or summary.duplicates:
+        return
+    top = ", ".join(
+        f"{rule} ({count:,})" for rule, count in summary.quarantined_by_rule.most_common(3)
+    )
+    err.print(
+        f"[yellow]read {summary.rows_read:,} records and loaded none[/yellow]"
+        + (f": quarantined by {top}" if top else "")
+        + (f"; {summary.ignored:,} ignored by the mapping" if summary.ignored else "")
+        + ". If the source has a shape of its own, try `shopstream mapping suggest SOURCE`"
+        " and run with --mapping."
+    )
+    raise typer.Exit(EXIT_NOTHING_LOADED)
 
 
 SourceFactory = Callable[[str, Callable[[], bool]], "Source"]
@@ -299,6 +350,7 @@ def _run_files(
     archive: Path | None,
     delete: bool,
     input_format: InputFormat | None,
+    choice: MappingChoice,
 ) -> None:
     """``run --source DIR``: the embedded engine over a directory of files."""
     from shopstream.sources.select import directory_source
@@ -308,7 +360,7 @@ def _run_files(
             url, directory, settings, archive=archive, delete=delete, input_format=input_format
         )
 
-    _run_embedded(settings, files, until_idle=until_idle)
+    _run_embedded(settings, files, until_idle=until_idle, choice=choice)
 
 
 def _run_kafka(
@@ -320,6 +372,7 @@ def _run_kafka(
     reset_offsets: str | None,
     dead_letters: bool,
     emit_processed: bool,
+    choice: MappingChoice,
 ) -> None:
     """``run --source kafka://…``: the embedded engine over Kafka topics."""
     from confluent_kafka import KafkaException
@@ -334,7 +387,7 @@ def _run_kafka(
         )  # fmt: skip
 
     try:
-        _run_embedded(settings, topics, until_idle=until_idle)
+        _run_embedded(settings, topics, until_idle=until_idle, choice=choice)
     except OffsetOutOfRangeError as error:
         err.print(f"[red]offsets out of range:[/red] {error}")
         raise typer.Exit(1) from error
@@ -343,7 +396,9 @@ def _run_kafka(
         raise typer.Exit(1) from error
 
 
-def _run_embedded(settings: Settings, make_source: SourceFactory, *, until_idle: bool) -> None:
+def _run_embedded(
+    settings: Settings, make_source: SourceFactory, *, until_idle: bool, choice: MappingChoice
+) -> None:
     """The in-process engine over a source until it is drained (``until_idle``) or a
     signal stops it; a terminal failure exits 1 with the input left in place."""
     from shopstream.engines.embedded.runner import Runner
@@ -360,7 +415,9 @@ def _run_embedded(settings: Settings, make_source: SourceFactory, *, until_idle:
                 runner.stop()
 
         loader = Loader.from_settings(url, settings, should_stop=stopping)
-        runner = Runner(make_source(url, stopping), loader, settings, until_idle=until_idle)
+        runner = Runner(
+            make_source(url, stopping), loader, settings, until_idle=until_idle, choice=choice
+        )
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         try:
@@ -376,9 +433,11 @@ def _run_embedded(settings: Settings, make_source: SourceFactory, *, until_idle:
             raise typer.Exit(1) from error
     console.print(
         f"{summary.batches} batches: read {summary.rows_read:,}, loaded {summary.rows_loaded:,}, "
-        f"duplicates {summary.duplicates:,}, quarantined {summary.quarantined:,} "
-        f"in {summary.seconds:.1f}s"
+        f"duplicates {summary.duplicates:,}, quarantined {summary.quarantined:,}"
+        + (f", ignored {summary.ignored:,}" if summary.ignored else "")
+        + f" in {summary.seconds:.1f}s"
     )
+    _nothing_loaded(summary)
 
 
 def _run_spark(
@@ -387,7 +446,7 @@ def _run_spark(
     *,
     until_idle: bool,
     master: str,
-    input_format: InputFormat | None,
+    choice: MappingChoice,
     max_files_per_trigger: int | None,
     archive: Path | None,
     delete: bool,
@@ -403,7 +462,7 @@ def _run_spark(
     job = SparkJob(
         source=source,
         checkpoints=settings.home_dir / "spark" / "checkpoints",
-        input_format=input_format,
+        choice=choice,
         max_files_per_trigger=max_files_per_trigger or settings.spark_max_files_per_trigger,
         max_offsets_per_trigger=settings.spark_max_offsets_per_trigger,
         archive=archive.resolve() if archive else None,

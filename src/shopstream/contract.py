@@ -40,6 +40,7 @@ QUARANTINE_SCHEMA: Final[dict[str, pl.DataType]] = {
     "header": pl.String(),
     "raw_size": pl.Int64(),  # the whole record's size and SHA-256, however long it was
     "raw_sha256": pl.String(),
+    "fields": pl.List(pl.String()),  # the fields the broken rules found at fault
 }
 
 
@@ -78,8 +79,9 @@ class FileOutcome:
     status: FileStatus
     rows_read: int
     input_format: str | None = None
-    ignored_columns: tuple[str, ...] = ()
+    ignored_columns: tuple[str, ...] = ()  # source fields no field took (kept in properties)
     piece: FilePiece | None = None
+    rows_ignored: int = 0  # records of a type its mapping ignores (within rows_read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +171,8 @@ class ParsedBatch:
     """A micro-batch ready to load: valid events (unique ids), quarantine rows, ledger rows.
     Frozen: a stage that knows more (a source's offsets, replay's origins) makes a new one.
 
-    ``rows_read = len(events) + duplicates_in_batch + quarantined_rows`` holds by
-    construction; the loader adds the duplicates it finds in the store.
+    ``rows_read = len(events) + duplicates_in_batch + quarantined_rows + rows_ignored``
+    holds by construction; the loader adds the duplicates it finds in the store.
     """
 
     engine: EngineName
@@ -187,18 +189,27 @@ class ParsedBatch:
     replayed_quarantine_ids: list[int] = field(default_factory=list)
     # Stream sources: the partition ranges this batch consumed (files use ``files``).
     offsets: list[SourceOffset] = field(default_factory=list)
+    # Records of a type the mapping says to ignore: counted, not loaded nor quarantined.
+    rows_ignored: int = 0
+    # Source fields no canonical field took, per source (kept in ``properties``).
+    unmapped_fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def quarantined_rows(self) -> int:
         return self.quarantine.height
 
     def check_accounting(self) -> None:
-        accounted = self.events.height + self.duplicates_in_batch + self.quarantined_rows
+        accounted = (
+            self.events.height
+            + self.duplicates_in_batch
+            + self.quarantined_rows
+            + self.rows_ignored
+        )
         if accounted != self.rows_read:
             raise AssertionError(
                 f"batch accounting broken: read {self.rows_read} != events "
                 f"{self.events.height} + duplicates {self.duplicates_in_batch} "
-                f"+ quarantined {self.quarantined_rows}"
+                f"+ quarantined {self.quarantined_rows} + ignored {self.rows_ignored}"
             )
 
 

@@ -107,7 +107,7 @@ def run_demo(
 
     def on_batch(batch: ParsedBatch, result: BatchResult) -> None:
         with stats.lock:
-            stats.committed.add(result)
+            stats.committed.add(result, batch)
             stats.by_rule.update(batch.quarantined_by_rule)
             stats.lag_seconds = (time.time() - batch.started_at.timestamp()) + result.load_seconds
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -153,6 +155,21 @@ class Settings(BaseSettings):
         " as file_mostly_broken with a sample, instead of quarantined line by line.",
     )
 
+    mapping: Path | None = Field(
+        default=None,
+        description="A mapping file (TOML) reading every source record; --mapping wins.",
+    )
+    custom_event_types: list[str] = Field(
+        default_factory=list,
+        description="Event types beyond the canonical ones to accept under their own name"
+        ' (JSON list, e.g. ["logout","share"]); a mapping may declare more.',
+    )
+    privacy_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the keyed hash that [privacy] hash applies; unset: a random key"
+        " kept in SHOPSTREAM_HOME/privacy.key, so pseudonyms are stable per installation.",
+    )
+
     @property
     def read_limits(self) -> ReadLimits:
         return ReadLimits(
@@ -162,6 +179,24 @@ class Settings(BaseSettings):
             excerpt_bytes=self.quarantine_excerpt_bytes,
             reject_bad_records=self.reject_bad_records,
         )
+
+    def privacy_hash_key(self) -> bytes:
+        """The installation's key for pseudonymising fields: the setting, else a random key
+        made once and kept (owner-readable only) in the state directory."""
+        if self.privacy_key is not None:
+            return self.privacy_key.get_secret_value().encode()
+        path = self.home_dir / "privacy.key"
+        try:
+            return bytes.fromhex(path.read_text().strip())
+        except FileNotFoundError:
+            key = secrets.token_bytes(32)
+            try:
+                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process made it first: use theirs
+                return bytes.fromhex(path.read_text().strip())
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(key.hex())
+            return key
 
     @cached_property
     def home_dir(self) -> Path:

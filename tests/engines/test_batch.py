@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 from shopstream.contract import IncomingFile
 from shopstream.parse.batch import build_batch
 from shopstream.schema import InputFormat
+from shopstream.parse.mapping import MappingChoice, choose
 from shopstream.validation.rules import RuleParams, render_rules
 from tests.fixtures.batches import HEADER, PREDICATES, incoming
 
@@ -50,17 +51,21 @@ def test_changed_file_is_quarantined_whole() -> None:
     assert batch.files[0].status.value == "rejected"
 
 
+def format_given(fmt: InputFormat) -> MappingChoice:
+    return choose(fmt, None, hash_key=b"test")
+
+
 def test_a_given_format_accepts_only_that_format() -> None:
     seed = incoming(
         HEADER + b"1b4e28ba-2fa1-11d2-883f-0016d3cca427,view,p,u,2024-01-01 10:00:00,,\n"
     )
     retail = build_batch(
-        [seed], source="/in", predicates=PREDICATES, input_format=InputFormat.ONLINE_RETAIL
+        [seed], source="/in", predicates=PREDICATES, choice=format_given(InputFormat.ONLINE_RETAIL)
     )
     assert retail.quarantine["rules"].to_list() == [["file_format_mismatch"]]
-    assert "--format online-retail given, the header is canonical" in retail.quarantine["raw"][0]
+    assert "--format online-retail given, the file is canonical" in retail.quarantine["raw"][0]
     canonical = build_batch(
-        [seed], source="/in", predicates=PREDICATES, input_format=InputFormat.CANONICAL
+        [seed], source="/in", predicates=PREDICATES, choice=format_given(InputFormat.CANONICAL)
     )
     assert canonical.events.height == 1  # the seed layout is canonical CSV
 

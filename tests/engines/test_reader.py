@@ -15,7 +15,7 @@ SEED = (
 
 def test_seed_format_is_read_as_is() -> None:
     rows = read_rows(SEED.encode(), "events_1700000000_0.csv")
-    assert rows.input_format is InputFormat.SEED
+    assert rows.input_format == InputFormat.SEED
     assert rows.frame.height == 2
     assert rows.frame["price"].to_list() == [None, "9.99"]
     assert rows.frame["_line"].to_list() == [2, 3]
@@ -28,7 +28,7 @@ def test_columns_are_matched_by_name_not_position() -> None:
         "DE,5.00,2024-01-01T10:00:00Z,u1,p1,purchase,0f8fad5b-d9cb-469f-a165-70867728950e,x\n"
     )
     rows = read_rows(text.encode(), "e.csv")
-    assert rows.input_format is InputFormat.CANONICAL
+    assert rows.input_format == InputFormat.CANONICAL
     assert rows.frame.row(0, named=True)["country"] == "DE"
     assert rows.frame.row(0, named=True)["event_id"].startswith("0f8fad5b")
     assert rows.ignored_columns == ("unknown_a",)

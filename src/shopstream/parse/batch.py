@@ -23,6 +23,7 @@ from shopstream.contract import (
     empty_quarantine,
     where_from,
 )
+from shopstream.parse.mapping import NO_CHOICE, MappingChoice
 from shopstream.parse.normalize import EVENT_SCHEMA, normalize
 from shopstream.parse.reader import (
     FileRejectedError,
@@ -33,7 +34,7 @@ from shopstream.parse.reader import (
     read_rows,
 )
 from shopstream.parse.validate import split_valid
-from shopstream.schema import FIELD_NAMES, InputFormat
+from shopstream.schema import FIELD_NAMES
 from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits
 from shopstream.validation.rules import FileRejection
 
@@ -43,31 +44,35 @@ def build_batch(
     *,
     source: str,
     predicates: dict[str, str],
-    input_format: InputFormat | None = None,
+    choice: MappingChoice = NO_CHOICE,
     limits: ReadLimits = DEFAULT_LIMITS,
 ) -> ParsedBatch:
-    """Parse, validate and dedupe ``files`` into one batch; ``input_format``, when given,
-    is the only format accepted (otherwise each file's is recognised). Files read from
-    disk go to the ledger; stream messages move their partitions' offsets instead."""
+    """Parse, map, validate and dedupe ``files`` into one batch; ``choice`` says which
+    mapping reads them (otherwise each file's format is recognised). Files read from disk
+    go to the ledger; stream messages move their partitions' offsets instead."""
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
     outcomes: list[FileOutcome] = []
     parsed: list[tuple[IncomingFile, FileRows]] = []
     quarantine_parts: list[pl.DataFrame] = []
     counts: Counter[str] = Counter()
-    rows_read = 0
+    rows_read = rows_ignored = 0
+    unmapped: dict[str, tuple[str, ...]] = {}
 
     positions: dict[tuple[str, int], SourceOffset] = {}
     for incoming in files:
-        result = parse_file(incoming, input_format, limits)
+        result = parse_file(incoming, choice, limits)
         match incoming.origin:
             case FileOrigin():
                 outcomes.append(result.outcome)
             case MessageOrigin(topic=topic, partition=partition, position=position):
                 positions[(topic, partition)] = position
+                if result.outcome.ignored_columns:
+                    unmapped[f"kafka://{topic}/{partition}"] = result.outcome.ignored_columns
             case ReplayOrigin():
                 pass  # rebuilt from quarantine rows: in no ledger
         rows_read += result.outcome.rows_read
+        rows_ignored += result.outcome.rows_ignored
         counts.update(result.counts)
         if result.quarantine is not None:
             quarantine_parts.append(result.quarantine)
@@ -108,6 +113,8 @@ def build_batch(
         duplicates_in_batch=duplicates,
         quarantined_by_rule=counts,
         parse_seconds=time.perf_counter() - clock,
+        rows_ignored=rows_ignored,
+        unmapped_fields=unmapped,
     )
     batch.check_accounting()
     return batch
@@ -125,11 +132,11 @@ class ParsedFile:
 
 
 def parse_file(
-    incoming: IncomingFile, input_format: InputFormat | None, limits: ReadLimits = DEFAULT_LIMITS
+    incoming: IncomingFile, choice: MappingChoice = NO_CHOICE, limits: ReadLimits = DEFAULT_LIMITS
 ) -> ParsedFile:
-    """The structural half of a batch, per file; every engine parses files with this."""
+    """The structural half of a batch, per file, mapped; every engine parses with this."""
     try:
-        rows = _read_incoming(incoming, input_format, limits)
+        rows = _read_incoming(incoming, choice, limits)
     except FileRejectedError as rejection:
         status = (
             FileStatus.REJECTED
@@ -155,17 +162,16 @@ def parse_file(
         incoming.size_bytes,
         FileStatus.LOADED if rows.rows_read else FileStatus.EMPTY,
         rows.rows_read,
-        rows.input_format.value,
+        rows.input_format,
         rows.ignored_columns,
         incoming.piece,
+        rows.ignored_rows,
     )
     quarantine = _structural_quarantine(incoming, rows) if rows.rejected else None
     return ParsedFile(outcome, rows, quarantine, Counter(r.rule.value for r in rows.rejected))
 
 
-def _read_incoming(
-    incoming: IncomingFile, input_format: InputFormat | None, limits: ReadLimits
-) -> FileRows:
+def _read_incoming(incoming: IncomingFile, choice: MappingChoice, limits: ReadLimits) -> FileRows:
     if incoming.changed_from is not None:
         raise FileRejectedError(
             FileRejection.CHANGED_AFTER_INGESTION,
@@ -174,9 +180,9 @@ def _read_incoming(
     if incoming.rejected_as is not None:
         raise FileRejectedError(*incoming.rejected_as)
     if incoming.decoded:
-        return read_rows(incoming.data, incoming.name, input_format, limits)
+        return read_rows(incoming.data, incoming.name, choice, limits)
     data = decode_container(incoming.data, incoming.name, limits)
-    return read_rows(data, incoming.name, input_format, limits)
+    return read_rows(data, incoming.name, choice, limits)
 
 
 def _file_quarantine(
@@ -197,6 +203,7 @@ def _file_quarantine(
             "header": [None],
             "raw_size": [incoming.size_bytes],
             "raw_sha256": [incoming.content_hash or hashlib.sha256(incoming.data).hexdigest()],
+            "fields": [None],
         },
         schema=QUARANTINE_SCHEMA,
     )
@@ -207,6 +214,7 @@ def _quarantine_rows(
     rows: FileRows,
     line_numbers: list[int],
     rules: list[list[str]] | pl.Series,
+    fields: list[list[str] | None] | pl.Series | None = None,
 ) -> pl.DataFrame:
     raws: list[RawRecord] = [rows.raw_line(line) for line in line_numbers]
     shift = incoming.piece.line_shift if incoming.piece is not None else 0
@@ -225,10 +233,11 @@ def _quarantine_rows(
             "rules": rules,
             "raw": [r.text for r in raws],
             "raw_bytes": [r.exact for r in raws],
-            "format": rows.input_format.value,
+            "format": rows.input_format,
             "header": rows.header,
             "raw_size": [r.size for r in raws],
             "raw_sha256": [r.sha256 for r in raws],
+            "fields": fields if fields is not None else [None] * len(raws),
         },
         schema=QUARANTINE_SCHEMA,
     )
@@ -247,9 +256,13 @@ def _rule_quarantine(
     invalid: pl.DataFrame, parsed: list[tuple[IncomingFile, FileRows]]
 ) -> pl.DataFrame:
     parts = []
-    for (file_index,), group in invalid.select("_file", "_line", "rules").group_by(
+    for (file_index,), group in invalid.select("_file", "_line", "rules", "fields").group_by(
         "_file", maintain_order=True
     ):
         incoming, rows = parsed[int(str(file_index))]
-        parts.append(_quarantine_rows(incoming, rows, group["_line"].to_list(), group["rules"]))
+        parts.append(
+            _quarantine_rows(
+                incoming, rows, group["_line"].to_list(), group["rules"], group["fields"]
+            )
+        )
     return pl.concat(parts, how="vertical")

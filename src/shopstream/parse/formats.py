@@ -1,7 +1,8 @@
-"""Foreign exports mapped onto the canonical event, recognised by their exact header.
+"""Built-in transforms for foreign exports whose mapping needs more than renames.
 
-Each adapter renames and recombines the export's text columns into canonical ones before
-normalisation and validation, so the same rules judge every format. Exports without an
+Each renames and recombines the export's text columns into canonical ones before the rest
+of its mapping (``parse/mappings/``), normalisation and validation, so the same rules
+judge every format. Exports without an
 event id get one derived from the row's content: re-ingesting a file is a no-op, and exact
 duplicate rows collapse into one event (counted as duplicates).
 """
@@ -11,12 +12,11 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final
 
 import polars as pl
 
-from shopstream.schema import GUEST_USER_PREFIX, InputFormat
+from shopstream.schema import GUEST_USER_PREFIX
 
 
 def content_event_ids(frame: pl.DataFrame) -> pl.Series:
@@ -32,13 +32,6 @@ def content_event_ids(frame: pl.DataFrame) -> pl.Series:
         ],
         dtype=pl.String,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Adapter:
-    input_format: InputFormat
-    header: tuple[str, ...]
-    to_canonical: Callable[[pl.DataFrame], pl.DataFrame]
 
 
 def _rees46(frame: pl.DataFrame) -> pl.DataFrame:
@@ -103,20 +96,8 @@ def _online_retail(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-ADAPTERS: Final[dict[tuple[str, ...], Adapter]] = {
-    adapter.header: adapter
-    for adapter in (
-        Adapter(
-            InputFormat.REES46,
-            ("event_time", "event_type", "product_id", "category_id", "category_code", "brand",
-             "price", "user_id", "user_session"),
-            _rees46,
-        ),
-        Adapter(
-            InputFormat.ONLINE_RETAIL,
-            ("invoiceno", "stockcode", "description", "quantity", "invoicedate", "unitprice",
-             "customerid", "country"),
-            _online_retail,
-        ),
-    )
-}  # fmt: skip
+# Named in a built-in mapping's ``[source] transform``: what a table of renames cannot say.
+TRANSFORMS: Final[dict[str, Callable[[pl.DataFrame], pl.DataFrame]]] = {
+    "rees46": _rees46,
+    "online-retail": _online_retail,
+}

@@ -20,6 +20,15 @@ EVENT_SCHEMA: Final[dict[str, pl.DataType]] = {
     }.get(f.kind, pl.String())
     for f in EVENT_FIELDS
 }
+# The rule columns a mapping adds (text as mapped), typed for the rules that read them.
+ADAPTER_SCHEMA: Final[dict[str, pl.DataType]] = {
+    name: {
+        "rule_max_price": pl.Float64(),
+        "rule_max_quantity": pl.Int64(),
+        "rule_max_event_time": pl.Datetime("us"),
+    }.get(name, pl.String())
+    for name in ADAPTER_FIELDS
+}
 _LOWERCASE: Final = ("event_id", "event_type")
 _UPPERCASE: Final = ("currency",)
 
@@ -48,6 +57,7 @@ def normalize(rows: pl.DataFrame) -> pl.DataFrame:
         for n in (*FIELD_NAMES, *ADAPTER_FIELDS)
         if n not in rows.columns
     ]
+    rows = rows.with_columns(pl.col(n).cast(pl.String) for n in ADAPTER_FIELDS if n in rows.columns)
     text = rows.with_columns(missing).with_columns(
         pl.col(name).str.strip_chars().replace("", None) for name in FIELD_NAMES
     )
@@ -58,4 +68,7 @@ def normalize(rows: pl.DataFrame) -> pl.DataFrame:
         _parse_timestamp(pl.col("event_timestamp")).alias("event_timestamp"),
         pl.col("price").cast(pl.Float64, strict=False).alias("price"),
         _parse_quantity(pl.col("quantity")).alias("quantity"),
+        pl.col("rule_max_price").cast(pl.Float64, strict=False),
+        pl.col("rule_max_quantity").cast(pl.Int64, strict=False),
+        _parse_timestamp(pl.col("rule_max_event_time")).alias("rule_max_event_time"),
     )

@@ -20,14 +20,17 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from shopstream.parse.formats import ADAPTERS
-from shopstream.schema import (
-    ADAPTER_FIELDS,
-    FIELD_NAMES,
-    REQUIRED_FIELDS,
-    SEED_COLUMNS,
-    InputFormat,
+from shopstream.parse.mapping import (
+    BUILTIN,
+    NO_CHOICE,
+    Mapping,
+    MappingChoice,
+    apply_mapping,
+    recognise_header,
+    recognise_keys,
+    unknown_columns_hint,
 )
+from shopstream.schema import SOURCE_FIELDS, InputFormat
 from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits
 from shopstream.validation.rules import FileRejection, StructuralRule
 
@@ -41,8 +44,8 @@ _SCREEN_DEPTH: Final = 128  # lines this long may nest deeper than json_path_mat
 _OPENERS: Final = np.array([ord("{"), ord("[")], dtype=np.uint8)
 _CLOSERS: Final = np.array([ord("}"), ord("]")], dtype=np.uint8)
 _NEWLINE, _CR, _COMMA, _QUOTE, _NUL = 10, 13, 44, 34, 0
-_KNOWN: Final = frozenset(FIELD_NAMES)
-_STRING_SCHEMA: Final = {name: pl.String for name in FIELD_NAMES}
+_STRING_SCHEMA: Final = {name: pl.String for name in SOURCE_FIELDS}
+_CSV_FAMILY: Final = frozenset((InputFormat.SEED.value, InputFormat.CANONICAL.value))
 
 Lines = npt.NDArray[np.int64]
 
@@ -64,9 +67,12 @@ class RejectedLine:
 
 @dataclass(slots=True)
 class FileRows:
-    """A file as rows: string columns named canonically, plus ``_line`` (1-based)."""
+    """A file as rows, mapped: canonical text columns, ``properties``, ``_line`` (1-based)
+    and ``_element`` (an exploded record's index). ``input_format`` names the mapping;
+    ``ignored_columns`` are the source fields the mapping left to ``properties``;
+    ``ignored_rows`` the records of a type the mapping ignores."""
 
-    input_format: InputFormat
+    input_format: str
     header: str | None
     frame: pl.DataFrame
     rejected: list[RejectedLine]
@@ -74,10 +80,11 @@ class FileRows:
     data: bytes = field(repr=False)
     offsets: Lines = field(repr=False)
     limits: ReadLimits = field(default=DEFAULT_LIMITS, repr=False)
+    ignored_rows: int = 0
 
     @property
     def rows_read(self) -> int:
-        return self.frame.height + len(self.rejected)
+        return self.frame.height + len(self.rejected) + self.ignored_rows
 
     def raw_line(self, line_no: int) -> RawRecord:
         """The line as received (an excerpt when it is long), with its size and hash."""
@@ -198,28 +205,47 @@ def detect_format(name: str) -> InputFormat | None:
 def read_rows(
     data: bytes,
     name: str,
-    expected: InputFormat | None = None,
+    choice: MappingChoice = NO_CHOICE,
     limits: ReadLimits = DEFAULT_LIMITS,
 ) -> FileRows:
-    """Parse one file (already decompressed) into rows; with ``expected``, a file in any
-    other format is rejected (the seed layout counts as canonical CSV)."""
+    """Parse one file (already decompressed) into mapped rows. A given mapping reads every
+    file; with ``choice.strict`` (``--format``) a file recognised as another built-in
+    format is rejected (the seed layout counts as canonical CSV)."""
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
     offsets = _line_offsets(data)
+    given = choice.given
     jsonl = (
         detect_format(name) is InputFormat.JSONL
-        if expected is None
-        else expected is InputFormat.JSONL
+        if given is None or not choice.strict
+        else given.name in (InputFormat.JSONL, InputFormat.SEED_JSON)
     )
-    rows = _read_jsonl(data, offsets, limits) if jsonl else _read_csv(data, offsets, limits)
+    if jsonl:
+        rows = _read_jsonl(data, offsets, limits, choice)
+    else:
+        rows = _read_csv(data, offsets, limits, choice)
     if limits.mostly_broken(len(rows.rejected), rows.rows_read):
         raise _mostly_broken(rows, limits)
-    found = InputFormat.CANONICAL if rows.input_format is InputFormat.SEED else rows.input_format
-    if expected not in (None, rows.input_format, found):
-        raise FileRejectedError(
-            FileRejection.FORMAT_MISMATCH, f"--format {expected} given, the header is {found}"
-        )
     return rows
+
+
+def _check_strict(choice: MappingChoice, recognised: Mapping) -> None:
+    given = choice.given
+    if given is None or not choice.strict or given.name == recognised.name:
+        return
+    if {given.name, recognised.name} <= _CSV_FAMILY:
+        return
+    found = InputFormat.CANONICAL if recognised.name == InputFormat.SEED else recognised.name
+    raise FileRejectedError(
+        FileRejection.FORMAT_MISMATCH, f"--format {given.name} given, the file is {found}"
+    )
+
+
+def _map(
+    frame: pl.DataFrame, mapping: Mapping, choice: MappingChoice
+) -> tuple[pl.DataFrame, int, tuple[str, ...]]:
+    mapped = apply_mapping(frame, mapping, choice)
+    return mapped.frame, mapped.ignored, mapped.unmapped
 
 
 def _mostly_broken(rows: FileRows, limits: ReadLimits) -> FileRejectedError:
@@ -329,7 +355,7 @@ def _keep_lines(data: bytes, offsets: Lines, keep: npt.NDArray[np.bool_]) -> byt
 # -- CSV -----------------------------------------------------------------------------------
 
 
-def _read_csv(data: bytes, offsets: Lines, limits: ReadLimits) -> FileRows:
+def _read_csv(data: bytes, offsets: Lines, limits: ReadLimits, choice: MappingChoice) -> FileRows:
     if len(offsets) < 2:
         return _empty_rows(InputFormat.CANONICAL, None, data, offsets, limits)
     if offsets[1] - offsets[0] > limits.max_line_bytes:
@@ -347,18 +373,15 @@ def _read_csv(data: bytes, offsets: Lines, limits: ReadLimits) -> FileRows:
     if "\x00" in header_text or not header_text.isprintable():
         raise FileRejectedError(FileRejection.NOT_TEXT, "header holds control bytes")
     names = [n.strip().lower() for n in next(csv.reader([header_text]), [])]
-    adapter = ADAPTERS.get(tuple(names))
-    missing = [r for r in REQUIRED_FIELDS if r not in names]
-    if missing and adapter is None:
+    recognised = recognise_header(names) or BUILTIN[InputFormat.CANONICAL]
+    _check_strict(choice, recognised)
+    mapping = choice.given or recognised
+    missing = mapping.missing_fields(names)
+    if missing:
         raise FileRejectedError(
-            FileRejection.UNKNOWN_HEADER, f"missing {', '.join(missing)} in {header_text[:200]!r}"
+            FileRejection.UNKNOWN_HEADER,
+            f"{unknown_columns_hint(names, missing)}; the header is {header_text[:200]!r}",
         )
-    ignored: tuple[str, ...] = ()
-    if adapter is not None:
-        input_format = adapter.input_format
-    else:
-        input_format = InputFormat.SEED if tuple(names) == SEED_COLUMNS else InputFormat.CANONICAL
-        ignored = tuple(n for n in names if n not in _KNOWN)
 
     buf = np.frombuffer(data, dtype=np.uint8)
     body = np.ones(len(offsets) - 1, dtype=np.bool_)
@@ -370,7 +393,7 @@ def _read_csv(data: bytes, offsets: Lines, limits: ReadLimits) -> FileRows:
     quotes = _per_line_count(buf == _QUOTE, offsets)
     if np.any((quotes % 2 == 1) & body & ~bad_encoding & ~too_long):
         # A quoted field spans lines: only a full CSV parser can find the records.
-        return _read_csv_multiline(data, offsets, names, input_format, header_text, ignored, limits)
+        return _read_csv_multiline(data, offsets, names, mapping, choice, header_text, limits)
     fields = _per_line_count(buf == _COMMA, offsets) + 1
     for index in np.flatnonzero((quotes > 0) & body & ~bad_encoding & ~blank & ~too_long):
         line = data[offsets[index] : offsets[index + 1]].decode("utf-8").rstrip("\r\n")
@@ -400,16 +423,20 @@ def _read_csv(data: bytes, offsets: Lines, limits: ReadLimits) -> FileRows:
             raise_if_empty=False,
         )
     if frame.height != len(good_lines):
-        return _read_csv_multiline(data, offsets, names, input_format, header_text, ignored, limits)
+        return _read_csv_multiline(data, offsets, names, mapping, choice, header_text, limits)
+    mapped, ignored_rows, unmapped = _map(
+        frame.with_columns(_line=pl.Series(good_lines, dtype=pl.Int64)), mapping, choice
+    )
     return FileRows(
-        input_format=input_format,
+        input_format=mapping.name,
         header=header_text,
-        frame=_canonical(frame, names).with_columns(_line=pl.Series(good_lines, dtype=pl.Int64)),
+        frame=mapped,
         rejected=_rejected_lines(flagged),
-        ignored_columns=ignored,
+        ignored_columns=unmapped,
         data=data,
         offsets=offsets,
         limits=limits,
+        ignored_rows=ignored_rows,
     )
 
 
@@ -428,9 +455,9 @@ def _read_csv_multiline(
     data: bytes,
     offsets: Lines,
     names: list[str],
-    input_format: InputFormat,
+    mapping: Mapping,
+    choice: MappingChoice,
     header_text: str,
-    ignored: tuple[str, ...],
     limits: ReadLimits,
 ) -> FileRows:
     """Slow, exact path for files whose quoted fields contain line breaks."""
@@ -485,15 +512,19 @@ def _read_csv_multiline(
     frame = pl.DataFrame(
         records, schema=dict.fromkeys(_unique_names(names), pl.String), orient="row"
     )
+    mapped, ignored_rows, unmapped = _map(
+        frame.with_columns(_line=pl.Series(lines, dtype=pl.Int64)), mapping, choice
+    )
     return FileRows(
-        input_format=input_format,
+        input_format=mapping.name,
         header=header_text,
-        frame=_canonical(frame, names).with_columns(_line=pl.Series(lines, dtype=pl.Int64)),
+        frame=mapped,
         rejected=rejected,
-        ignored_columns=ignored,
+        ignored_columns=unmapped,
         data=data,
         offsets=record_offsets,
         limits=limits,
+        ignored_rows=ignored_rows,
     )
 
 
@@ -507,20 +538,10 @@ def _unique_names(names: list[str]) -> list[str]:
     return unique
 
 
-def _canonical(frame: pl.DataFrame, names: list[str]) -> pl.DataFrame:
-    """Keep the known columns (first occurrence), in canonical order; a foreign export
-    (recognised by its header) is mapped onto them, plus its adapter's own fields."""
-    adapter = ADAPTERS.get(tuple(names))
-    if adapter is not None:
-        mapped = adapter.to_canonical(frame)
-        return mapped.select(n for n in (*FIELD_NAMES, *ADAPTER_FIELDS) if n in mapped.columns)
-    return frame.select(n for n in FIELD_NAMES if n in names)
-
-
 # -- JSON Lines ----------------------------------------------------------------------------
 
 
-def _read_jsonl(data: bytes, offsets: Lines, limits: ReadLimits) -> FileRows:
+def _read_jsonl(data: bytes, offsets: Lines, limits: ReadLimits, choice: MappingChoice) -> FileRows:
     if len(offsets) < 2:
         return _empty_rows(InputFormat.JSONL, None, data, offsets, limits)
     buf = np.frombuffer(data, dtype=np.uint8)
@@ -553,9 +574,10 @@ def _read_jsonl(data: bytes, offsets: Lines, limits: ReadLimits) -> FileRows:
             frame = None
     if frame is None:
         bad_json[:] = False
-    ignored: set[str] = set()
     bad_fields = np.zeros_like(candidates)
+    first_keys: list[str] = []
     if frame is None:
+        # Values as JSON text (numbers and objects too): the mapping reads into them.
         records: list[dict[str, str | None]] = []
         for index in np.flatnonzero(candidates):
             line = data[offsets[index] : offsets[index + 1]]
@@ -563,19 +585,20 @@ def _read_jsonl(data: bytes, offsets: Lines, limits: ReadLimits) -> FileRows:
             if not isinstance(value, dict):
                 bad_json[index] = True
                 continue
-            ignored.update(k for k in value if k not in _KNOWN)
-            record = {name: _json_text(value.get(name)) for name in FIELD_NAMES}
+            record = {str(k): _json_text(v) for k, v in value.items()}
             if any(_not_storable(text) for text in record.values()):
                 bad_fields[index] = True
                 continue
+            first_keys = first_keys or list(record)
             records.append(record)
-        frame = pl.DataFrame(records, schema=_STRING_SCHEMA)
+        keys = dict.fromkeys(k for record in records for k in record)
+        frame = pl.DataFrame(records, schema=dict.fromkeys(keys, pl.String))
     else:
         first = np.flatnonzero(objects)
         if first.size:
             sample = _json_value(data[offsets[first[0]] : offsets[first[0] + 1]])
             if isinstance(sample, dict):
-                ignored.update(k for k in sample if k not in _KNOWN)
+                first_keys = [str(k) for k in sample]
         holds_nul = _rows_holding_nul(frame)
         if holds_nul.any():
             bad_fields[first[holds_nul]] = True
@@ -589,15 +612,24 @@ def _read_jsonl(data: bytes, offsets: Lines, limits: ReadLimits) -> FileRows:
         (bad_fields, StructuralRule.FIELD_ENCODING),
     ]
     _reject_if_mostly_broken(data, offsets, flagged, int((~blank).sum()), limits)
+    recognised = recognise_keys(first_keys)
+    _check_strict(choice, recognised)
+    mapping = choice.given or recognised
+    mapped, ignored_rows, unmapped = _map(
+        frame.with_columns(_line=pl.Series(np.flatnonzero(good) + 1, dtype=pl.Int64)),
+        mapping,
+        choice,
+    )
     return FileRows(
-        input_format=InputFormat.JSONL,
+        input_format=mapping.name,
         header=None,
-        frame=frame.with_columns(_line=pl.Series(np.flatnonzero(good) + 1, dtype=pl.Int64)),
+        frame=mapped,
         rejected=_rejected_lines(flagged),
-        ignored_columns=tuple(sorted(ignored)),
+        ignored_columns=tuple(sorted(unmapped)),
         data=data,
         offsets=offsets,
         limits=limits,
+        ignored_rows=ignored_rows,
     )
 
 
@@ -623,17 +655,25 @@ def _json_value(line: bytes) -> Any:
     except ValueError:
         return None
     except RecursionError:
-        parsed = _read_ndjson(line)  # the known fields only: inferring the rest could explode
+        parsed = _read_known(line)  # the known fields only: inferring the rest could explode
         return None if parsed is None or parsed.height != 1 else parsed.row(0, named=True)
 
 
 def _rows_holding_nul(frame: pl.DataFrame) -> npt.NDArray[np.bool_]:
-    """Rows with a field that decoded to NUL: Polars decodes ``\\u0000`` to NUL and a lone
-    surrogate escape to NUL as well, and PostgreSQL text holds neither."""
+    """Rows with a value that decoded to NUL, at any depth: Polars decodes ``\\u0000`` to
+    NUL and a lone surrogate escape to NUL as well, and PostgreSQL holds neither."""
+    if not frame.width:
+        return np.zeros(frame.height, dtype=np.bool_)
     mask = frame.select(
         pl.any_horizontal(
-            pl.col(name).str.contains("\x00", literal=True).fill_null(value=False)
-            for name in frame.columns
+            (
+                pl.col(name).str.contains("\x00", literal=True)
+                if dtype == pl.String
+                else pl.struct(pl.col(name))
+                .struct.json_encode()
+                .str.contains("\\u0000", literal=True)
+            ).fill_null(value=False)
+            for name, dtype in frame.schema.items()
         )
     ).to_series()
     holds: npt.NDArray[np.bool_] = mask.to_numpy()
@@ -664,8 +704,17 @@ def _framed_by_braces(
 
 
 def _read_ndjson(payload: bytes) -> pl.DataFrame | None:
+    """Every key of every object, typed as Polars infers it over all lines (a key whose
+    values disagree in type is read as text)."""
     if not payload:
-        return pl.DataFrame(schema=_STRING_SCHEMA)
+        return pl.DataFrame()
+    try:
+        return pl.read_ndjson(payload, infer_schema_length=None)
+    except pl.exceptions.PolarsError:
+        return None
+
+
+def _read_known(payload: bytes) -> pl.DataFrame | None:
     try:
         return pl.read_ndjson(payload, schema=_STRING_SCHEMA)
     except pl.exceptions.PolarsError:
@@ -694,5 +743,5 @@ def _json_text(value: object) -> str | None:
 def _empty_rows(
     fmt: InputFormat, header: str | None, data: bytes, offsets: Lines, limits: ReadLimits
 ) -> FileRows:
-    frame = pl.DataFrame(schema={**_STRING_SCHEMA, "_line": pl.Int64})
-    return FileRows(fmt, header, frame, [], (), data, offsets, limits)
+    frame = apply_mapping(pl.DataFrame(schema={"_line": pl.Int64}), BUILTIN[fmt]).frame
+    return FileRows(fmt.value, header, frame, [], (), data, offsets, limits)

@@ -29,7 +29,10 @@ def split_valid(
     if not blocking:
         return (
             frame,
-            frame.clear().with_columns(rules=pl.lit([], dtype=pl.List(pl.String))),
+            frame.clear().with_columns(
+                rules=pl.lit([], dtype=pl.List(pl.String)),
+                fields=pl.lit([], dtype=pl.List(pl.String)),
+            ),
             Counter(),
         )
     passing = checks.select(pl.all_horizontal(blocking)).to_series()
@@ -49,4 +52,25 @@ def split_valid(
     failing = frame.filter(~passing).with_columns(
         failing_checks.select(broken.alias("rules")).to_series()
     )
-    return frame.filter(passing), failing, counts
+    return frame.filter(passing), with_fields_at_fault(failing, rules), counts
+
+
+def with_fields_at_fault(
+    failing: pl.DataFrame, rules: tuple[Rule, ...] = ROW_RULES
+) -> pl.DataFrame:
+    """Failing rows (with their ``rules`` list) plus ``fields``: for each broken rule, the
+    fields whose own check failed. Rules over several fields carry no parameters (checked
+    at import), so every engine names the same fields from the rows alone."""
+    if not failing.height:
+        return failing.with_columns(fields=pl.lit([], dtype=pl.List(pl.String)))
+    parts = []
+    for rule in rules:
+        hit = pl.col("rules").list.contains(rule.name)
+        if len(rule.checks) == 1:
+            parts.append(pl.when(hit).then(pl.lit(rule.checks[0][0])))
+            continue
+        for name, check in rule.checks:
+            failed = ~pl.sql_expr(check).fill_null(value=False)
+            parts.append(pl.when(hit & failed).then(pl.lit(name)))
+    named = pl.concat_list(parts).list.drop_nulls().list.unique(maintain_order=True)
+    return failing.with_columns(named.alias("fields"))

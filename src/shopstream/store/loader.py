@@ -59,6 +59,7 @@ _QUARANTINE_COLUMNS: Final = (
     "header",
     "raw_size",
     "raw_sha256",
+    "fields",
 )
 
 
@@ -461,6 +462,9 @@ def _quarantine_for_copy(
         pl.col("raw_size").fill_null(whole.bin.size()),
         # The hash of a record stored whole is computed from it when asked for.
         pl.when(pl.col("raw_size") > excerpt_bytes).then(pl.col("raw_sha256")),
+        pl.when(pl.col("fields").list.len() > 0).then(
+            pl.concat_str(pl.lit("{"), pl.col("fields").list.join(","), pl.lit("}"))
+        ),
     )
 
 
@@ -482,7 +486,8 @@ def _insert_ledger(
     with conn.cursor() as cursor:
         cursor.executemany(
             "INSERT INTO ingested_files (path, content_hash, size_bytes, status, input_format,"
-            " rows_read, ignored_columns, batch_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            " rows_read, ignored_columns, rows_ignored, batch_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [
                 (
                     f.path,
@@ -492,6 +497,7 @@ def _insert_ledger(
                     f.input_format,
                     f.rows_read,
                     list(f.ignored_columns),
+                    f.rows_ignored,
                     batch_id,
                 )
                 for f in files
@@ -597,8 +603,9 @@ def _insert_batch_record(
     started: float,
 ) -> None:
     ignored: dict[str, int] = {}
-    for outcome in batch.files:
-        for column in outcome.ignored_columns:
+    unmapped = [o.ignored_columns for o in batch.files] + list(batch.unmapped_fields.values())
+    for columns in unmapped:
+        for column in columns:
             ignored[column] = ignored.get(column, 0) + 1
     min_time = max_time = None
     if batch.events.height:
@@ -610,9 +617,10 @@ def _insert_batch_record(
         """INSERT INTO batches (batch_id, engine, source, source_batch_key, started_at, files,
                rows_read, rows_loaded, duplicates_in_batch, duplicates_in_store,
                rows_quarantined, quarantined_by_rule, ignored_columns, parse_ms, load_ms,
-               min_event_time, max_event_time, source_lag, late_events)
+               min_event_time, max_event_time, source_lag, late_events, rows_ignored)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                   %s::timestamp AT TIME ZONE 'UTC', %s::timestamp AT TIME ZONE 'UTC', %s, %s)""",
+                   %s::timestamp AT TIME ZONE 'UTC', %s::timestamp AT TIME ZONE 'UTC', %s, %s,
+                   %s)""",
         (
             batch_id,
             batch.engine,
@@ -635,5 +643,6 @@ def _insert_batch_record(
             if batch.offsets
             else None,
             late_events,
+            batch.rows_ignored,
         ),
     )

@@ -16,9 +16,11 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from shopstream.schema import GUEST_USER_PREFIX
+from shopstream.schema import GUEST_USER_PREFIX, PRODUCT_EVENT_TYPES, EventType
 
 UNKNOWN_CATEGORY: Final = "unknown"
+_CANONICAL: Final = [t.value for t in EventType]
+_PRODUCT_TYPES: Final = [t.value for t in PRODUCT_EVENT_TYPES]
 _PURCHASE: Final = "purchase"
 _REFUND: Final = "refund"
 # Column counting each event type, in product_analytics and user_sessions alike.
@@ -63,9 +65,11 @@ def with_measures(events: pl.DataFrame) -> pl.DataFrame:
 
 
 def realtime_deltas(events: pl.DataFrame) -> pl.DataFrame:
-    """Per 1-minute window, category and event type: counts, money and the user-hash set."""
+    """Per 1-minute window, category and event type: counts, money and the user-hash set.
+    Canonical types only: custom types live in events and sessions, not commerce rollups."""
     return (
-        events.with_columns(
+        events.filter(pl.col("event_type").is_in(_CANONICAL))
+        .with_columns(
             pl.col("event_timestamp").dt.truncate("1m").alias("window_start"),
             pl.col("category").fill_null(UNKNOWN_CATEGORY),
         )
@@ -81,9 +85,11 @@ def realtime_deltas(events: pl.DataFrame) -> pl.DataFrame:
 
 
 def product_deltas(events: pl.DataFrame) -> pl.DataFrame:
+    """Per day and product, for product events (a page view or search names none)."""
     kind = pl.col("event_type")
     return (
-        events.with_columns(pl.col("event_timestamp").dt.date().alias("day"))
+        events.filter(kind.is_in(_PRODUCT_TYPES) & pl.col("product_id").is_not_null())
+        .with_columns(pl.col("event_timestamp").dt.date().alias("day"))
         .group_by("day", "product_id")
         .agg(
             *((kind == value).sum().alias(name) for name, value in TYPE_COUNTS.items()),

@@ -15,5 +15,6 @@ def current_rules(settings: Settings) -> dict[str, str]:
         max_event_time=now + timedelta(seconds=settings.max_future_seconds),
         max_price=settings.max_price,
         max_quantity=settings.max_quantity,
+        custom_event_types=tuple(t.strip().lower() for t in settings.custom_event_types),
     )
     return render_rules(params)

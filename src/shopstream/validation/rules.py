@@ -12,25 +12,45 @@ column count); the parser of each engine reports them under these names.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from string import Template
 from typing import Final, Literal
 
-from shopstream.schema import EVENT_FIELDS, REQUIRED_FIELDS, EventType
+from shopstream.schema import (
+    EVENT_FIELDS,
+    ORDER_EVENT_TYPES,
+    PRODUCT_EVENT_TYPES,
+    REQUIRED_FIELDS,
+    EventType,
+)
 
 Severity = Literal["quarantine", "warn"]
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One rule: a row that breaks a ``quarantine`` rule is kept out of ``events``."""
+    """One rule: a row that breaks a ``quarantine`` rule is kept out of ``events``.
+
+    ``checks`` are (field, predicate) pairs whose conjunction is the rule: a failing row
+    records the fields whose own check failed. A rule about one field names it alone."""
 
     name: str
     description: str
-    predicate: str
+    checks: tuple[tuple[str, str], ...]
     severity: Severity = "quarantine"
+
+    @property
+    def predicate(self) -> str:
+        if len(self.checks) == 1:
+            return self.checks[0][1]
+        return " AND ".join(f"({check})" for _, check in self.checks)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,94 +60,160 @@ class RuleParams:
     max_event_time: datetime
     max_price: float
     max_quantity: int
+    custom_event_types: tuple[str, ...] = ()  # declared by SHOPSTREAM_CUSTOM_EVENT_TYPES
 
     def as_sql_literals(self) -> dict[str, str]:
+        known = [t.value for t in EventType] + [
+            t for t in self.custom_event_types if _SAFE_NAME.fullmatch(t)
+        ]
         return {
             "max_event_time": (
                 f"CAST('{self.max_event_time.strftime('%Y-%m-%d %H:%M:%S')}' AS TIMESTAMP)"
             ),
             "max_price": repr(float(self.max_price)),
             "max_quantity": str(int(self.max_quantity)),
+            "event_types": ", ".join(f"'{t}'" for t in known),
         }
 
 
+_SAFE_NAME: Final = re.compile(r"[a-z0-9_.:-]{1,64}")
 _UUID_PATTERN: Final = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-_EVENT_TYPES_SQL: Final = ", ".join(f"'{t.value}'" for t in EventType)
-_LENGTH_CHECKS: Final = " AND ".join(
-    f"({f.name} IS NULL OR length({f.name}) <= {f.max_length})"
-    for f in EVENT_FIELDS
-    if f.max_length is not None
-)
+
+
+def _listed(types: tuple[EventType, ...]) -> str:
+    return ", ".join(f"'{t.value}'" for t in types)
+
+
+_PRODUCT_TYPES: Final = _listed(PRODUCT_EVENT_TYPES)
+_ORDER_TYPES: Final = _listed(ORDER_EVENT_TYPES)
 
 ROW_RULES: Final[tuple[Rule, ...]] = (
     Rule(
         "required_fields",
-        "event_id, event_type, user_id, product_id and event_timestamp are present",
-        " AND ".join(
-            f"{'raw_' if name == 'event_timestamp' else ''}{name} IS NOT NULL"
+        "event_id, event_type, user_id and event_timestamp are present",
+        tuple(
+            (name, f"{'raw_' if name == 'event_timestamp' else ''}{name} IS NOT NULL")
             for name in REQUIRED_FIELDS
         ),
     ),
     Rule(
         "event_id_uuid",
-        "event_id is a UUID",
-        f"event_id IS NULL OR regexp_like(event_id, '{_UUID_PATTERN}')",
+        "event_id is a UUID (a mapping's [event_id] derive_from makes one from other fields)",
+        (("event_id", f"event_id IS NULL OR regexp_like(event_id, '{_UUID_PATTERN}')"),),
     ),
     Rule(
         "event_type_known",
-        "event_type is one of " + ", ".join(t.value for t in EventType),
-        f"event_type IS NULL OR event_type IN ({_EVENT_TYPES_SQL})",
+        "event_type is one of "
+        + ", ".join(t.value for t in EventType)
+        + ", or a custom type declared by the mapping or SHOPSTREAM_CUSTOM_EVENT_TYPES",
+        (
+            (
+                "event_type",
+                "event_type IS NULL OR event_type IN (${event_types}) OR custom_type IS NOT NULL",
+            ),
+        ),
+    ),
+    Rule(
+        "product_required",
+        "a product event ("
+        + ", ".join(t.value for t in PRODUCT_EVENT_TYPES)
+        + ") names its product_id",
+        (
+            (
+                "product_id",
+                f"event_type IS NULL OR event_type NOT IN ({_PRODUCT_TYPES})"
+                " OR product_id IS NOT NULL",
+            ),
+        ),
     ),
     Rule(
         "timestamp_parsable",
         "event_timestamp is a date and time (ISO 8601 or YYYY-MM-DD HH:MM:SS, UTC by default)",
-        "raw_event_timestamp IS NULL OR event_timestamp IS NOT NULL",
+        (("event_timestamp", "raw_event_timestamp IS NULL OR event_timestamp IS NOT NULL"),),
     ),
     Rule(
         "timestamp_not_future",
         "event_timestamp is at most the configured margin ahead of the clock",
-        "event_timestamp IS NULL OR event_timestamp <= ${max_event_time}",
+        (
+            (
+                "event_timestamp",
+                "event_timestamp IS NULL"
+                " OR event_timestamp <= coalesce(rule_max_event_time, ${max_event_time})",
+            ),
+        ),
     ),
-    Rule("price_numeric", "price is a number", "raw_price IS NULL OR price IS NOT NULL"),
+    Rule(
+        "price_numeric", "price is a number", (("price", "raw_price IS NULL OR price IS NOT NULL"),)
+    ),
     Rule(
         "quantity_integer",
         "quantity is a whole number",
-        "raw_quantity IS NULL OR quantity IS NOT NULL",
+        (("quantity", "raw_quantity IS NULL OR quantity IS NOT NULL"),),
     ),
     Rule(
         "purchase_price_quantity",
         "a purchase or refund has price > 0 and quantity >= 1",
-        "event_type IS NULL OR event_type NOT IN ('purchase', 'refund')"
-        " OR (price > 0 AND quantity >= 1)",
+        (
+            ("price", f"event_type IS NULL OR event_type NOT IN ({_ORDER_TYPES}) OR price > 0"),
+            (
+                "quantity",
+                f"event_type IS NULL OR event_type NOT IN ({_ORDER_TYPES}) OR quantity >= 1",
+            ),
+        ),
     ),
     Rule(
         "price_range",
-        "price is between 0 and the configured maximum",
-        "price IS NULL OR (price >= 0 AND price <= ${max_price})",
+        "price is between 0 and the configured maximum (SHOPSTREAM_MAX_PRICE, or the"
+        " mapping's [rules] max_price)",
+        (
+            (
+                "price",
+                "price IS NULL OR (price >= 0 AND price <= coalesce(rule_max_price, ${max_price}))",
+            ),
+        ),
     ),
     Rule(
         "quantity_range",
-        "quantity is between 0 and the configured maximum",
-        "quantity IS NULL OR (quantity >= 0 AND quantity <= ${max_quantity})",
+        "quantity is between 0 and the configured maximum (SHOPSTREAM_MAX_QUANTITY, or the"
+        " mapping's [rules] max_quantity)",
+        (
+            (
+                "quantity",
+                "quantity IS NULL"
+                " OR (quantity >= 0 AND quantity <= coalesce(rule_max_quantity, ${max_quantity}))",
+            ),
+        ),
     ),
-    Rule("field_length", "text fields fit their column", _LENGTH_CHECKS),
+    Rule(
+        "field_length",
+        "text fields fit their column",
+        tuple(
+            (f.name, f"{f.name} IS NULL OR length({f.name}) <= {f.max_length}")
+            for f in EVENT_FIELDS
+            if f.max_length is not None
+        ),
+    ),
     # Online Retail lines (``invoice_no`` set by its adapter; NULL for every other format).
     Rule(
         "retail_bad_debt_adjustment",
         "an Online Retail bad-debt adjustment (invoice A...) is bookkeeping, not a sale",
-        "invoice_no IS NULL OR invoice_no NOT LIKE 'A%'",
+        (("invoice_no", "invoice_no IS NULL OR invoice_no NOT LIKE 'A%'"),),
     ),
     Rule(
         "retail_quantity_sign",
         "an Online Retail line has Quantity > 0, or < 0 on a cancellation (invoice C...)",
-        "invoice_no IS NULL OR quantity IS NULL OR quantity > 0",
+        (("quantity", "invoice_no IS NULL OR quantity IS NULL OR quantity > 0"),),
     ),
     Rule(
         "retail_price_positive",
         "an Online Retail line has UnitPrice > 0",
-        "invoice_no IS NULL OR price IS NULL OR price > 0",
+        (("price", "invoice_no IS NULL OR price IS NULL OR price > 0"),),
     ),
 )
+
+assert all(
+    "${" not in check for rule in ROW_RULES if len(rule.checks) > 1 for _, check in rule.checks
+), "a rule over several fields must not take parameters (see parse.validate)"
 
 
 class StructuralRule(StrEnum):
@@ -183,9 +269,29 @@ FILE_REJECTIONS: Final[dict[FileRejection, str]] = {
 
 def render_rules(params: RuleParams, rules: tuple[Rule, ...] = ROW_RULES) -> dict[str, str]:
     """Rule name -> predicate with the configured limits filled in."""
-    literals = params.as_sql_literals()
-    rendered = {rule.name: Template(rule.predicate).safe_substitute(literals) for rule in rules}
-    unfilled = [name for name, sql in rendered.items() if "${" in sql]
-    if unfilled:
-        raise ValueError(f"rules with unknown parameters: {unfilled}")
+    return {rule.name: _render(rule.predicate, params) for rule in rules}
+
+
+def render_checks(
+    params: RuleParams, rules: tuple[Rule, ...] = ROW_RULES
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Rule name -> its (field, predicate) checks with the limits filled in: evaluated on
+    failing rows only, to name the fields at fault."""
+    return {
+        rule.name: tuple((name, _render(check, params)) for name, check in rule.checks)
+        for rule in rules
+    }
+
+
+def _render(template: str, params: RuleParams) -> str:
+    rendered = Template(template).safe_substitute(params.as_sql_literals())
+    if "${" in rendered:
+        raise ValueError(f"a rule with unknown parameters: {template}")
     return rendered
+
+
+RULE_DESCRIPTIONS: Final[dict[str, str]] = {
+    **{rule.name: rule.description for rule in ROW_RULES},
+    **{rule.value: text for rule, text in STRUCTURAL_RULES.items()},
+    **{rule.value: text for rule, text in FILE_REJECTIONS.items()},
+}

@@ -15,10 +15,10 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import polars as pl
@@ -30,6 +30,7 @@ from shopstream.errors import LoadFailedError, RetryBudgetSpentError, StopReques
 from shopstream.logs import bind_batch
 from shopstream.metrics import record_batch
 from shopstream.parse.batch import build_batch
+from shopstream.parse.mapping import NO_CHOICE, MappingChoice
 from shopstream.settings import Settings
 from shopstream.sources.base import Source
 from shopstream.store.commit_order import CommitOrder, CommitTurn
@@ -51,14 +52,18 @@ class RunSummary:
     rows_loaded: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    ignored: int = 0
     seconds: float = 0.0
+    quarantined_by_rule: Counter[str] = field(default_factory=Counter)
 
-    def add(self, result: BatchResult) -> None:
+    def add(self, result: BatchResult, batch: ParsedBatch) -> None:
         self.batches += 1
         self.rows_read += result.rows_read
         self.rows_loaded += result.rows_loaded
         self.duplicates += result.duplicates_in_batch + result.duplicates_in_store
         self.quarantined += result.rows_quarantined
+        self.ignored += batch.rows_ignored
+        self.quarantined_by_rule.update(batch.quarantined_by_rule)
 
 
 def _newest(events: pl.DataFrame) -> datetime | None:
@@ -77,9 +82,11 @@ class Runner:
         *,
         until_idle: bool = False,
         on_batch: BatchCallback | None = None,
+        choice: MappingChoice = NO_CHOICE,
     ) -> None:
         self._source = source
         self._settings = settings
+        self._choice = choice
         self._until_idle = until_idle
         self._on_batch = on_batch
         self._stop = threading.Event()
@@ -177,7 +184,7 @@ class Runner:
             files,
             source=self._source.name,
             predicates=current_rules(self._settings),
-            input_format=self._source.input_format,
+            choice=self._choice,
             limits=self._source.read_limits(self._settings.read_limits),
         )
         try:
@@ -322,7 +329,7 @@ class Runner:
             self._outstanding -= 1
 
     def _report(self, batch: ParsedBatch, result: BatchResult, summary: RunSummary) -> None:
-        summary.add(result)
+        summary.add(result, batch)
         record_batch(
             read=result.rows_read,
             loaded=result.rows_loaded,

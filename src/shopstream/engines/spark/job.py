@@ -36,8 +36,10 @@ from shopstream.engines.spark.parse import (
 )
 from shopstream.errors import StopRequestedError
 from shopstream.logs import bind_batch
+from shopstream.parse.mapping import NO_CHOICE, MappingChoice
 from shopstream.parse.normalize import EVENT_SCHEMA
-from shopstream.schema import DATA_SUFFIXES, FIELD_NAMES, InputFormat
+from shopstream.parse.validate import with_fields_at_fault
+from shopstream.schema import DATA_SUFFIXES, FIELD_NAMES
 from shopstream.settings import Settings
 from shopstream.sources.select import KafkaSpec
 from shopstream.store.ledger import paths_held
@@ -65,7 +67,7 @@ class KafkaConnectorMissingError(Exception):
 class SparkJob:
     source: Path | KafkaSpec
     checkpoints: Path  # one checkpoint per source under here
-    input_format: InputFormat | None = None
+    choice: MappingChoice = NO_CHOICE
     max_files_per_trigger: int | None = None
     max_offsets_per_trigger: int | None = None
     archive: Path | None = None
@@ -171,12 +173,12 @@ def batch_loader(
     the micro-batch through the loader in one transaction."""
     from pyspark.sql import functions as sf
 
-    input_format = job.input_format
+    choice = job.choice
     limits = job.limits
     kafka = isinstance(job.source, KafkaSpec)
 
     def parse(batches: Any) -> Any:
-        return parse_files(batches, input_format, limits)
+        return parse_files(batches, choice, limits)
 
     def load_batch(batch_df: DataFrame, batch_id: int) -> None:
         with bind_batch(loader.reserve_batch_id()) as reserved:
@@ -186,7 +188,7 @@ def batch_loader(
         started = time.perf_counter()
         if kafka:
             parsed = batch_df.select("topic", "partition", "offset", "value").mapInArrow(
-                functools.partial(parse_messages, limits=limits), spark_ddl()
+                functools.partial(parse_messages, limits=limits, choice=choice), spark_ddl()
             )
         else:
             listed = [row.path for row in batch_df.select("path").collect()]
@@ -265,7 +267,7 @@ def _validated(parsed: DataFrame, predicates: dict[str, str]) -> DataFrame:
     )  # fmt: skip
 
 
-_QUARANTINE_ONLY = ("raw", "raw_bytes", "header", "format", "raw_size", "raw_sha256")
+_QUARANTINE_ONLY = ("raw", "raw_bytes", "header", "format", "raw_size", "raw_sha256", "fields")
 
 
 def _parsed_batch(
@@ -286,11 +288,12 @@ def _parsed_batch(
             int(row["rows_read"]),
             row["input_format"],
             tuple(row["ignored_columns"] or ()),
+            rows_ignored=int(row["rows_ignored"] or 0),
         )
         for row in files.iter_rows(named=True)
     ]
     rows = frame.filter(kind == ROW).sort("source", "line_no")
-    failing = rows.filter(pl.col("rules").list.len() > 0)
+    failing = with_fields_at_fault(rows.filter(pl.col("rules").list.len() > 0).drop("fields"))
     passing = rows.filter(pl.col("rules").list.len() == 0)
     quarantine = pl.concat(
         [
@@ -305,6 +308,7 @@ def _parsed_batch(
                 "header",
                 "raw_size",
                 "raw_sha256",
+                "fields",
             ).cast(pl.Schema(QUARANTINE_SCHEMA))
             for part in (frame.filter(kind == QUARANTINE), failing)
         ]
@@ -327,6 +331,7 @@ def _parsed_batch(
         quarantine=quarantine,
         files=outcomes if file_ledger else [],
         rows_read=sum(o.rows_read for o in outcomes),
+        rows_ignored=sum(o.rows_ignored for o in outcomes),
         duplicates_in_batch=passing.height - events.height,
         quarantined_by_rule=counts,
         parse_seconds=parse_seconds,

@@ -23,9 +23,10 @@ import pyarrow.compute as pc
 
 from shopstream.contract import IncomingFile
 from shopstream.parse.batch import parse_file
-from shopstream.parse.normalize import normalize
+from shopstream.parse.mapping import NO_CHOICE, MappingChoice
+from shopstream.parse.normalize import ADAPTER_SCHEMA, normalize
 from shopstream.parse.reader import FileRows
-from shopstream.schema import ADAPTER_FIELDS, FIELD_NAMES, TYPED_FIELDS, InputFormat
+from shopstream.schema import FIELD_NAMES, TYPED_FIELDS
 from shopstream.sources.kafka_framing import as_files, chunk_path, first_line
 from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits
 
@@ -37,7 +38,7 @@ _EVENT_TYPES: Final[dict[str, pa.DataType]] = {
     "price": pa.float64(),
     "quantity": pa.int64(),
     **{f"raw_{name}": pa.string() for name in TYPED_FIELDS},
-    **{name: pa.string() for name in ADAPTER_FIELDS},
+    **{name: pl.Series(dtype=dtype).to_arrow().type for name, dtype in ADAPTER_SCHEMA.items()},
 }
 PARSED_SCHEMA: Final = pa.schema(
     [
@@ -47,6 +48,7 @@ PARSED_SCHEMA: Final = pa.schema(
         ("size_bytes", pa.int64()),
         ("status", pa.string()),
         ("rows_read", pa.int64()),
+        ("rows_ignored", pa.int64()),
         ("input_format", pa.string()),
         ("ignored_columns", pa.list_(pa.string())),
         ("line_no", pa.int64()),
@@ -57,6 +59,7 @@ PARSED_SCHEMA: Final = pa.schema(
         ("header", pa.string()),
         ("raw_size", pa.int64()),
         ("raw_sha256", pa.string()),
+        ("fields", pa.list_(pa.string())),
         *_EVENT_TYPES.items(),
     ]
 )
@@ -82,7 +85,7 @@ def local_path(path: str) -> str:
 
 def parse_files(
     batches: Iterator[pa.RecordBatch],
-    input_format: InputFormat | None,
+    choice: MappingChoice = NO_CHOICE,
     limits: ReadLimits = DEFAULT_LIMITS,
 ) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` body: ``binaryFile`` rows in, :data:`PARSED_SCHEMA` rows out."""
@@ -92,11 +95,13 @@ def parse_files(
         for path, content in zip(paths, contents, strict=True):
             data = bytes(content or b"")
             incoming = IncomingFile(local_path(path), data, hashlib.sha256(data).hexdigest())
-            yield from _parsed(incoming, input_format, limits)
+            yield from _parsed(incoming, choice, limits)
 
 
 def parse_messages(
-    batches: Iterator[pa.RecordBatch], limits: ReadLimits = DEFAULT_LIMITS
+    batches: Iterator[pa.RecordBatch],
+    limits: ReadLimits = DEFAULT_LIMITS,
+    choice: MappingChoice = NO_CHOICE,
 ) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` body: ``kafka`` source rows (topic, partition, offset, value) in,
     :data:`PARSED_SCHEMA` rows out, framed as the embedded Kafka source frames them; rows
@@ -117,7 +122,7 @@ def parse_messages(
                 incoming = IncomingFile(
                     chunk_path(topic, partition, chunk_offsets, suffix), data, content_hash=""
                 )
-                for parsed in _parsed(incoming, None, limits.for_messages()):
+                for parsed in _parsed(incoming, choice, limits.for_messages()):
                     yield _at_offsets(
                         parsed, f"kafka://{topic}/{partition}", chunk_offsets, first_line(suffix)
                     )
@@ -139,9 +144,9 @@ def _at_offsets(
 
 
 def _parsed(
-    incoming: IncomingFile, input_format: InputFormat | None, limits: ReadLimits
+    incoming: IncomingFile, choice: MappingChoice, limits: ReadLimits
 ) -> Iterator[pa.RecordBatch]:
-    result = parse_file(incoming, input_format, limits)
+    result = parse_file(incoming, choice, limits)
     outcome = result.outcome
     yield _table(
         {
@@ -151,6 +156,7 @@ def _parsed(
             "size_bytes": [outcome.size_bytes],
             "status": [outcome.status.value],
             "rows_read": [outcome.rows_read],
+            "rows_ignored": [outcome.rows_ignored],
             "input_format": [outcome.input_format],
             "ignored_columns": [list(outcome.ignored_columns)],
         },
@@ -176,7 +182,7 @@ def _rows(incoming: IncomingFile, rows: FileRows) -> pa.RecordBatch:
             "source": [incoming.path] * height,
             "line_no": typed["_line"].to_arrow().cast(pa.int64()),
             "raw": _raw_lines(rows, typed["_line"]),
-            "format": [rows.input_format.value] * height,
+            "format": [rows.input_format] * height,
             "header": [rows.header] * height,
             **columns,
         },

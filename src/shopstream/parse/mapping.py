@@ -1,0 +1,622 @@
+"""Declarative mappings: a source's own record shape -> canonical event fields, as data.
+
+A mapping is a TOML file (the public format is documented in README, "Mappings"); the
+built-in formats are mappings shipped in ``parse/mappings/``. :func:`apply_mapping` turns a
+frame of source records (CSV text columns, or JSON values as Polars read them: structs,
+lists, numbers) into the canonical text columns every engine normalises and validates
+alike, plus ``properties`` (every field the mapping does not name, as a JSON object).
+Everything is a Polars expression over the whole frame; the only per-row Python is hashing,
+and only for rows that need a derived id or a hashed value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import tomllib
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import polars as pl
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from shopstream.parse.formats import TRANSFORMS
+from shopstream.schema import SOURCE_FIELDS, EventType, InputFormat
+
+Disposition = Literal["custom", "ignore"]
+_DISPOSITIONS: Final = frozenset(("custom", "ignore"))
+_CANONICAL_TYPES: Final = frozenset(t.value for t in EventType)
+_UUID: Final = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_TIMESTAMP_OUT: Final = "%Y-%m-%d %H:%M:%S%.6f"
+ALL_FIELDS: Final = "*"  # derive_from: the whole record as received
+ELEMENT: Final = "_element"
+
+
+class MappingError(ValueError):
+    """A mapping file that cannot be used; the message names the key at fault."""
+
+
+def _as_tuple(value: object) -> object:
+    return (value,) if isinstance(value, str) else value
+
+
+Paths = Annotated[tuple[str, ...], BeforeValidator(_as_tuple)]
+
+
+class _Source(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    explode: str | None = None
+    header: tuple[str, ...] | None = None  # built-ins: a CSV header recognised as this format
+    keys: tuple[str, ...] | None = None  # built-ins: JSON keys recognised as this format
+    transform: Literal["rees46", "online-retail"] | None = None
+
+
+class _EventId(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    derive_from: Paths | None = None
+
+
+class _Timestamp(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    format: str | None = None
+    timezone: str | None = None
+
+
+class _Privacy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    drop: tuple[str, ...] = ()
+    hash: tuple[str, ...] = ()
+
+
+class _Rules(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_price: float | None = Field(default=None, gt=0, lt=100_000_000)
+    max_quantity: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    max_future_seconds: int | None = Field(default=None, ge=0)
+
+
+class _MappingFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str | None = None
+    source: _Source = _Source()
+    fields: dict[str, Paths] = {}
+    event_types: dict[str, str] = {}
+    defaults: dict[str, str | int | float] = {}
+    event_id: _EventId = _EventId()
+    timestamp: _Timestamp = _Timestamp()
+    privacy: _Privacy = _Privacy()
+    rules: _Rules = _Rules()
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    """One source shape's mapping, validated (see :func:`load_mapping`)."""
+
+    name: str
+    fields: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    explode: str | None = None
+    event_types: dict[str, str] = field(default_factory=dict)
+    defaults: dict[str, str] = field(default_factory=dict)
+    derive_from: tuple[str, ...] | None = None
+    timestamp_format: str | None = None
+    timezone: str | None = None
+    drop: tuple[str, ...] = ()
+    hash: tuple[str, ...] = ()
+    max_price: float | None = None
+    max_quantity: int | None = None
+    max_future_seconds: int | None = None
+    header: tuple[str, ...] | None = None
+    keys: tuple[str, ...] | None = None
+    transform: str | None = None
+    builtin: bool = False
+
+    def sources_of(self, canonical: str) -> tuple[str, ...]:
+        """Where a canonical field's value comes from: the mapped paths, else its name."""
+        return self.fields.get(canonical, (canonical,))
+
+    @property
+    def custom_types(self) -> frozenset[str]:
+        return frozenset(k for k, v in self.event_types.items() if v == "custom")
+
+    @property
+    def ignored_types(self) -> frozenset[str]:
+        return frozenset(k for k, v in self.event_types.items() if v == "ignore")
+
+    def missing_fields(self, columns: Iterable[str]) -> list[str]:
+        """Required canonical fields no column (or default, or derived id) can fill."""
+        top = {c.lower() for c in columns}
+        needed = ["user_id", "event_timestamp", "event_type", "event_id"]
+        missing = []
+        for name in needed:
+            if name in self.defaults or (name == "event_id" and self.derive_from):
+                continue
+            if self.transform is not None:
+                continue
+            roots = {_root(p, self.explode) for p in self.sources_of(name)}
+            if not roots & top:
+                missing.append(name)
+        return missing
+
+
+def _root(path: str, explode: str | None) -> str:
+    head = path.split("[]", 1)[0].split(".", 1)[0]
+    return explode if explode is not None and head == explode else head
+
+
+def load_mapping(path: Path) -> Mapping:
+    """A user's mapping file, checked: unknown keys and values are errors naming the key."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise MappingError(f"{path}: {error}") from error
+    return mapping_from_toml(data, name=path.stem, where=str(path))
+
+
+def mapping_from_toml(data: dict[str, object], *, name: str, where: str) -> Mapping:
+    try:
+        parsed = _MappingFile.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise MappingError(f"{where}: {problems}") from error
+    unknown = sorted(set(parsed.fields) - set(SOURCE_FIELDS))
+    if unknown:
+        raise MappingError(
+            f"{where}: [fields] names no canonical field {unknown}; the fields are "
+            + ", ".join(SOURCE_FIELDS)
+        )
+    event_types = {k.strip().lower(): v.strip().lower() for k, v in parsed.event_types.items()}
+    bad_types = sorted(
+        f"{k} = {v!r}"
+        for k, v in event_types.items()
+        if v not in _CANONICAL_TYPES and v not in _DISPOSITIONS
+    )
+    if bad_types:
+        raise MappingError(
+            f"{where}: [event_types] {', '.join(bad_types)}: a value is a canonical type ("
+            + ", ".join(sorted(_CANONICAL_TYPES))
+            + '), "custom" or "ignore"'
+        )
+    bad_defaults = sorted(set(parsed.defaults) - set(SOURCE_FIELDS))
+    if bad_defaults:
+        raise MappingError(f"{where}: [defaults] names no canonical field {bad_defaults}")
+    mapped_paths = {p for paths in parsed.fields.values() for p in paths}
+    nested_hash = [p for p in parsed.privacy.hash if "." in p and p not in mapped_paths]
+    if nested_hash:
+        raise MappingError(
+            f"{where}: [privacy] hash {nested_hash}: a nested path must be mapped to a field"
+        )
+    if parsed.timestamp.timezone is not None:
+        _check_timezone(parsed.timestamp.timezone, where)
+    return Mapping(
+        name=parsed.name or name,
+        fields=dict(parsed.fields),
+        explode=parsed.source.explode,
+        event_types=event_types,
+        defaults={k: str(v) for k, v in parsed.defaults.items()},
+        derive_from=parsed.event_id.derive_from,
+        timestamp_format=parsed.timestamp.format,
+        timezone=parsed.timestamp.timezone,
+        drop=parsed.privacy.drop,
+        hash=parsed.privacy.hash,
+        max_price=parsed.rules.max_price,
+        max_quantity=parsed.rules.max_quantity,
+        max_future_seconds=parsed.rules.max_future_seconds,
+        header=tuple(h.lower() for h in parsed.source.header) if parsed.source.header else None,
+        keys=parsed.source.keys,
+        transform=parsed.source.transform,
+    )
+
+
+def _check_timezone(zone: str, where: str) -> None:
+    try:
+        pl.Series([datetime(2020, 1, 1)]).dt.replace_time_zone(zone)
+    except pl.exceptions.PolarsError as error:
+        raise MappingError(f"{where}: [timestamp] timezone {zone!r} is unknown") from error
+
+
+def _load_builtins() -> dict[InputFormat, Mapping]:
+    folder = resources.files("shopstream.parse") / "mappings"
+    found = {}
+    for fmt in InputFormat:
+        text = (folder / f"{fmt.value}.toml").read_text(encoding="utf-8")
+        mapping = mapping_from_toml(tomllib.loads(text), name=fmt.value, where=f"built-in {fmt}")
+        found[fmt] = replace(mapping, name=fmt.value, builtin=True)
+    return found
+
+
+BUILTIN: Final[dict[InputFormat, Mapping]] = _load_builtins()
+
+
+def recognise_header(names: list[str]) -> Mapping | None:
+    """The built-in mapping whose CSV header this is exactly, if any."""
+    key = tuple(n.strip().lower() for n in names)
+    return next((m for m in BUILTIN.values() if m.header == key), None)
+
+
+def recognise_keys(keys: Iterable[str]) -> Mapping:
+    """The built-in mapping for a JSON record with these top-level keys."""
+    present = set(keys)
+    for mapping in BUILTIN.values():
+        if mapping.keys is not None and set(mapping.keys) <= present:
+            return mapping
+    return BUILTIN[InputFormat.JSONL]
+
+
+@dataclass(frozen=True, slots=True)
+class MappingChoice:
+    """How a source's records are mapped: one mapping for every file (``--mapping``, or a
+    built-in named by ``--format``; ``strict`` rejects files recognised as another
+    format), else each file's recognised built-in. ``hash_key`` keys privacy hashing."""
+
+    given: Mapping | None = None
+    strict: bool = False
+    hash_key: bytes = b""
+    custom_types: frozenset[str] = frozenset()
+
+
+NO_CHOICE: Final = MappingChoice()
+
+
+def choose(
+    input_format: InputFormat | None,
+    mapping_file: Path | None,
+    *,
+    hash_key: bytes,
+    custom_types: Iterable[str] = (),
+) -> MappingChoice:
+    """The choice a run makes from ``--format``/``--mapping`` (the latter wins)."""
+    declared = frozenset(t.strip().lower() for t in custom_types if t.strip())
+    if mapping_file is not None:
+        return MappingChoice(load_mapping(mapping_file), False, hash_key, declared)
+    if input_format is not None:
+        return MappingChoice(BUILTIN[input_format], True, hash_key, declared)
+    return MappingChoice(None, False, hash_key, declared)
+
+
+# -- applying a mapping ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    """Records mapped to canonical text columns (plus ``properties``, rule columns,
+    ``_line`` and ``_element``); ``ignored`` counts records of an ignored type."""
+
+    frame: pl.DataFrame
+    ignored: int
+    unmapped: tuple[str, ...]
+
+
+def apply_mapping(
+    frame: pl.DataFrame,
+    mapping: Mapping,
+    choice: MappingChoice = NO_CHOICE,
+    now: datetime | None = None,
+) -> Mapped:
+    """Map source records (any columns, plus ``_line``) to canonical text columns."""
+    lines = frame.get_column("_line")
+    records = frame.drop("_line")
+    if mapping.transform is not None:
+        records = TRANSFORMS[mapping.transform](records)
+    records = _hashed_columns(records, mapping, choice.hash_key)
+    records = records.with_columns(lines)
+    if mapping.explode is not None and mapping.explode in records.columns:
+        records = _exploded(records, mapping.explode)
+    schema = records.schema
+    columns = {name: _field(schema, mapping, name) for name in SOURCE_FIELDS}
+    named = {p for name in SOURCE_FIELDS for p in _named_paths(mapping, name, schema)}
+    kept = [c for c in schema if c not in ("_line", ELEMENT)]
+    properties, unmapped = _properties(schema, kept, named, mapping)
+    out = records.select(
+        *(expr.alias(name) for name, expr in columns.items()),
+        properties.alias("properties"),
+        *(pl.col(c) for c in ("invoice_no",) if c in schema),
+        pl.col("_line"),
+        (pl.col(ELEMENT) if ELEMENT in schema else pl.lit(None, dtype=pl.Int64)).alias(ELEMENT),
+    )
+    out = _with_derived_ids(out, records, mapping)
+    out = _with_defaults(out, mapping)
+    out = _with_timestamps(out, mapping)
+    out = _with_hashed_fields(out, mapping, choice.hash_key)
+    out, ignored = _with_event_types(out, mapping, choice.custom_types)
+    out = out.with_columns(_rule_columns(mapping, now))
+    return Mapped(out, ignored, unmapped)
+
+
+def _exploded(records: pl.DataFrame, column: str) -> pl.DataFrame:
+    """One row per element of ``column`` (an empty or missing list keeps its record as one
+    row without element), with the element's index in ``_element``."""
+    dtype = records.schema[column]
+    if not isinstance(dtype, pl.List):
+        return records.with_columns(pl.lit(None, dtype=pl.Int64).alias(ELEMENT))
+    items = pl.col(column)
+    length = items.list.len().fill_null(0)
+    return records.with_columns(
+        pl.when(length > 0).then(items).alias(column),
+        pl.when(length > 0).then(pl.int_ranges(0, length, dtype=pl.Int64)).alias(ELEMENT),
+    ).explode(column, ELEMENT)
+
+
+def _path_expr(schema: pl.Schema, path: str, explode: str | None) -> pl.Expr | None:
+    """The value at a dotted path (``a.b``; ``items[].price`` for an exploded element), or
+    None when no record of the frame has it. A text column holding JSON is looked into."""
+    if path in schema:
+        return pl.col(path)
+    parts = [p for p in path.replace("[]", "").split(".") if p]
+    if not parts or parts[0] not in schema:
+        return None
+    if explode is not None and parts[0] != explode and path.startswith(f"{explode}[]"):
+        return None
+    expr: pl.Expr = pl.col(parts[0])
+    dtype: Any = schema[parts[0]]
+    for index, part in enumerate(parts[1:], start=1):
+        if isinstance(dtype, pl.Struct):
+            fields = {f.name: f.dtype for f in dtype.fields}
+            if part not in fields:
+                return None
+            expr, dtype = expr.struct.field(part), fields[part]
+        elif dtype == pl.String:
+            return expr.str.json_path_match("$." + ".".join(parts[index:]))
+        else:
+            return None
+    return expr
+
+
+def _as_text(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    if dtype == pl.String:
+        return expr
+    if isinstance(dtype, pl.Struct):
+        return expr.struct.json_encode()
+    if isinstance(dtype, pl.List | pl.Array):
+        return pl.struct(expr.alias("v")).struct.json_encode().str.slice(5).str.strip_suffix("}")
+    return expr.cast(pl.String)
+
+
+def _typed_path(schema: pl.Schema, path: str, explode: str | None) -> pl.Expr | None:
+    expr = _path_expr(schema, path, explode)
+    if expr is None:
+        return None
+    dtype = pl.DataFrame(schema=schema).select(expr).schema.dtypes()[0]
+    return _as_text(expr, dtype)
+
+
+def _field(schema: pl.Schema, mapping: Mapping, name: str) -> pl.Expr:
+    """A canonical field: the first of its source paths holding a non-empty value."""
+    found = [
+        e.replace("", None)
+        for path in mapping.sources_of(name)
+        if path not in mapping.drop
+        if (e := _typed_path(schema, path, mapping.explode)) is not None
+    ]
+    if not found:
+        return pl.lit(None, dtype=pl.String)
+    return found[0] if len(found) == 1 else pl.coalesce(found)
+
+
+def _named_paths(mapping: Mapping, name: str, schema: pl.Schema) -> list[str]:
+    return [p.replace("[]", "") for p in mapping.sources_of(name) if _root(p, None) in schema]
+
+
+def _properties(
+    schema: pl.Schema, columns: list[str], named: set[str], mapping: Mapping
+) -> tuple[pl.Expr, tuple[str, ...]]:
+    """A JSON object of every value the mapping neither names nor drops (None when the
+    record has none), and the top-level fields that went into it."""
+    dropped = {d.replace("[]", "") for d in mapping.drop}
+    pieces = []
+    unmapped = []
+    for column in columns:
+        if column in named or column in dropped or column == "invoice_no":
+            continue
+        value = _pruned(pl.col(column), schema[column], column, named | dropped)
+        if value is None:
+            continue
+        unmapped.append(column)
+        entry = pl.struct(value.alias(column)).struct.json_encode()
+        present = value.is_not_null()
+        if schema[column] == pl.String:
+            present = present & (value != "")
+        pieces.append(pl.when(present).then(entry.str.slice(1).str.strip_suffix("}")))
+    if not pieces:
+        return pl.lit(None, dtype=pl.String), ()
+    body = pl.concat_list(pieces).list.drop_nulls()
+    return (
+        pl.when(body.list.len() > 0).then(pl.lit("{") + body.list.join(",") + pl.lit("}")),
+        tuple(unmapped),
+    )
+
+
+def _pruned(expr: pl.Expr, dtype: Any, path: str, removed: set[str]) -> pl.Expr | None:
+    """A struct without the sub-fields at ``removed`` paths (None when nothing is left)."""
+    inner = [r for r in removed if r.startswith(path + ".")]
+    if not inner or not isinstance(dtype, pl.Struct):
+        return expr
+    kept = []
+    for sub in dtype.fields:
+        sub_path = f"{path}.{sub.name}"
+        if sub_path in removed:
+            continue
+        pruned = _pruned(expr.struct.field(sub.name), sub.dtype, sub_path, removed)
+        if pruned is not None:
+            kept.append(pruned.alias(sub.name))
+    if not kept:
+        return None
+    # What is left of a struct is absent when none of it holds a value.
+    return pl.when(pl.any_horizontal(k.is_not_null() for k in kept)).then(pl.struct(kept))
+
+
+def _with_defaults(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
+    if not mapping.defaults:
+        return frame
+    return frame.with_columns(
+        pl.coalesce(pl.col(name).str.strip_chars().replace("", None), pl.lit(value)).alias(name)
+        for name, value in mapping.defaults.items()
+    )
+
+
+def _with_timestamps(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
+    """With a ``[timestamp]`` format or zone, times become naive UTC text; text the format
+    does not match is left as received (the standard spellings are still tried later)."""
+    if mapping.timestamp_format is None and mapping.timezone is None:
+        return frame
+    text = pl.col("event_timestamp").str.strip_chars()
+    fmt = mapping.timestamp_format
+    if fmt in ("unix", "unix_ms"):
+        number = text.cast(pl.Float64, strict=False)
+        scale = 1_000_000 if fmt == "unix" else 1_000
+        parsed = (number * scale).round(0).cast(pl.Int64).cast(pl.Datetime("us"))
+    elif fmt is not None:
+        parsed = text.str.to_datetime(fmt, strict=False, time_unit="us")
+    else:
+        parsed = text.str.replace("T", " ", literal=True).str.to_datetime(
+            "%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us"
+        )
+    parsed_times = frame.select(parsed.alias("t")).to_series()
+    utc = (
+        parsed_times.dt.replace_time_zone(
+            mapping.timezone or "UTC", ambiguous="earliest", non_existent="null"
+        )
+        .dt.convert_time_zone("UTC")
+        .dt.replace_time_zone(None)
+    )
+    return frame.with_columns(
+        pl.coalesce(utc.dt.strftime(_TIMESTAMP_OUT), pl.col("event_timestamp")).alias(
+            "event_timestamp"
+        )
+    )
+
+
+def _with_event_types(
+    frame: pl.DataFrame, mapping: Mapping, declared: frozenset[str]
+) -> tuple[pl.DataFrame, int]:
+    """Source values renamed; ``custom`` ones flagged (kept under their own name), and
+    records of an ``ignore``d type removed and counted."""
+    kind = pl.col("event_type").str.strip_chars().str.to_lowercase()
+    renames = {k: v for k, v in mapping.event_types.items() if v not in _DISPOSITIONS}
+    custom = sorted(mapping.custom_types | declared)
+    ignored = sorted(mapping.ignored_types)
+    typed = frame.with_columns(
+        kind.replace(renames).alias("event_type") if renames else kind.alias("event_type"),
+        pl.when(kind.is_in(custom)).then(pl.lit("custom")).alias("custom_type")
+        if custom
+        else pl.lit(None, dtype=pl.String).alias("custom_type"),
+    )
+    if not ignored:
+        return typed, 0
+    drop = kind.is_in(ignored).fill_null(value=False)
+    count = int(frame.select(drop.sum()).item())
+    return (typed.filter(~drop) if count else typed), count
+
+
+def _with_derived_ids(frame: pl.DataFrame, records: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
+    """A deterministic UUID where the id is missing or not a UUID, from ``derive_from``
+    (and the element's index under ``explode``): re-reading a record gives the same id."""
+    if not mapping.derive_from or not frame.height:
+        return frame
+    event_id = pl.col("event_id")
+    needs = (event_id.is_null() | ~event_id.str.contains(_UUID)).fill_null(value=True)
+    if mapping.derive_from == (ALL_FIELDS,):
+        source = records.drop("_line", ELEMENT, strict=False)
+        key_frame = source.select(
+            pl.concat_str(
+                [_as_text(pl.col(c), source.schema[c]).fill_null("") for c in source.columns],
+                separator="\x1f",
+            ).alias("key")
+        )
+    else:
+        schema = records.schema
+        parts = [
+            (e if (e := _typed_path(schema, p, mapping.explode)) is not None else pl.lit(None))
+            .cast(pl.String)
+            .fill_null("")
+            for p in mapping.derive_from
+        ]
+        key_frame = records.select(pl.concat_str(parts, separator="\x1f").alias("key"))
+    keys = key_frame.with_columns(
+        pl.concat_str(
+            pl.col("key"), pl.lit("\x1e"), frame.get_column(ELEMENT).cast(pl.String).fill_null("")
+        ).alias("key")
+    ).get_column("key")
+    mask = frame.select(needs).to_series()
+    derived = pl.Series(
+        "event_id",
+        [_uuid_of(k) if m else None for k, m in zip(keys.to_list(), mask.to_list(), strict=True)],
+        dtype=pl.String,
+    )
+    return frame.with_columns(pl.coalesce(derived, event_id).alias("event_id"))
+
+
+def _uuid_of(key: str) -> str:
+    return str(uuid.UUID(bytes=hashlib.blake2b(key.encode(), digest_size=16).digest()))
+
+
+def keyed_hash(key: bytes) -> Callable[[str], str]:
+    """A stable pseudonym for a value: HMAC-SHA-256 under the installation's key, 32 hex."""
+
+    def pseudonym(value: str) -> str:
+        return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]
+
+    return pseudonym
+
+
+def _hash_series(values: pl.Series, key: bytes) -> pl.Series:
+    """Hash each distinct value once (ip addresses and e-mails repeat)."""
+    text = values.cast(pl.String) if values.dtype != pl.String else values
+    distinct = text.drop_nulls().unique()
+    pseudonym = keyed_hash(key)
+    table = dict(zip(distinct.to_list(), map(pseudonym, distinct.to_list()), strict=True))
+    return text.replace_strict(table, default=None, return_dtype=pl.String).alias(values.name)
+
+
+def _hashed_columns(records: pl.DataFrame, mapping: Mapping, key: bytes) -> pl.DataFrame:
+    """Top-level source fields listed under ``[privacy] hash``, pseudonymised in place."""
+    columns = [c for c in mapping.hash if c in records.columns]
+    if not columns:
+        return records
+    return records.with_columns(_hash_series(records.get_column(c), key) for c in columns)
+
+
+def _with_hashed_fields(frame: pl.DataFrame, mapping: Mapping, key: bytes) -> pl.DataFrame:
+    """Canonical fields mapped from a nested path listed under ``[privacy] hash``."""
+    nested = [p for p in mapping.hash if "." in p]
+    targets = [name for name, paths in mapping.fields.items() if set(paths) & set(nested)]
+    if not targets:
+        return frame
+    return frame.with_columns(_hash_series(frame.get_column(n), key) for n in targets)
+
+
+def _rule_columns(mapping: Mapping, now: datetime | None) -> list[pl.Expr]:
+    """The mapping's own limits as row columns the rules read (NULL: the setting's)."""
+    latest = None
+    if mapping.max_future_seconds is not None:
+        moment = (now or datetime.now(UTC)).replace(tzinfo=None)
+        latest = (moment + timedelta(seconds=mapping.max_future_seconds)).strftime(
+            "%Y-%m-%d %H:%M:%S"
+        )
+    values = {
+        "rule_max_price": mapping.max_price,
+        "rule_max_quantity": mapping.max_quantity,
+        "rule_max_event_time": latest,
+    }
+    return [
+        pl.lit(None if v is None else str(v), dtype=pl.String).alias(k) for k, v in values.items()
+    ]
+
+
+def unknown_columns_hint(names: list[str], missing: list[str]) -> str:
+    """For a header that lacks required fields: the closest columns by name or synonym."""
+    from shopstream.parse.suggest import closest_columns
+
+    hints = []
+    for name in missing:
+        candidates = closest_columns(name, names)
+        hints.append(
+            f"no {name}" + (f"; did you mean {' or '.join(candidates)}?" if candidates else "")
+        )
+    return "; ".join(hints) + " (see --mapping and `shopstream mapping suggest`)"
