@@ -38,7 +38,9 @@ apikey_app = typer.Typer(no_args_is_help=True, help="API keys for `shopstream se
 app.add_typer(db_app, name="db")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(batch_app, name="batch")
+mapping_app = typer.Typer(no_args_is_help=True, help="Propose and check mappings (dry runs).")
 app.add_typer(apikey_app, name="apikey")
+app.add_typer(mapping_app, name="mapping")
 console = Console()
 err = Console(stderr=True)
 
@@ -760,15 +762,20 @@ def quarantine_list(
         counts.add_row(name, f"{count:,}")
     console.print(counts)
     listing = Table(title="Quarantined rows")
-    for column in ("id", "batch", "source", "line", "rules", "raw"):
+    for column in ("id", "batch", "source", "line / offset", "rules", "fields", "raw"):
         listing.add_column(column, overflow="fold")
     for row in rows:
+        source: str = row["source"]
+        kafka = source.startswith("kafka://")
+        where = "" if row["line_no"] is None else str(row["line_no"])
         listing.add_row(
             str(row["quarantine_id"]),
             str(row["batch_id"]),
-            row["source"].rsplit("/", 1)[-1],
-            "" if row["line_no"] is None else str(row["line_no"]),
+            # Kafka rows: topic/partition, and the message offset in the next column.
+            source.removeprefix("kafka://") if kafka else source.rsplit("/", 1)[-1],
+            f"offset {where}" if kafka and where else where,
             ",".join(row["rules"]),
+            ",".join(row.get("fields") or ()),
             row["raw"][:120],
         )
     console.print(listing)
@@ -785,9 +792,83 @@ def quarantine_show(quarantine_id: int) -> None:
     if row is None:
         err.print(f"[red]no quarantine row {quarantine_id}[/red]")
         raise typer.Exit(1)
+    from shopstream.validation.rules import RULE_DESCRIPTIONS
+
     for key, value in row.items():
         shown = repr(bytes(value)[:256]) if key == "raw_bytes" and value is not None else value
         console.print(f"{key}: {shown}", highlight=False, markup=False)
+    for rule in row.get("rules") or ():
+        described = RULE_DESCRIPTIONS.get(rule, "(a rule no longer defined)")
+        console.print(f"rule {rule}: {described}", highlight=False, markup=False)
+    if row.get("fields"):
+        console.print(f"at fault: {', '.join(row['fields'])}", highlight=False, markup=False)
+
+
+# -- mappings -------------------------------------------------------------------------------
+
+
+@mapping_app.command("suggest")
+def mapping_suggest(
+    source: Annotated[str, typer.Argument(help="A directory, a file or kafka://HOST/TOPIC.")],
+    sample_size: Annotated[int, typer.Option("--sample", min=1, help="Records to sample.")] = 1000,
+) -> None:
+    """Propose a mapping from sampled records (TOML on stdout), and what it would load."""
+    from shopstream.engines.embedded.dryrun import proposal_mapping, sample, suggest
+    from shopstream.parse.mapping import MappingError
+
+    settings = Settings()
+    files = sample(source, sample_size)
+    proposal = suggest(files)
+    typer.echo(proposal.toml, nl=False)
+    if proposal.unresolved:
+        err.print(f"[yellow]could not find: {', '.join(proposal.unresolved)}[/yellow]")
+    try:
+        choice = proposal_mapping(
+            proposal, settings.privacy_hash_key(), frozenset(settings.custom_event_types)
+        )
+    except MappingError as error:
+        err.print(f"[red]the proposal needs editing:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from error
+    _print_dry_run(files, choice, settings)
+
+
+@mapping_app.command("check")
+def mapping_check(
+    source: Annotated[str, typer.Argument(help="A directory, a file or kafka://HOST/TOPIC.")],
+    mapping: Annotated[Path | None, typer.Option(help="The mapping file to try.")] = None,
+    input_format: Annotated[
+        InputFormat | None, typer.Option("--format", help="Or a built-in format.")
+    ] = None,
+    sample_size: Annotated[int, typer.Option("--sample", min=1, help="Records to sample.")] = 1000,
+) -> None:
+    """Dry run: what the mapping would load and quarantine, by rule; writes nothing."""
+    from shopstream.engines.embedded.dryrun import sample
+
+    settings = Settings()
+    choice = _mapping_choice(settings, input_format, mapping)
+    _print_dry_run(sample(source, sample_size), choice, settings)
+
+
+def _print_dry_run(files: list[Any], choice: MappingChoice, settings: Settings) -> None:
+    from shopstream.engines.embedded.dryrun import dry_run
+    from shopstream.validation.current import current_rules
+    from shopstream.validation.rules import RULE_DESCRIPTIONS
+
+    result = dry_run(files, choice, current_rules(settings))
+    quarantined = sum(result.quarantined_by_rule.values())
+    err.print(
+        f"dry run over {result.read:,} sampled records ({', '.join(result.formats) or '-'}):"
+        f" would load {result.loaded:,}, quarantine {quarantined:,}, ignore {result.ignored:,},"
+        f" duplicates {result.duplicates:,}",
+        highlight=False,
+    )
+    for rule, count in result.quarantined_by_rule.most_common():
+        err.print(f"  {rule}: {count:,} — {RULE_DESCRIPTIONS.get(rule, '')}", highlight=False)
+    if result.fields_at_fault:
+        at_fault = ", ".join(f"{f} ({n:,})" for f, n in result.fields_at_fault.most_common())
+        err.print(f"  fields at fault: {at_fault}", highlight=False)
+    if result.unmapped:
+        err.print(f"  kept in properties: {', '.join(result.unmapped)}", highlight=False)
 
 
 @quarantine_app.command("replay")
@@ -795,14 +876,21 @@ def quarantine_replay(
     rule: Annotated[str | None, typer.Option(help="Only rows that broke this rule.")] = None,
     ids: Annotated[list[int] | None, typer.Option("--id", help="Only these rows.")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 100_000,
+    input_format: Annotated[
+        InputFormat | None, typer.Option("--format", help="Read the rows as this format.")
+    ] = None,
+    mapping: Annotated[
+        Path | None, typer.Option(help="Read the rows through this (corrected) mapping.")
+    ] = None,
 ) -> None:
     """Re-run open quarantine rows through the current rules; load those that pass."""
     from shopstream.engines.embedded.replay import replay_quarantine
     from shopstream.store.loader import LoadStatus
 
     settings = Settings()
+    choice = _mapping_choice(settings, input_format, mapping)
     with _database(settings, "ingest") as url:
-        outcome = replay_quarantine(url, settings, rule=rule, ids=ids, limit=limit)
+        outcome = replay_quarantine(url, settings, rule=rule, ids=ids, limit=limit, choice=choice)
     if outcome is not None and outcome.status is not LoadStatus.COMMITTED:
         err.print("[red]another replay closed some of these rows; nothing changed[/red]")
         raise typer.Exit(1)

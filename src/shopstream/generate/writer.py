@@ -98,9 +98,9 @@ def render(rows: pl.DataFrame, fmt: InputFormat) -> bytes:
         )
         payload = table.write_csv(include_header=True).encode()
     elif fmt is InputFormat.CANONICAL:
-        payload = stamped.select(FIELD_NAMES).write_csv(include_header=True).encode()
+        payload = stamped.select(_written(stamped)).write_csv(include_header=True).encode()
     else:
-        payload = stamped.select(FIELD_NAMES).write_ndjson().encode()
+        payload = stamped.select(_written(stamped)).write_ndjson().encode()
     return _break_lines(payload, dirt, header=fmt is not InputFormat.JSONL)
 
 
@@ -222,3 +222,8 @@ def _live_chunk(
         if picks.height:
             planned = pl.concat([planned, picks[rng.integers(0, picks.height, copies)]])
     return planned
+
+
+def _written(events: pl.DataFrame) -> list[str]:
+    """The canonical fields the generator makes, in canonical order."""
+    return [name for name in FIELD_NAMES if name in events.columns]

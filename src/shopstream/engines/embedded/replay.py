@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 
 from shopstream.contract import IncomingFile, ParsedBatch, ReplayOrigin
 from shopstream.parse.batch import build_batch
+from shopstream.parse.mapping import NO_CHOICE, MappingChoice
 from shopstream.settings import Settings
 from shopstream.store.connection import connect
 from shopstream.store.loader import LoadOutcome
@@ -53,8 +54,9 @@ def select_for_replay(
             files.append(IncomingFile(path, bytes(row["raw_bytes"] or b""), path, came_from=whole))
             continue
         groups.setdefault((row["format"] or "canonical", row["header"]), []).append(row)
-    for number, ((fmt, header), members) in enumerate(groups.items()):
-        suffix = "jsonl" if fmt == "jsonl" else "csv"
+    for number, ((_, header), members) in enumerate(groups.items()):
+        # A CSV row keeps its file's header; a JSON record stands alone.
+        suffix = "csv" if header is not None else "jsonl"
         path = f"replay:{members[0]['quarantine_id']}-{number}.{suffix}"
         lines = [bytes(m["raw_bytes"]) if m["raw_bytes"] else m["raw"].encode() for m in members]
         first = 1
@@ -69,14 +71,24 @@ def select_for_replay(
     return ReplayInput(files, [int(r["quarantine_id"]) for r in rows])
 
 
-def build_replay_batch(replay: ReplayInput, predicates: dict[str, str]) -> ParsedBatch:
+def build_replay_batch(
+    replay: ReplayInput, predicates: dict[str, str], choice: MappingChoice = NO_CHOICE
+) -> ParsedBatch:
     """A replay batch: its rows name where they were first read (see ``ReplayOrigin``)."""
-    built = build_batch(replay.files, source="quarantine replay", predicates=predicates)
+    built = build_batch(
+        replay.files, source="quarantine replay", predicates=predicates, choice=choice
+    )
     return replace(built, engine="replay", replayed_quarantine_ids=replay.quarantine_ids)
 
 
 def replay_quarantine(
-    url: str, settings: Settings, *, rule: str | None, ids: list[int] | None, limit: int
+    url: str,
+    settings: Settings,
+    *,
+    rule: str | None,
+    ids: list[int] | None,
+    limit: int,
+    choice: MappingChoice = NO_CHOICE,
 ) -> LoadOutcome | None:
     """Select, rebuild and load one replay batch; None when nothing matched. The outcome
     is ``already_committed`` when a concurrent replay closed some of the rows first (then
@@ -88,7 +100,7 @@ def replay_quarantine(
         replay = select_for_replay(conn, rule=rule, ids=ids, limit=limit)
     if not replay.quarantine_ids:
         return None
-    batch = build_replay_batch(replay, current_rules(settings))
+    batch = build_replay_batch(replay, current_rules(settings), choice)
     loader = Loader.from_settings(url, settings)
     try:
         return loader.load(batch)
