@@ -63,7 +63,7 @@ def busy_cpu_seconds() -> float:
     return sum(getattr(times, f) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
 
 
-def timed_run(inbox: Path, env: dict[str, str]) -> Run:
+def timed_run(inbox: Path, env: dict[str, str], extra: tuple[str, ...] = ()) -> Run:
     """One ``run --until-idle`` into a fresh database."""
     subprocess.run([*SHOPSTREAM, "db", "migrate"], env=env, check=True, capture_output=True)
     with psycopg.connect(env["SHOPSTREAM_DATABASE_URL"], autocommit=True) as conn:
@@ -72,7 +72,7 @@ def timed_run(inbox: Path, env: dict[str, str]) -> Run:
     machine_before = busy_cpu_seconds()
     started = time.perf_counter()
     runner = psutil.Popen(
-        [*SHOPSTREAM, "run", "--source", str(inbox), "--until-idle"],
+        [*SHOPSTREAM, "run", "--source", str(inbox), "--until-idle", *extra],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     peak_rss = 0
@@ -157,7 +157,95 @@ def run_benchmark(args: argparse.Namespace, work: Path, base_url: str) -> None:
     peak_rss = max(r.peak_rss for r in (*bare_runs, *full_runs))
     print(f"peak RSS (runner)             {peak_rss / 2**20:>12,.0f} MB")
     cpu_report(bare_runs, full_runs, int(read))
+    shapes(args, inbox, work, base_url)
     freshness(args, work, base_url)
+
+
+def shapes(args: argparse.Namespace, seed_inbox: Path, work: Path, base_url: str) -> None:
+    """The same events in three shapes, rollups off, interleaved: the seed CSV, the seed
+    000/001 generator layout through its built-in mapping, and nested JSON Lines (orders
+    with a ``products`` array) through a mapping with ``explode``."""
+    generator_inbox, nested_inbox, mapping = foreign_shapes(seed_inbox, work)
+    cases = {
+        "seed CSV": (seed_inbox, ()),
+        "generator layout (mapped)": (generator_inbox, ()),
+        "nested JSON (explode)": (nested_inbox, ("--mapping", str(mapping))),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in cases}
+    rows: dict[str, int] = {}
+    for _ in range(args.trials):
+        for name, (inbox, extra) in cases.items():
+            url = fresh_database(base_url, "bench_shape")
+            env = {**env_for(url, work / "home"), "SHOPSTREAM_ROLLUPS": "false"}
+            seconds[name].append(timed_run(inbox, env, extra).seconds)
+            with psycopg.connect(url) as conn:
+                rows[name] = int(conn.execute("SELECT sum(rows_read) FROM batches").fetchone()[0])  # type: ignore[index]
+    base = rows["seed CSV"] / statistics.median(seconds["seed CSV"])
+    print(f"shapes, rollups off          {'events':>12}{'best':>12}{'median':>12}  ratio (median)")
+    for name in cases:
+        best, median = (
+            rows[name] / min(seconds[name]),
+            rows[name] / statistics.median(seconds[name]),
+        )
+        print(f"{name:30}{rows[name]:>12,}{best:>12,.0f}{median:>12,.0f}  {median / base:.2f}")
+
+
+def foreign_shapes(seed_inbox: Path, work: Path) -> tuple[Path, Path, Path]:
+    """The seed files' events rewritten as the generator layout and as nested orders."""
+    import polars as pl
+
+    events = pl.concat(
+        [pl.read_csv(f, infer_schema=False) for f in sorted(seed_inbox.glob("*.csv"))]
+    )
+    generator, nested = work / "generator", work / "nested"
+    generator.mkdir(exist_ok=True)
+    nested.mkdir(exist_ok=True)
+    layout = events.select(
+        "event_id", "event_type", "product_id",
+        pl.concat_str(pl.lit("Product, "), "product_id").alias("product_name"),
+        pl.lit("Electronics").alias("category"), pl.lit("Acme").alias("brand"),
+        pl.concat_str(pl.lit("SKU-"), "product_id").alias("sku"), "price",
+        pl.col("user_id").alias("customer_id"),
+        pl.concat_str("user_id", pl.lit("@example.com")).alias("customer_email"),
+        pl.lit("Ann Example").alias("customer_name"),
+        pl.lit("1 Road, Town").alias("customer_address"),
+        pl.lit(None, dtype=pl.String).alias("session_id"),
+        pl.lit("Mozilla/5.0").alias("user_agent"),
+        pl.concat_str(pl.lit("10.0.0."), (pl.int_range(pl.len()) % 250).cast(pl.String))
+        .alias("ip_address"),
+        "event_timestamp",
+    )  # fmt: skip
+    for n, part in enumerate(layout.iter_slices(10_000)):
+        part.write_csv(generator / f"events_{n}.csv")
+    orders = (
+        events.with_row_index("n")
+        .with_columns((pl.col("n") // 2).alias("order"))
+        .group_by("order", maintain_order=True)
+        .agg(
+            pl.col("user_id").first().alias("customer_id"),
+            pl.col("event_timestamp").first().str.replace(" ", "T").alias("timestamp"),
+            pl.col("event_id").first().alias("transaction_id"),
+            pl.struct(
+                "product_id",
+                pl.col("price").cast(pl.Float64, strict=False).alias("price"),
+                pl.col("quantity").cast(pl.Int64, strict=False).fill_null(1).alias("quantity"),
+                pl.col("event_type").alias("kind"),
+            ).alias("products"),
+        )
+        .drop("order")
+    )
+    for n, part in enumerate(orders.iter_slices(5_000)):
+        part.write_ndjson(nested / f"orders_{n}.jsonl")
+    mapping = work / "orders.toml"
+    mapping.write_text(
+        '[source]\nexplode = "products"\n'
+        '[fields]\nuser_id = "customer_id"\nevent_timestamp = "timestamp"\n'
+        'order_id = "transaction_id"\nproduct_id = "products[].product_id"\n'
+        'price = "products[].price"\nquantity = "products[].quantity"\n'
+        'event_type = "products[].kind"\n'
+        '[event_id]\nderive_from = ["transaction_id"]\n'
+    )
+    return generator, nested, mapping
 
 
 def cpu_report(bare_runs: list[Run], full_runs: list[Run], rows: int) -> None:

@@ -61,7 +61,16 @@ TYPE_SYNONYMS: Final[dict[str, str]] = {
     "productssearched": "search", "login": "login", "signin": "login", "signup": "sign_up",
     "register": "sign_up", "registration": "sign_up",
 }  # fmt: skip
-_PII: Final = ("email", "name", "address", "phone")
+_PERSON_NAMES: Final = frozenset(
+    ("name", "customername", "fullname", "firstname", "lastname", "username", "billingname")
+)
+
+
+def _personal(path: str) -> bool:
+    """Fields that identify a person: e-mail, phone, a person's name, a postal address."""
+    leaf = _squash(path.rsplit(".", 1)[-1])
+    postal = "address" in leaf and "ip" not in leaf
+    return "email" in leaf or "phone" in leaf or leaf in _PERSON_NAMES or postal
 
 
 def _squash(name: str) -> str:
@@ -132,6 +141,8 @@ def propose(records: pl.DataFrame, *, csv: bool) -> Proposal:
     if type_source is None:
         defaults.append('event_type = "purchase"  # no event type field: every record is one?')
         unresolved.append("event_type")
+    if "quantity" not in fields and "quantity" not in usable:
+        defaults.append("quantity = 1  # no quantity field: an order line counts one unit")
     id_source = fields.get("event_id", "event_id" if "event_id" in usable else None)
     lines += ["", '[event_types]  # source value = canonical type | "custom" | "ignore"']
     lines += type_lines
@@ -144,7 +155,7 @@ def propose(records: pl.DataFrame, *, csv: bool) -> Proposal:
             "[event_id]  # ids missing or not UUIDs: derive stable ones",
             "derive_from = [" + ", ".join(f'"{k}"' for k in keys) + "]",
         ]
-    pii = [p for p in usable if any(w in p.lower() for w in _PII) and p not in fields.values()]
+    pii = [p for p in usable if _personal(p) and p not in fields.values()]
     if pii or any(p.endswith("ip_address") or p.endswith(".ip") for p in usable):
         lines += ["", "[privacy]"]
         if pii:

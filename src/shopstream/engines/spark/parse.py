@@ -32,13 +32,19 @@ from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits
 
 ROW, QUARANTINE, FILE = "row", "quarantine", "file"
 
+_ARROW: Final[dict[pl.DataType, pa.DataType]] = {
+    pl.String(): pa.string(),
+    pl.Float64(): pa.float64(),
+    pl.Int64(): pa.int64(),
+    pl.Datetime("us"): pa.timestamp("us"),
+}
 _EVENT_TYPES: Final[dict[str, pa.DataType]] = {
     **{name: pa.string() for name in FIELD_NAMES},
     "event_timestamp": pa.timestamp("us"),
     "price": pa.float64(),
     "quantity": pa.int64(),
     **{f"raw_{name}": pa.string() for name in TYPED_FIELDS},
-    **{name: pl.Series(dtype=dtype).to_arrow().type for name, dtype in ADAPTER_SCHEMA.items()},
+    **{name: _ARROW[dtype] for name, dtype in ADAPTER_SCHEMA.items()},
 }
 PARSED_SCHEMA: Final = pa.schema(
     [
