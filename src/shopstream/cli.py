@@ -328,6 +328,8 @@ def _nothing_loaded(summary: RunSummary) -> None:
     """Records came in and none loaded: name the rules that stopped them, exit 3."""
     if not summary.rows_read or summary.rows_loaded or summary.duplicates:
         return
+    if set(summary.quarantined_by_rule) <= {"file_changed_after_ingestion"} and summary.quarantined:
+        return  # a file rewritten in place is an operator's matter, not the data's shape
     top = ", ".join(
         f"{rule} ({count:,})" for rule, count in summary.quarantined_by_rule.most_common(3)
     )

@@ -5,8 +5,8 @@ from hypothesis import strategies as st
 
 from shopstream.contract import IncomingFile
 from shopstream.parse.batch import build_batch
-from shopstream.schema import InputFormat
 from shopstream.parse.mapping import MappingChoice, choose
+from shopstream.schema import InputFormat
 from shopstream.validation.rules import RuleParams, render_rules
 from tests.fixtures.batches import HEADER, PREDICATES, incoming
 
