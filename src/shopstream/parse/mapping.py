@@ -343,11 +343,14 @@ def _exploded(records: pl.DataFrame, column: str) -> pl.DataFrame:
     ).explode(column, ELEMENT)
 
 
-def _path_expr(schema: pl.Schema, path: str, explode: str | None) -> pl.Expr | None:
-    """The value at a dotted path (``a.b``; ``items[].price`` for an exploded element), or
-    None when no record of the frame has it. A text column holding JSON is looked into."""
+def _path_expr(schema: pl.Schema, path: str, explode: str | None) -> tuple[pl.Expr, Any] | None:
+    """The value at a dotted path (``a.b``; ``items[].price`` for an exploded element) and
+    its type, or None when no record of the frame has it. A text column holding JSON is
+    looked into. Types come from the schema alone (deeply nested ones are never built)."""
     if path in schema:
-        return pl.col(path)
+        return pl.col(path), schema[path]
+    if path.lower() in schema:
+        return pl.col(path.lower()), schema[path.lower()]
     parts = [p for p in path.replace("[]", "").split(".") if p]
     if not parts or parts[0] not in schema:
         return None
@@ -362,10 +365,10 @@ def _path_expr(schema: pl.Schema, path: str, explode: str | None) -> pl.Expr | N
                 return None
             expr, dtype = expr.struct.field(part), fields[part]
         elif dtype == pl.String:
-            return expr.str.json_path_match("$." + ".".join(parts[index:]))
+            return expr.str.json_path_match("$." + ".".join(parts[index:])), pl.String()
         else:
             return None
-    return expr
+    return expr, dtype
 
 
 def _as_text(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
@@ -379,11 +382,10 @@ def _as_text(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
 
 
 def _typed_path(schema: pl.Schema, path: str, explode: str | None) -> pl.Expr | None:
-    expr = _path_expr(schema, path, explode)
-    if expr is None:
+    found = _path_expr(schema, path, explode)
+    if found is None:
         return None
-    dtype = pl.DataFrame(schema=schema).select(expr).schema.dtypes()[0]
-    return _as_text(expr, dtype)
+    return _as_text(*found)
 
 
 def _field(schema: pl.Schema, mapping: Mapping, name: str) -> pl.Expr:
