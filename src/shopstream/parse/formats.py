@@ -19,6 +19,11 @@ import polars as pl
 from shopstream.schema import GUEST_USER_PREFIX
 
 
+def uuid_of(key: str) -> str:
+    """A stable UUID from a 128-bit BLAKE2b digest of ``key`` (content and derived ids)."""
+    return str(uuid.UUID(bytes=hashlib.blake2b(key.encode(), digest_size=16).digest()))
+
+
 def content_event_ids(frame: pl.DataFrame) -> pl.Series:
     """A UUID per row from a 128-bit BLAKE2b digest of all its fields, as received."""
     rows = frame.select(
@@ -26,10 +31,7 @@ def content_event_ids(frame: pl.DataFrame) -> pl.Series:
     ).to_series()
     return pl.Series(
         "event_id",
-        [
-            str(uuid.UUID(bytes=hashlib.blake2b(row.encode(), digest_size=16).digest()))
-            for row in rows.to_list()
-        ],
+        [uuid_of(row) for row in rows.to_list()],
         dtype=pl.String,
     )
 

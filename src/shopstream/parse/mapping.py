@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import tomllib
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -25,8 +24,8 @@ from typing import Annotated, Any, Final, Literal
 import polars as pl
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from shopstream.parse.formats import TRANSFORMS
-from shopstream.schema import SOURCE_FIELDS, EventType, InputFormat
+from shopstream.parse.formats import TRANSFORMS, uuid_of
+from shopstream.schema import REQUIRED_FIELDS, SOURCE_FIELDS, EventType, InputFormat
 
 Disposition = Literal["custom", "ignore"]
 _DISPOSITIONS: Final = frozenset(("custom", "ignore"))
@@ -130,9 +129,8 @@ class Mapping:
     def missing_fields(self, columns: Iterable[str]) -> list[str]:
         """Required canonical fields no column (or default, or derived id) can fill."""
         top = {c.lower() for c in columns}
-        needed = ["user_id", "event_timestamp", "event_type", "event_id"]
         missing = []
-        for name in needed:
+        for name in REQUIRED_FIELDS:
             if name in self.defaults or (name == "event_id" and self.derive_from):
                 continue
             if self.transform is not None:
@@ -548,14 +546,10 @@ def _with_derived_ids(frame: pl.DataFrame, records: pl.DataFrame, mapping: Mappi
     mask = frame.select(needs).to_series()
     derived = pl.Series(
         "event_id",
-        [_uuid_of(k) if m else None for k, m in zip(keys.to_list(), mask.to_list(), strict=True)],
+        [uuid_of(k) if m else None for k, m in zip(keys.to_list(), mask.to_list(), strict=True)],
         dtype=pl.String,
     )
     return frame.with_columns(pl.coalesce(derived, event_id).alias("event_id"))
-
-
-def _uuid_of(key: str) -> str:
-    return str(uuid.UUID(bytes=hashlib.blake2b(key.encode(), digest_size=16).digest()))
 
 
 def keyed_hash(key: bytes) -> Callable[[str], str]:
