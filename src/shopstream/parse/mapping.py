@@ -425,9 +425,9 @@ def _properties(
         pieces.append(pl.when(present).then(entry.str.slice(1).str.strip_suffix("}")))
     if not pieces:
         return pl.lit(None, dtype=pl.String), ()
-    body = pl.concat_list(pieces).list.drop_nulls()
+    body = pl.concat_str(pieces, separator=",", ignore_nulls=True)
     return (
-        pl.when(body.list.len() > 0).then(pl.lit("{") + body.list.join(",") + pl.lit("}")),
+        pl.when(body != "").then(pl.lit("{") + body + pl.lit("}")),
         tuple(unmapped),
     )
 
@@ -520,15 +520,14 @@ def _with_derived_ids(frame: pl.DataFrame, records: pl.DataFrame, mapping: Mappi
     if not mapping.derive_from or not frame.height:
         return frame
     event_id = pl.col("event_id")
-    needs = (event_id.is_null() | ~event_id.str.contains(_UUID)).fill_null(value=True)
+    needs = frame.select(
+        (event_id.is_null() | ~event_id.str.contains(_UUID)).fill_null(value=True)
+    ).to_series()
+    if not needs.any():
+        return frame
     if mapping.derive_from == (ALL_FIELDS,):
         source = records.drop("_line", ELEMENT, strict=False)
-        key_frame = source.select(
-            pl.concat_str(
-                [_as_text(pl.col(c), source.schema[c]).fill_null("") for c in source.columns],
-                separator="\x1f",
-            ).alias("key")
-        )
+        parts = [_as_text(pl.col(c), source.schema[c]).fill_null("") for c in source.columns]
     else:
         schema = records.schema
         parts = [
@@ -537,17 +536,15 @@ def _with_derived_ids(frame: pl.DataFrame, records: pl.DataFrame, mapping: Mappi
             .fill_null("")
             for p in mapping.derive_from
         ]
-        key_frame = records.select(pl.concat_str(parts, separator="\x1f").alias("key"))
-    keys = key_frame.with_columns(
-        pl.concat_str(
-            pl.col("key"), pl.lit("\x1e"), frame.get_column(ELEMENT).cast(pl.String).fill_null("")
-        ).alias("key")
-    ).get_column("key")
-    mask = frame.select(needs).to_series()
-    derived = pl.Series(
-        "event_id",
-        [uuid_of(k) if m else None for k, m in zip(keys.to_list(), mask.to_list(), strict=True)],
-        dtype=pl.String,
+    element = frame.get_column(ELEMENT).cast(pl.String).fill_null("").filter(needs)
+    keys = (
+        records.filter(needs)
+        .select(pl.concat_str(parts, separator="\x1f").alias("key"))
+        .with_columns(pl.concat_str(pl.col("key"), pl.lit("\x1e"), element).alias("key"))
+        .get_column("key")
+    )
+    derived = pl.Series("event_id", [None] * frame.height, dtype=pl.String).scatter(
+        needs.arg_true(), [uuid_of(k) for k in keys.to_list()]
     )
     return frame.with_columns(pl.coalesce(derived, event_id).alias("event_id"))
 

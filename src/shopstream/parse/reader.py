@@ -306,10 +306,33 @@ def _line_offsets(data: bytes) -> Lines:
 
 
 def _per_line_count(mask: npt.NDArray[np.bool_], offsets: Lines) -> Lines:
+    """How many bytes of each line the mask marks (marks are few: commas, quotes, NULs)."""
     if len(offsets) < 2:
         return np.zeros(0, dtype=np.int64)
-    counts: Lines = np.add.reduceat(mask.astype(np.int64), offsets[:-1])
+    counts: Lines = np.diff(np.searchsorted(np.flatnonzero(mask), offsets))
     return counts
+
+
+def _field_counts(buf: npt.NDArray[np.uint8], offsets: Lines, quotes_per_line: Lines) -> Lines:
+    """Fields per line: one more than its commas outside quotes. Each line's quotes pair up
+    in order (``""`` escapes make an empty pair); the commas between a pair are inside a
+    field, as are those after a line's last, unpaired quote."""
+    commas = np.flatnonzero(buf == _COMMA)
+    quotes = np.flatnonzero(buf == _QUOTE)
+    lines = len(offsets) - 1
+    line_of = np.repeat(np.arange(lines), quotes_per_line)
+    first_quote = np.cumsum(quotes_per_line) - quotes_per_line
+    opening = ((np.arange(len(quotes)) - first_quote[line_of]) % 2) == 0
+    opens = np.flatnonzero(opening)
+    paired = (opens + 1 < len(quotes)) & (
+        line_of[np.minimum(opens + 1, len(quotes) - 1)] == line_of[opens]
+    )
+    closes = np.where(
+        paired, quotes[np.minimum(opens + 1, len(quotes) - 1)], offsets[1:][line_of[opens]]
+    )
+    inside = np.searchsorted(commas, closes) - np.searchsorted(commas, quotes[opens])
+    quoted = np.bincount(line_of[opens], weights=inside, minlength=lines).astype(np.int64)
+    return _per_line_count(buf == _COMMA, offsets) - quoted + 1
 
 
 def _content_lengths(buf: npt.NDArray[np.uint8], offsets: Lines) -> Lines:
@@ -394,14 +417,16 @@ def _read_csv(data: bytes, offsets: Lines, limits: ReadLimits, choice: MappingCh
     if np.any((quotes % 2 == 1) & body & ~bad_encoding & ~too_long):
         # A quoted field spans lines: only a full CSV parser can find the records.
         return _read_csv_multiline(data, offsets, names, mapping, choice, header_text, limits)
-    fields = _per_line_count(buf == _COMMA, offsets) + 1
-    for index in np.flatnonzero((quotes > 0) & body & ~bad_encoding & ~blank & ~too_long):
+    fields = _field_counts(buf, offsets, quotes)
+    checkable = body & ~blank & ~bad_encoding & ~too_long
+    # Quoting the count cannot read (a quote inside an unquoted field) is rare: csv decides.
+    for index in np.flatnonzero((quotes > 0) & checkable & (fields != len(names))):
         line = data[offsets[index] : offsets[index + 1]].decode("utf-8").rstrip("\r\n")
         try:
             fields[index] = len(next(csv.reader([line]), []))
         except csv.Error:
             fields[index] = -1
-    bad_columns = (fields != len(names)) & body & ~blank & ~bad_encoding & ~too_long
+    bad_columns = (fields != len(names)) & checkable
     good = body & ~blank & ~bad_encoding & ~bad_columns & ~too_long
     good_lines = np.flatnonzero(good) + 1
     flagged = [
@@ -414,14 +439,17 @@ def _read_csv(data: bytes, offsets: Lines, limits: ReadLimits, choice: MappingCh
     payload = _keep_lines(data, offsets, good)
     frame = pl.DataFrame(schema=dict.fromkeys(names, pl.String))
     if payload:
-        frame = pl.read_csv(
-            payload,
-            has_header=False,
-            new_columns=_unique_names(names),
-            infer_schema=False,
-            quote_char='"',
-            raise_if_empty=False,
-        )
+        try:
+            frame = pl.read_csv(
+                payload,
+                has_header=False,
+                new_columns=_unique_names(names),
+                infer_schema=False,
+                quote_char='"',
+                raise_if_empty=False,
+            )
+        except pl.exceptions.ComputeError:
+            frame = frame.clear()  # quoting Polars reads otherwise: the exact path decides
     if frame.height != len(good_lines):
         return _read_csv_multiline(data, offsets, names, mapping, choice, header_text, limits)
     mapped, ignored_rows, unmapped = _map(
