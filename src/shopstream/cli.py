@@ -39,8 +39,10 @@ app.add_typer(db_app, name="db")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(batch_app, name="batch")
 mapping_app = typer.Typer(no_args_is_help=True, help="Propose and check mappings (dry runs).")
+fx_app = typer.Typer(no_args_is_help=True, help="Exchange rates for one revenue total.")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(mapping_app, name="mapping")
+app.add_typer(fx_app, name="fx")
 console = Console()
 err = Console(stderr=True)
 
@@ -681,6 +683,65 @@ def batch_customers(
     table.add_column("customers", justify="right")
     for segment, customers in sizes.iter_rows():
         table.add_row(str(segment), f"{customers:,}")
+    console.print(table)
+
+
+@fx_app.command("load")
+def fx_load(
+    file: Annotated[Path, typer.Argument(help="CSV: date,currency,rate (YYYY-MM-DD, EUR, 1.09).")],
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to", help="Currency the rates convert into; default SHOPSTREAM_REPORTING_CURRENCY."
+        ),
+    ] = None,
+) -> None:
+    """Load exchange rates (upsert; the same file twice changes nothing). A file with any
+    bad line loads nothing and names the lines."""
+    import re
+
+    from shopstream.analytics.fx import RatesFileError, load_rates, read_rates
+    from shopstream.store.connection import connect
+
+    settings = Settings()
+    quote = (to or settings.reporting_currency or "").strip().upper()
+    if not re.fullmatch(r"[A-Z]{3}", quote):
+        err.print(
+            "[red]fx load:[/red] say which currency the rates convert into:"
+            " --to USD, or SHOPSTREAM_REPORTING_CURRENCY=USD"
+        )
+        raise typer.Exit(2)
+    try:
+        rates = read_rates(file.read_bytes(), str(file))
+    except (OSError, RatesFileError) as error:
+        err.print(f"[red]fx load:[/red] {escape(str(error))}")
+        raise typer.Exit(2) from error
+    with _database(settings, "ingest") as url, connect(url) as conn:
+        loaded = load_rates(conn, rates, quote)
+    console.print(
+        f"{loaded.rows:,} rates to {quote} for {', '.join(loaded.currencies)},"
+        f" {loaded.first_day} to {loaded.last_day}"
+    )
+    if settings.reporting_currency != quote:
+        console.print(
+            f"[yellow]the API converts into SHOPSTREAM_REPORTING_CURRENCY"
+            f" ({settings.reporting_currency or 'unset'}), not {quote}[/yellow]"
+        )
+
+
+@fx_app.command("list")
+def fx_list() -> None:
+    """The loaded rates: days covered and the latest rate, per currency."""
+    from shopstream.analytics.fx import rate_coverage
+    from shopstream.store.connection import connect
+
+    with _database(Settings(), "api") as url, connect(url) as conn:
+        rows = rate_coverage(conn)
+    table = Table(title="Exchange rates")
+    for column in ("to", "currency", "days", "first", "last", "latest rate"):
+        table.add_column(column)
+    for quote, currency, days, first, last, latest in rows:
+        table.add_row(quote, currency, f"{days:,}", str(first), str(last), str(latest))
     console.print(table)
 
 

@@ -102,6 +102,8 @@ ADAPTER_FIELDS: Final[tuple[str, ...]] = (
 # User ids of checkouts without a customer account start with this: their money counts in
 # revenue, but customer analytics (metrics, segments, lifetime value) leave them out.
 GUEST_USER_PREFIX: Final = "guest:"
+# ISO 4217's code for "no currency involved": where money rollups keep events that named none.
+NO_CURRENCY: Final = "XXX"
 
 # The CSV layout the original pipelines wrote; accepted byte for byte.
 SEED_COLUMNS: Final[tuple[str, ...]] = (

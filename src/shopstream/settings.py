@@ -164,6 +164,13 @@ class Settings(BaseSettings):
         description="Event types beyond the canonical ones to accept under their own name"
         ' (JSON list, e.g. ["logout","share"]); a mapping may declare more.',
     )
+    reporting_currency: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 code the API converts revenue into, at the rates shopstream"
+        " fx load stored; unset: revenue is reported per currency (one total only when"
+        " there is one currency).",
+    )
     privacy_key: SecretStr | None = Field(
         default=None,
         description="Key of the keyed hash that [privacy] hash applies; unset: a random key"

@@ -32,6 +32,16 @@ def test_kpis_equal_plain_sql_over_events(served: Served) -> None:
     assert orders > 0
     assert kpis == {
         "revenue": str(revenue),
+        "currency": "USD",  # the generator's one currency: no conversion, no note
+        "revenue_by_currency": [
+            {
+                "currency": "USD",
+                "revenue": str(revenue),
+                "orders": orders,
+                "reporting_revenue": None,
+            }
+        ],
+        "revenue_note": None,
         "orders": orders,
         "average_order_value": str(round(revenue / orders, 2)),
         "conversion_rate": round(buyers / active, 4),

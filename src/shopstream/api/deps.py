@@ -83,6 +83,13 @@ def require(role: Role) -> Callable[[Principal], Principal]:
     return check
 
 
+def reporting_currency(request: Request) -> str | None:
+    """The currency revenue is converted into (SHOPSTREAM_REPORTING_CURRENCY), if any."""
+    code: str | None = request.app.state.settings.reporting_currency
+    return code
+
+
+ReportingCurrency = Annotated[str | None, Depends(reporting_currency)]
 Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
 Analyst = Annotated[Principal, Depends(require(Role.ANALYST))]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]

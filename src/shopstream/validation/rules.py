@@ -193,6 +193,11 @@ ROW_RULES: Final[tuple[Rule, ...]] = (
             if f.max_length is not None
         ),
     ),
+    Rule(
+        "currency_code",
+        "currency is a three-letter ISO 4217 code such as EUR (revenue is kept per currency)",
+        (("currency", "currency IS NULL OR regexp_like(currency, '^[A-Z]{3}$')"),),
+    ),
     # Online Retail lines (``invoice_no`` set by its adapter; NULL for every other format).
     Rule(
         "retail_bad_debt_adjustment",

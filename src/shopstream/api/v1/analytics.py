@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from shopstream.analytics import dashboard
-from shopstream.api.deps import Database, Viewer
+from shopstream.api.deps import Database, ReportingCurrency, Viewer
 from shopstream.api.v1.params import (
     PRINTABLE,
     DayRange,
@@ -24,10 +24,21 @@ from shopstream.api.v1.params import (
 router = APIRouter(prefix="/api/v1", tags=["analytics"])
 Window = Annotated[TimeWindow, Depends(time_window)]
 Days = Annotated[DayRange, Depends(day_range)]
+Currency = Annotated[str | None, Query(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
+
+
+class CurrencyRevenue(BaseModel):
+    currency: str
+    revenue: Decimal
+    orders: int
+    reporting_revenue: Decimal | None
 
 
 class Kpis(BaseModel):
-    revenue: Decimal
+    revenue: Decimal | None
+    currency: str | None
+    revenue_by_currency: list[CurrencyRevenue]
+    revenue_note: str | None
     orders: int
     average_order_value: Decimal | None
     conversion_rate: float | None
@@ -36,13 +47,26 @@ class Kpis(BaseModel):
 
 
 @router.get("/kpis", response_model=Kpis)
-def kpis(_: Viewer, db: Database, window: Window) -> Kpis:
-    """Headline figures over ``[from, to)``: revenue net of refunds, orders, average order
-    value, conversion (buying users / active users), active users, events."""
+def kpis(_: Viewer, db: Database, window: Window, reporting: ReportingCurrency) -> Kpis:
+    """Headline figures over ``[from, to)``: revenue net of refunds (per currency, and as
+    one total only without adding currencies: one currency, or all converted into
+    SHOPSTREAM_REPORTING_CURRENCY; ``revenue_note`` says why there is none), orders,
+    average order value, conversion (buying users / active users), active users, events."""
     with db.connection() as conn:
-        figures = dashboard.kpis(conn, window.start, window.end)
+        figures = dashboard.kpis(conn, window.start, window.end, reporting)
         return Kpis(
             revenue=figures.revenue,
+            currency=figures.currency,
+            revenue_by_currency=[
+                CurrencyRevenue(
+                    currency=m.currency,
+                    revenue=m.revenue,
+                    orders=m.orders,
+                    reporting_revenue=m.reporting_revenue,
+                )
+                for m in figures.revenue_by_currency
+            ],
+            revenue_note=figures.revenue_note,
             orders=figures.orders,
             average_order_value=figures.average_order_value,
             conversion_rate=figures.conversion_rate,
@@ -67,7 +91,9 @@ def coverage(_: Viewer, db: Database) -> Coverage:
 class SeriesPoint(BaseModel):
     window_start: datetime
     category: str
+    currency: str
     revenue: Decimal
+    reporting_revenue: Decimal | None
     orders: int
     events: int
 
@@ -77,23 +103,33 @@ def timeseries(
     _: Viewer,
     db: Database,
     window: Window,
+    reporting: ReportingCurrency,
     grain: Literal["minute", "hour"] = "minute",
     category: Annotated[str | None, Query(max_length=128, pattern=PRINTABLE)] = None,
+    currency: Currency = None,
 ) -> list[dict[str, Any]]:
-    """Net revenue, orders and events per minute (or hour) and category."""
+    """Net revenue, orders and events per minute (or hour), category and currency (also
+    in the reporting currency where that day has a rate)."""
     with db.connection() as conn:
-        rows = dashboard.revenue_series(conn, window.start, window.end, grain)
-        return [r for r in rows if category is None or r["category"] == category]
+        rows = dashboard.revenue_series(conn, window.start, window.end, grain, reporting)
+        return [
+            r
+            for r in rows
+            if (category is None or r["category"] == category)
+            and (currency is None or r["currency"] == currency)
+        ]
 
 
 class Product(BaseModel):
     product_id: str
+    currency: str
     views: int
     add_to_cart: int
     purchases: int
     refunds: int
     units: int
     revenue: Decimal
+    reporting_revenue: Decimal | None
     view_to_purchase: Decimal | None
 
 
@@ -102,12 +138,23 @@ def top_products(
     _: Viewer,
     db: Database,
     days: Days,
+    reporting: ReportingCurrency,
     limit: Limit = 10,
     by: dashboard.ProductRanking = "revenue",
+    currency: Currency = None,
 ) -> list[dict[str, Any]]:
-    """Best products of the days ``from``..``to`` by net revenue, purchases or views."""
+    """Best products (one row per currency they sold in) of the days ``from``..``to`` by
+    net revenue (in the reporting currency where rates allow), purchases or views."""
     with db.connection() as conn:
-        return dashboard.top_products(conn, days.first, days.last, limit=limit, by=by)
+        return dashboard.top_products(
+            conn,
+            days.first,
+            days.last,
+            limit=limit,
+            by=by,
+            currency=currency,
+            reporting_currency=reporting,
+        )
 
 
 class FunnelStep(BaseModel):

@@ -44,29 +44,41 @@ async function executive() {
   const [kpis, series] = await Promise.all([
     api(`/api/v1/kpis?${window}`), api(`/api/v1/timeseries?${window}&grain=minute`),
   ]);
-  $("kpi-revenue").textContent = money(kpis.revenue);
+  // Money is never added across currencies: one figure only when the API gives one.
+  const priced = (v, code) => v == null ? "–" : `${money(v)} ${code && code !== "XXX" ? code : ""}`.trim();
+  $("kpi-revenue").textContent = kpis.revenue != null ? priced(kpis.revenue, kpis.currency)
+    : kpis.revenue_by_currency.map((m) => priced(m.revenue, m.currency)).join(" · ");
+  $("kpi-revenue").title = kpis.revenue_note || "";
   $("kpi-orders").textContent = count(kpis.orders);
-  $("kpi-aov").textContent = money(kpis.average_order_value);
+  $("kpi-aov").textContent = priced(kpis.average_order_value, kpis.currency);
   $("kpi-conversion").textContent = percent(kpis.conversion_rate);
   $("kpi-users").textContent = count(kpis.active_users);
   $("kpi-events").textContent = count(kpis.events);
 
+  // The charts show one currency: the KPIs' (one currency, or all converted), else the
+  // currency with the most orders, saying so.
+  const shown = kpis.currency || (kpis.revenue_by_currency[0] || {}).currency;
+  const valueOf = (point) => point.currency === shown ? Number(point.revenue)
+    : kpis.currency && point.reporting_revenue != null ? Number(point.reporting_revenue) : null;
   const byCategory = {};
   for (const point of series) {
+    const value = valueOf(point);
+    if (value == null) continue;
     (byCategory[point.category] ||= { x: [], y: [] });
     byCategory[point.category].x.push(point.window_start);
-    byCategory[point.category].y.push(Number(point.revenue));
+    byCategory[point.category].y.push(value);
   }
+  const others = kpis.currency ? "" : kpis.revenue_by_currency.length > 1 ? " only (no exchange rates for the others)" : "";
   plot("chart-revenue", Object.entries(byCategory).map(([name, s]) => ({ type: "bar", name, x: s.x, y: s.y })),
-    { title: { text: "Net revenue per minute" }, barmode: "stack" });
+    { title: { text: `Net revenue per minute${shown ? ", " + shown : ""}${others}` }, barmode: "stack" });
   const totals = Object.entries(byCategory).map(([name, s]) => [name, s.y.reduce((a, b) => a + b, 0)]);
   plot("chart-categories", [{ type: "bar", x: totals.map((t) => t[0]), y: totals.map((t) => t[1]) }],
-    { title: { text: "Revenue by category (last hour)" } });
+    { title: { text: `Revenue by category (last hour${shown ? ", " + shown : ""})` } });
 
   const day = end.toISOString().slice(0, 10);
   const products = await api(`/api/v1/products/top?from=${day}&to=${day}&limit=10`);
   $("top-products").querySelector("tbody").innerHTML = products.map((p) =>
-    `<tr><td>${escapeHtml(p.product_id)}</td><td>${count(p.views)}</td><td>${count(p.purchases)}</td><td>${money(p.revenue)}</td></tr>`).join("");
+    `<tr><td>${escapeHtml(p.product_id)}</td><td>${count(p.views)}</td><td>${count(p.purchases)}</td><td>${escapeHtml(priced(p.revenue, p.currency))}</td></tr>`).join("");
 }
 
 async function operations() {
