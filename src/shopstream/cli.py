@@ -765,6 +765,8 @@ def status(
         ("rows loaded", total.rows_loaded),
         ("duplicates", total.duplicates),
         ("rows quarantined", total.rows_quarantined),
+        ("files rejected whole", total.files_rejected),
+        ("  records in them", total.records_in_rejected_files),
         ("events stored", total.events_stored),
         ("quarantine open", total.open_quarantine),
     ):

@@ -41,6 +41,8 @@ QUARANTINE_SCHEMA: Final[dict[str, pl.DataType]] = {
     "raw_size": pl.Int64(),  # the whole record's size and SHA-256, however long it was
     "raw_sha256": pl.String(),
     "fields": pl.List(pl.String()),  # the fields the broken rules found at fault
+    # Input records the row stands for: 1, or every record of a file rejected whole.
+    "records": pl.Int64(),
 }
 
 
@@ -196,7 +198,8 @@ class ParsedBatch:
 
     @property
     def quarantined_rows(self) -> int:
-        return self.quarantine.height
+        """Input records quarantined: a file rejected whole counts all its records."""
+        return int(self.quarantine.get_column("records").sum()) if self.quarantine.height else 0
 
     def check_accounting(self) -> None:
         accounted = (

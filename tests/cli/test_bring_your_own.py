@@ -4,6 +4,9 @@ the rest, the same result through files, Kafka and Spark, and tools to get a map
 from __future__ import annotations
 
 import json
+import random
+import subprocess
+import time
 from pathlib import Path
 
 import psycopg
@@ -12,7 +15,7 @@ from confluent_kafka import Producer
 
 from shopstream.store.server import EmbeddedPostgres
 from tests.fixtures.analytics import assert_rollups_match_events
-from tests.fixtures.cli import cli_env, shopstream
+from tests.fixtures.cli import SHOPSTREAM, cli_env, shopstream
 from tests.fixtures.counts import outcome
 from tests.fixtures.foreign import (
     STOREFRONT_EVENTS_MAPPING,
@@ -58,6 +61,39 @@ def test_generator_layout_loads_completely_with_no_option(
         formats = conn.execute("SELECT DISTINCT input_format FROM ingested_files").fetchall()
     assert set(kinds) == {"view", "order", "add_to_cart", "click", "purchase", "add_to_wishlist"}
     assert leaked == (0,) and formats == [("streaming-event",)]
+    assert_rollups_match_events(database_url)
+
+
+def test_non_product_events_land_join_sessions_and_start_funnels(
+    tmp_path: Path, database_url: str
+) -> None:
+    mapping = tmp_path / "events.toml"
+    mapping.write_text(STOREFRONT_EVENTS_MAPPING)
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    records = storefront_events(3_000, seed=12)
+    (inbox / "events.jsonl").write_bytes(jsonl(records))
+    env = cli_env(database_url, tmp_path / "home")
+    shopstream("run", "--source", str(inbox), "--until-idle", "--mapping", str(mapping), env=env)
+    assert _accounting(database_url) == (3_000, 3_000, 0, 0, 0)
+    with psycopg.connect(database_url) as conn:
+        without_product = conn.execute(
+            """SELECT count(*) FROM events WHERE product_id IS NULL
+                AND event_type IN ('page_view', 'search', 'login', 'begin_checkout')"""
+        ).fetchone()
+        # Sessions entered by a page view or a search that went on to view a product.
+        entered = conn.execute(
+            """SELECT count(*) FROM user_sessions s JOIN events e ON e.event_id = s.entry_event_id
+                WHERE e.event_type IN ('page_view', 'search') AND s.views > 0"""
+        ).fetchone()
+        in_funnel = conn.execute(
+            "SELECT sum(sessions), sum(sessions_with_view) FROM funnel_daily"
+        ).fetchone()
+        sessions = conn.execute("SELECT count(*), sum(events) FROM user_sessions").fetchone()
+    assert without_product is not None and without_product[0] > 1_000
+    assert entered is not None and entered[0] > 0
+    assert sessions == (len({r["session_id"] for r in records}), 3_000)
+    assert in_funnel is not None and in_funnel[0] == sessions[0] and in_funnel[1] > 0
     assert_rollups_match_events(database_url)
 
 
@@ -201,3 +237,48 @@ def test_nothing_loaded_warns_and_suggest_then_check_loads_everything(
     checked = shopstream("mapping", "check", str(csv_dir), "--mapping", str(tmp_path / "csv.toml"),
                          env=env)  # fmt: skip
     assert "quarantine 0" in checked.stderr, checked.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_mapped_json_run_loses_and_duplicates_nothing(
+    tmp_path: Path, database_url: str, pg_server: EmbeddedPostgres
+) -> None:
+    """Exploded line items, derived ids, five currencies, bad records: killed at random
+    moments, then finished, the store equals an uninterrupted run's, table by table."""
+    mapping = tmp_path / "transactions.toml"
+    mapping.write_text(STOREFRONT_TRANSACTIONS_MAPPING)
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    orders = storefront_transactions(24_000, seed=8)
+    for n in range(24):
+        part = jsonl(orders[n * 1_000 : (n + 1) * 1_000])
+        bad = b'{"transaction_id": "t", "products": [{"price": "free"}]}\n{not json\n'
+        (inbox / f"orders_{n:02}.jsonl").write_bytes(
+            part + bad + part[:5_000].rsplit(b"\n", 1)[0] + b"\n"
+        )
+    run = ("run", "--source", str(inbox), "--until-idle", "--mapping", str(mapping))
+    reference_url = fresh_database(pg_server, "reference")
+    shopstream(*run, env=cli_env(reference_url, tmp_path / "reference"))
+
+    env = cli_env(database_url, tmp_path / "home", SHOPSTREAM_MAX_BATCH_ROWS="4000")
+    rng = random.Random(14)
+    kills = 0
+    for _ in range(4):
+        process = subprocess.Popen(
+            [*SHOPSTREAM, *run], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(rng.uniform(1.0, 2.5))
+        if process.poll() is None:
+            process.kill()  # SIGKILL: no cleanup of any kind
+            kills += 1
+        process.wait()
+    shopstream(*run, env=env)
+    assert kills >= 1
+    mine, theirs = snapshot(database_url), snapshot(reference_url)
+    for name in TABLES:
+        assert mine[name] == theirs[name], name
+    read, loaded, duplicates, quarantined, ignored = _accounting(database_url)
+    assert (read, loaded, duplicates, quarantined, ignored) == _accounting(reference_url)
+    assert read == loaded + duplicates + quarantined + ignored and duplicates > 0
+    assert quarantined == 2 * 24
+    assert_rollups_match_events(database_url)

@@ -154,6 +154,16 @@ def test_mostly_broken_file_is_rejected_whole_with_a_sample(
     assert raw is not None and "200,000 of 200,000 records are broken" in str(raw[0])
     assert "line 2 (column_count): a,b" in str(raw[0])
     assert outcome(database_url).events == 10
+    # The file counts every record it held, in the batch, the ledger and `status`.
+    assert outcome(database_url).quarantined == 200_000
+    with psycopg.connect(database_url) as conn:
+        held = conn.execute("SELECT records FROM quarantine").fetchone()
+        ledger = conn.execute(
+            "SELECT rows_read FROM ingested_files WHERE path LIKE '%junk.csv'"
+        ).fetchone()
+    assert held == (200_000,) and ledger == (200_000,)
+    status = " ".join(shopstream("status", env=env).stdout.split())
+    assert "files rejected whole │ 1" in status and "records in them │ 200,000" in status
 
 
 def test_file_over_the_size_limit_is_rejected_not_read_whole(

@@ -149,7 +149,7 @@ def parse_file(
                 incoming.content_hash,
                 incoming.size_bytes,
                 status,
-                1,
+                rejection.records,
                 piece=incoming.piece,
             ),
             None,
@@ -204,6 +204,7 @@ def _file_quarantine(
             "raw_size": [incoming.size_bytes],
             "raw_sha256": [incoming.content_hash or hashlib.sha256(incoming.data).hexdigest()],
             "fields": [None],
+            "records": [rejection.records],
         },
         schema=QUARANTINE_SCHEMA,
     )
@@ -238,6 +239,7 @@ def _quarantine_rows(
             "raw_size": [r.size for r in raws],
             "raw_sha256": [r.sha256 for r in raws],
             "fields": fields if fields is not None else [None] * len(raws),
+            "records": 1,
         },
         schema=QUARANTINE_SCHEMA,
     )

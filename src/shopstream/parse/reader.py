@@ -51,12 +51,25 @@ Lines = npt.NDArray[np.int64]
 
 
 class FileRejectedError(Exception):
-    """The file cannot be split into rows; it is quarantined as a whole."""
+    """The file cannot be split into rows; it is quarantined as a whole. ``records`` is how
+    many input records that is (1 for a file that could not be read as lines of text)."""
 
-    def __init__(self, reason: FileRejection, detail: str) -> None:
+    def __init__(self, reason: FileRejection, detail: str, records: int = 1) -> None:
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.records = records
+
+
+# Rejections of files readable as lines: they count each record, not the file as one.
+_COUNTED_REJECTIONS: Final = frozenset(
+    {
+        FileRejection.UNKNOWN_HEADER,
+        FileRejection.FORMAT_MISMATCH,
+        FileRejection.HEADER_TOO_LONG,
+        FileRejection.MOSTLY_BROKEN,
+    }
+)
 
 
 @dataclass(slots=True)
@@ -220,13 +233,25 @@ def read_rows(
         if given is None or not choice.strict
         else given.name in (InputFormat.JSONL, InputFormat.SEED_JSON)
     )
-    if jsonl:
-        rows = _read_jsonl(data, offsets, limits, choice)
-    else:
-        rows = _read_csv(data, offsets, limits, choice)
-    if limits.mostly_broken(len(rows.rejected), rows.rows_read):
-        raise _mostly_broken(rows, limits)
+    try:
+        if jsonl:
+            rows = _read_jsonl(data, offsets, limits, choice)
+        else:
+            rows = _read_csv(data, offsets, limits, choice)
+        if limits.mostly_broken(len(rows.rejected), rows.rows_read):
+            raise _mostly_broken(rows, limits)
+    except FileRejectedError as rejection:
+        if rejection.reason not in _COUNTED_REJECTIONS:
+            raise
+        records = _record_count(data, offsets, header=not jsonl)
+        raise FileRejectedError(rejection.reason, rejection.detail, records) from None
     return rows
+
+
+def _record_count(data: bytes, offsets: Lines, *, header: bool) -> int:
+    """Non-blank lines, less a CSV header: the records a rejected file held (at least 1)."""
+    lines = int((_content_lengths(np.frombuffer(data, dtype=np.uint8), offsets) > 0).sum())
+    return max(1, lines - 1 if header else lines)
 
 
 def _check_strict(choice: MappingChoice, recognised: Mapping) -> None:

@@ -60,6 +60,7 @@ _QUARANTINE_COLUMNS: Final = (
     "raw_size",
     "raw_sha256",
     "fields",
+    "records",
 )
 
 
@@ -465,6 +466,7 @@ def _quarantine_for_copy(
         pl.when(pl.col("fields").list.len() > 0).then(
             pl.concat_str(pl.lit("{"), pl.col("fields").list.join(","), pl.lit("}"))
         ),
+        "records",
     )
 
 
@@ -556,17 +558,18 @@ def _advance_file(
         "end": piece.end,
         "end_line": piece.end_line,
         "rows": outcome.rows_read,
+        "ignored": outcome.rows_ignored,
         "rejected": rejected,
         "batch": batch_id,
     }
     if piece.start == 0:
         row = conn.execute(
             """INSERT INTO file_progress (path, content_hash, next_offset, next_line, pieces,
-                   rows_read, pieces_rejected, batch_id)
-               VALUES (%(path)s, %(hash)s, %(end)s, %(end_line)s, 1, %(rows)s, %(rejected)s,
-                       %(batch)s)
+                   rows_read, rows_ignored, pieces_rejected, batch_id)
+               VALUES (%(path)s, %(hash)s, %(end)s, %(end_line)s, 1, %(rows)s, %(ignored)s,
+                       %(rejected)s, %(batch)s)
                ON CONFLICT (path, content_hash) DO NOTHING
-               RETURNING pieces, rows_read, pieces_rejected""",
+               RETURNING pieces, rows_read, rows_ignored, pieces_rejected""",
             values,
         ).fetchone()
     else:
@@ -574,23 +577,23 @@ def _advance_file(
             """UPDATE file_progress
                   SET next_offset = %(end)s, next_line = %(end_line)s, pieces = pieces + 1,
                       rows_read = rows_read + %(rows)s,
+                      rows_ignored = rows_ignored + %(ignored)s,
                       pieces_rejected = pieces_rejected + %(rejected)s,
                       batch_id = %(batch)s, updated_at = now()
                 WHERE path = %(path)s AND content_hash = %(hash)s AND next_offset = %(start)s
-               RETURNING pieces, rows_read, pieces_rejected""",
+               RETURNING pieces, rows_read, rows_ignored, pieces_rejected""",
             values,
         ).fetchone()
     if row is None:
         raise _PieceMoved(outcome.path)
     if not piece.last:
         return
-    pieces, rows_read, pieces_rejected = (int(str(v)) for v in row)
+    pieces, rows_read, rows_ignored, pieces_rejected = (int(str(v)) for v in row)
     status = FileStatus.QUARANTINED if pieces_rejected == pieces else FileStatus.LOADED
-    _insert_ledger(
-        conn,
-        [replace(outcome, status=status, rows_read=rows_read, piece=None)],
-        batch_id,
+    whole = replace(
+        outcome, status=status, rows_read=rows_read, rows_ignored=rows_ignored, piece=None
     )
+    _insert_ledger(conn, [whole], batch_id)
 
 
 def _insert_batch_record(

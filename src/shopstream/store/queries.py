@@ -19,6 +19,8 @@ class Totals:
     rows_quarantined: int
     events_stored: int
     open_quarantine: int
+    files_rejected: int  # quarantined or rejected whole
+    records_in_rejected_files: int
 
 
 def totals(conn: psycopg.Connection[Any]) -> Totals:
@@ -28,7 +30,10 @@ def totals(conn: psycopg.Connection[Any]) -> Totals:
                   coalesce(sum(duplicates_in_batch + duplicates_in_store), 0),
                   coalesce(sum(rows_quarantined), 0),
                   (SELECT count(*) FROM events),
-                  (SELECT count(*) FROM quarantine WHERE status = 'quarantined')
+                  (SELECT count(*) FROM quarantine WHERE status = 'quarantined'),
+                  (SELECT count(*) FROM ingested_files WHERE status IN ('quarantined', 'rejected')),
+                  (SELECT coalesce(sum(rows_read), 0) FROM ingested_files
+                    WHERE status IN ('quarantined', 'rejected'))
              FROM batches"""
     ).fetchone()
     assert row is not None

@@ -309,6 +309,7 @@ def _parsed_batch(
                 "raw_size",
                 "raw_sha256",
                 "fields",
+                pl.col("records").fill_null(1),
             ).cast(pl.Schema(QUARANTINE_SCHEMA))
             for part in (frame.filter(kind == QUARANTINE), failing)
         ]

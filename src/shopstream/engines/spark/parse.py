@@ -66,6 +66,7 @@ PARSED_SCHEMA: Final = pa.schema(
         ("raw_size", pa.int64()),
         ("raw_sha256", pa.string()),
         ("fields", pa.list_(pa.string())),
+        ("records", pa.int64()),
         *_EVENT_TYPES.items(),
     ]
 )

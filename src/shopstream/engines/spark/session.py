@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 SUPPORTED_JAVA: Final = (17, 21)
+_LOOPBACK: Final = "127.0.0.1"
 
 
 class JavaUnavailableError(Exception):
@@ -72,13 +73,21 @@ def spark_session(
     jars: str | None = None,
 ) -> SparkSession:
     """``packages`` (Maven coordinates) and ``jars`` (local files) add connectors such as
-    Spark's Kafka source."""
+    Spark's Kafka source. A ``local`` master stays on loopback: by default Spark binds the
+    driver (and its UI) to the machine's outward address."""
     os.environ["JAVA_HOME"] = java_home()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers run this Python
     from pyspark.sql import SparkSession
 
     cores = os.cpu_count() or 2
     builder = SparkSession.builder
+    if master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", _LOOPBACK)
+        builder = (
+            builder.config("spark.driver.host", _LOOPBACK)
+            .config("spark.driver.bindAddress", _LOOPBACK)
+            .config("spark.ui.enabled", "false")
+        )
     if packages:
         builder = builder.config("spark.jars.packages", packages)
     if jars:
