@@ -43,6 +43,8 @@ fx_app = typer.Typer(no_args_is_help=True, help="Exchange rates for one revenue 
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(mapping_app, name="mapping")
 app.add_typer(fx_app, name="fx")
+fraud_app = typer.Typer(no_args_is_help=True, help="Fraud scoring: the model, and evaluation.")
+app.add_typer(fraud_app, name="fraud")
 console = Console()
 err = Console(stderr=True)
 
@@ -123,6 +125,13 @@ def generate(
     ] = None,
     days: Annotated[float, typer.Option(min=0.001, help="Backlog: days the events span.")] = 1.0,
     gzip: Annotated[bool, typer.Option("--gzip", help="Compress each file.")] = False,
+    fraud: Annotated[
+        float, typer.Option(min=0, max=0.5, help="Backlog: share of orders that are fraud.")
+    ] = 0.0,
+    fraud_labels: Annotated[
+        Path | None,
+        typer.Option(help="Where the fraud ground truth goes; default OUT.fraud-labels.csv."),
+    ] = None,
 ) -> None:
     """Write synthetic shop events as files or Kafka messages (--events N, or --rate)."""
     from shopstream.generate.writer import (
@@ -144,6 +153,12 @@ def generate(
     if (out is None) == (kafka is None):
         err.print("[red]give exactly one of --out DIR or --kafka BOOTSTRAP[/red]")
         raise typer.Exit(2)
+    if fraud and (events is None or (fraud_labels is None and out is None)):
+        err.print("[red]--fraud needs --events N, and --fraud-labels FILE with --kafka[/red]")
+        raise typer.Exit(2)
+    if fraud and fraud_labels is None:
+        assert out is not None  # never inside the inbox: the runner would read it
+        fraud_labels = out.with_name(out.name + ".fraud-labels.csv")
     sink: RowSink
     if kafka is not None:
         from shopstream.generate.kafka import KafkaWriter, ensure_topic
@@ -166,6 +181,8 @@ def generate(
             file_rows=file_rows,
             start=start,
             span=timedelta(days=days),
+            fraud=fraud,
+            fraud_labels=fraud_labels,
         )
     else:
         assert rate is not None
@@ -743,6 +760,57 @@ def fx_list() -> None:
     for quote, currency, days, first, last, latest in rows:
         table.add_row(quote, currency, f"{days:,}", str(first), str(last), str(latest))
     console.print(table)
+
+
+@fraud_app.command("train")
+def fraud_train(
+    days: Annotated[float, typer.Option(min=0.01, help="Orders of the last D days.")] = 30.0,
+    contamination: Annotated[
+        float, typer.Option(min=0.0001, max=0.5, help="Share of orders the model calls rare.")
+    ] = 0.01,
+) -> None:
+    """Fit a new Isolation Forest version on recent orders' stored features; the loader
+    scores with the newest version from its next batch on."""
+    from shopstream.fraud.model import train
+    from shopstream.store.connection import connect
+
+    with _database(Settings(), "ingest") as url, connect(url) as conn:
+        trained = train(conn, days=days, contamination=contamination)
+    if trained is None:
+        err.print("[red]fraud train:[/red] fewer than 100 scored orders to learn from")
+        raise typer.Exit(1)
+    console.print(
+        f"model {trained.version}: {trained.orders:,} orders, fires above {trained.cutoff:.4f}"
+    )
+
+
+@fraud_app.command("evaluate")
+def fraud_evaluate(
+    labels: Annotated[Path, typer.Argument(help="CSV with event_id,pattern[,instance].")],
+) -> None:
+    """Precision and recall of the alerts against a ground truth (generate --fraud)."""
+    from shopstream.analytics.fraud import evaluate
+    from shopstream.store.connection import connect
+
+    with _database(Settings(), "api") as url, connect(url) as conn:
+        result = evaluate(conn, labels.read_bytes())
+    table = Table(title="Fraud alerts against the ground truth")
+    for column in ("pattern", "labelled", "alerted", "recall"):
+        table.add_column(column, justify="right")
+    for pattern, count, hit in result.by_pattern:
+        table.add_row(pattern, f"{count:,}", f"{hit:,}", f"{hit / count:.2f}")
+    console.print(table)
+    precision = "n/a" if result.precision is None else f"{result.precision:.2f}"
+    recall = "n/a" if result.recall is None else f"{result.recall:.2f}"
+    console.print(
+        f"alerts {result.alerts:,}, of them fraud {result.true_alerts:,}:"
+        f" precision {precision}, recall {recall}"
+    )
+    if result.false_by_reason:
+        console.print(
+            "false alerts by reason: "
+            + ", ".join(f"{reason} {n:,}" for reason, n in result.false_by_reason)
+        )
 
 
 @app.command()

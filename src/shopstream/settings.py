@@ -57,6 +57,23 @@ class Settings(BaseSettings):
     rollups: bool = Field(
         default=True, description="Maintain the live rollups in every batch transaction."
     )
+    fraud: bool = Field(
+        default=True,
+        description="Score every inserted purchase and refund for fraud in its batch's"
+        " transaction (fraud_scores, fraud_alerts).",
+    )
+    fraud_alert_threshold: float = Field(
+        default=0.7, ge=0, le=1, description="A score at or above this opens a fraud alert."
+    )
+    fraud_params: dict[str, float] = Field(
+        default_factory=dict,
+        description='Fraud rule limits by name (JSON, e.g. {"amount_z": 4, "small_amount": 5});'
+        " see shopstream/fraud/rules.py for the names and defaults.",
+    )
+    fraud_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description='Weights of fraud rules by reason code (JSON, e.g. {"velocity_ip": 0.6}).',
+    )
     late_horizon_hours: float = Field(
         default=168.0, gt=0, description="Events older than this at arrival count as late."
     )

@@ -37,6 +37,9 @@ def test_dashboard_figures_equal_plain_sql_over_events(tmp_path: Path, database_
         assert orders > 0 and active > buyers > 0
         assert kpis == dashboard.Kpis(
             revenue=revenue,
+            currency="USD",
+            revenue_by_currency=(dashboard.Money("USD", revenue, orders, None),),
+            revenue_note=None,
             orders=orders,
             average_order_value=round(revenue / orders, 2),
             conversion_rate=round(buyers / active, 4),
@@ -53,7 +56,11 @@ def test_dashboard_figures_equal_plain_sql_over_events(tmp_path: Path, database_
                  GROUP BY 1, 2 ORDER BY 1, 2""",
             window,
         ).fetchall()
-        assert [tuple(r.values()) for r in series] == expected
+        assert [
+            (r["window_start"], r["category"], r["revenue"], r["orders"], r["events"])
+            for r in series
+        ] == expected
+        assert {r["currency"] for r in series} == {"USD"}
 
         top = dashboard.top_products(conn, DAY_FROM, DAY_TO, limit=10)
         expected = conn.execute(

@@ -86,6 +86,14 @@ def test_revenue_per_currency_and_one_total_only_through_rates(
         shopstream("fx", "load", str(rates), env=usd)
         shopstream("fx", "load", str(rates), env=usd)  # the same file again: no change
         total = _kpis(base, key)
+        with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=30) as client:
+            top = client.get("/api/v1/products/top", params={"from": DAY, "to": DAY}).json()
+            eur = client.get(
+                "/api/v1/products/top", params={"from": DAY, "to": DAY, "currency": "EUR"}
+            ).json()
+    ranked = [Decimal(p["reporting_revenue"]) for p in top]
+    assert ranked == sorted(ranked, reverse=True) and len(ranked) == 10  # converted, comparable
+    assert eur and {p["currency"] for p in eur} == {"EUR"}
     converted = sum(
         (revenue * Decimal(RATES.get(code, "1")) for code, (revenue, _) in expected.items()),
         Decimal(0),

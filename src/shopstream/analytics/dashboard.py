@@ -172,18 +172,21 @@ def revenue_series(
 
 
 _TOP_PRODUCTS: Final = sql.SQL("""
-SELECT product_id, currency, sum(views) AS views, sum(add_to_cart) AS add_to_cart,
-       sum(purchases) AS purchases, sum(refunds) AS refunds, sum(units) AS units,
-       sum(revenue) AS revenue,
-       CASE WHEN bool_and(rate IS NOT NULL) THEN round(sum(revenue * rate), 2)
-       END AS reporting_revenue,
-       round(sum(purchases)::numeric / nullif(sum(views), 0), 4) AS view_to_purchase
-  FROM (SELECT *, CASE WHEN revenue = 0 THEN 0
-                       ELSE shopstream_fx_rate(currency, %(quote)s, day) END AS rate
-          FROM product_analytics
-         WHERE day BETWEEN %(first)s AND %(last)s
-           AND (%(currency)s::text IS NULL OR currency = %(currency)s)) AS p
- GROUP BY product_id, currency ORDER BY {ranking} DESC, product_id, currency LIMIT %(limit)s
+SELECT * FROM (
+    SELECT product_id, currency, sum(views) AS views, sum(add_to_cart) AS add_to_cart,
+           sum(purchases) AS purchases, sum(refunds) AS refunds, sum(units) AS units,
+           sum(revenue) AS revenue,
+           CASE WHEN bool_and(rate IS NOT NULL) THEN round(sum(revenue * rate), 2)
+           END AS reporting_revenue,
+           round(sum(purchases)::numeric / nullif(sum(views), 0), 4) AS view_to_purchase
+      FROM (SELECT *, CASE WHEN revenue = 0 THEN 0
+                           ELSE shopstream_fx_rate(currency, %(quote)s, day) END AS rate
+              FROM product_analytics
+             WHERE day BETWEEN %(first)s AND %(last)s
+               AND (%(currency)s::text IS NULL OR currency = %(currency)s)) AS p
+     GROUP BY product_id, currency
+) AS ranked
+ ORDER BY {ranking} DESC, product_id, currency LIMIT %(limit)s
 """)
 # Revenue ranks in the reporting currency where rates allow, else in its own currency.
 _RANKINGS: Final = {

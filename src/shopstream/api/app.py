@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shopstream.api.keys import Role, authenticate
 from shopstream.api.metrics import ApiMetrics
 from shopstream.api.ratelimit import Rate, RateLimits
-from shopstream.api.v1 import analytics, customers, keys, quality
+from shopstream.api.v1 import analytics, customers, fraud, keys, quality
 from shopstream.settings import Settings
 from shopstream.store.migrate import pending_migrations
 
@@ -163,7 +163,7 @@ def create_app(settings: Settings, database_url: str, ingest_url: str | None = N
     )
     app.state.metrics = metrics
 
-    for router in (analytics.router, customers.router, quality.router, keys.router):
+    for router in (analytics.router, customers.router, quality.router, fraud.router, keys.router):
         app.include_router(router)
 
     @app.middleware("http")

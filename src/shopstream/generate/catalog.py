@@ -24,7 +24,9 @@ _BRANDS_PER_CATEGORY: Final = 8
 @dataclass(frozen=True, slots=True)
 class Shop:
     products: pl.DataFrame  # product_id, name, category, brand, price
-    customers: pl.DataFrame  # user_id, name, email, country, city, signup_date, device
+    # user_id, name, email, country, city, signup_date, device, and where they shop from:
+    # ip_address, user_agent, payment_method (a card token)
+    customers: pl.DataFrame
     category_bounds: dict[str, tuple[int, int]]  # product index range per category
 
 
@@ -59,6 +61,9 @@ def build_shop(seed: int, products: int = 1_000, customers: int = 5_000) -> Shop
             "city": faker.city(),
             "signup_date": faker.date_between("-3y", "-1d").isoformat(),
             "device": DEVICES[int(rng.choice(3, p=[0.6, 0.32, 0.08]))],
+            "ip_address": faker.ipv4_public(),
+            "user_agent": faker.user_agent(),
+            "payment_method": f"card_{int(rng.integers(10**11, 10**12))}",
         }
         for i in range(customers)
     ]

@@ -50,8 +50,10 @@ def simulate(
     categories = list(CATEGORIES)
     shares = np.array([CATEGORIES[c][2] for c in categories])
     session_category = rng.choice(len(categories), size=sessions, p=shares / shares.sum())
-    # Returning customers: a Zipf-like draw concentrates sessions on regulars.
-    regulars = (rng.zipf(1.3, size=sessions) - 1) % customers.height
+    # Returning customers: a heavy-tailed (log-normal) activity per customer concentrates
+    # sessions on regulars, the busiest a few dozen times the median, never a bot's share.
+    activity = rng.lognormal(0.0, 1.2, customers.height)
+    regulars = rng.choice(customers.height, size=sessions, p=activity / activity.sum())
     anyone = rng.integers(0, customers.height, sessions)
     session_user = np.where(rng.random(sessions) < 0.4, regulars, anyone)
     session_start = _session_starts(rng, sessions, start, span_seconds)
@@ -105,10 +107,24 @@ def simulate(
     session_ids = random_uuids(rng, sessions).str.slice(0, 18).str.replace_all("-", "")
     joined = (
         raw.join(catalog, on="_product", how="left")
-        .join(people.select("_user", "user_id", "country", "device"), on="_user", how="left")
+        .join(
+            people.select(
+                "_user",
+                "user_id",
+                "country",
+                "device",
+                "ip_address",
+                "user_agent",
+                "payment_method",
+            ),
+            on="_user",
+            how="left",
+        )
         .sort("_t")
     )
     start_us = int(start.timestamp() * 1_000_000)
+    session = pl.concat_str(pl.lit("s"), session_ids.gather(joined["_session"]))
+    purchase = pl.col("event_type") == "purchase"
     return joined.select(
         random_uuids(rng, joined.height),
         "event_type",
@@ -117,7 +133,7 @@ def simulate(
         (pl.lit(start_us) + (pl.col("_t") * 1_000_000).cast(pl.Int64))
         .cast(pl.Datetime("us"))
         .alias("event_timestamp"),
-        pl.concat_str(pl.lit("s"), session_ids.gather(joined["_session"])).alias("session_id"),
+        session.alias("session_id"),
         "category",
         "brand",
         "price",
@@ -125,6 +141,11 @@ def simulate(
         pl.lit("USD").alias("currency"),
         "device",
         "country",
+        # A session's purchases are the lines of one order, paid with the customer's card.
+        pl.when(purchase).then(pl.concat_str(pl.lit("ord_"), session)).alias("order_id"),
+        "ip_address",
+        "user_agent",
+        pl.when(purchase).then(pl.col("payment_method")).alias("payment_method"),
     )
 
 

@@ -20,6 +20,7 @@ import polars as pl
 
 from shopstream.generate.catalog import Shop, build_shop
 from shopstream.generate.faults import Dirt, plan
+from shopstream.generate.fraud import inject_fraud
 from shopstream.generate.sessions import simulate
 from shopstream.schema import FIELD_NAMES, SEED_COLUMNS, InputFormat
 
@@ -131,15 +132,25 @@ def generate_backlog(
     start: datetime | None = None,
     span: timedelta = timedelta(days=1),
     progress: Callable[[int], None] | None = None,
+    fraud: float = 0.0,
+    fraud_labels: Path | None = None,
 ) -> WriteSummary:
-    """A backlog of ``events`` events (plus duplicates) in chunks; reproducible with a seed."""
+    """A backlog of ``events`` events (plus duplicates) in chunks; reproducible with a seed.
+    With ``fraud`` a share of the orders is labelled fraud, the labels written as CSV to
+    ``fraud_labels`` (event_id, pattern, instance)."""
     clock = time.perf_counter()
     if start is None:
         start = REPRODUCIBLE_START if seed is not None else datetime.now(UTC) - span
     rng = np.random.default_rng(seed)
     shop = build_shop(seed if seed is not None else int(rng.integers(0, 2**31)))
+    simulated = simulate(shop, rng, events, start, span.total_seconds())
+    if fraud:
+        injected = inject_fraud(simulated, shop, rng, fraud)
+        simulated = injected.events
+        if fraud_labels is not None:
+            injected.labels.write_csv(fraud_labels)
     planned = plan(
-        simulate(shop, rng, events, start, span.total_seconds()),
+        simulated,
         rng,
         dirty=faults.dirty,
         duplicates=faults.duplicates,

@@ -27,6 +27,7 @@ from shopstream.errors import (
     RetryBudgetSpentError,
     StopRequestedError,
 )
+from shopstream.fraud.score import FraudSetup, fraud_setup, score_batch
 from shopstream.schema import FIELD_NAMES
 from shopstream.settings import Settings
 from shopstream.store.batch_ids import reserve_batch_id
@@ -148,9 +149,11 @@ class Loader:
         rollups: bool = True,
         late_horizon_seconds: float = 7 * 86400,
         excerpt_bytes: int = DEFAULT_LIMITS.excerpt_bytes,
+        fraud: FraudSetup | None = None,
     ) -> None:
         self._url = url
         self._excerpt_bytes = excerpt_bytes
+        self._fraud = fraud
         self._rollups = rollups
         self._late_horizon_seconds = late_horizon_seconds
         self._budget = budget
@@ -168,6 +171,7 @@ class Loader:
             rollups=settings.rollups,
             late_horizon_seconds=settings.late_horizon_hours * 3600,
             excerpt_bytes=settings.quarantine_excerpt_bytes,
+            fraud=fraud_setup(settings) if settings.fraud else None,
         )
 
     @property
@@ -209,6 +213,7 @@ class Loader:
             rollups=self._rollups,
             late_horizon_seconds=self._late_horizon_seconds,
             excerpt_bytes=self._excerpt_bytes,
+            fraud=self._fraud,
         )
 
     def load(
@@ -317,7 +322,9 @@ class Loader:
                means the batch was committed before, and rolls the whole batch back.
             6. Wait for the turn (see :mod:`shopstream.store.commit_order`).
             7. Fold exactly the inserted rows into the rollups (additive upserts) and into
-               the sessions (merged with the stored sessions they join).
+               the sessions (merged with the stored sessions they join); score the
+               inserted purchases and refunds for fraud (their context joins
+               ``fraud_activity`` first, so each order sees its own batch), opening alerts.
             8. Close the quarantine rows a replay re-ran, and move every stream
                partition's stored offset, and every large file's position, to this
                batch's end, only if it is where this batch starts (a file's last piece
@@ -372,6 +379,8 @@ class Loader:
             if self._rollups and inserted:
                 prepared = plan.derived if hint is not None else None
                 write_derived(conn, prepared or derive(new_events))
+            if self._fraud is not None and inserted:
+                score_batch(conn, new_events, batch_id, self._fraud)
 
             # Step 8
             if batch.replayed_quarantine_ids:

@@ -45,6 +45,7 @@ ROLE_FOR: Final[dict[Purpose, DatabaseRole]] = {
 _API_TABLES: Final[dict[str, str]] = {
     "api_keys": "SELECT, INSERT, UPDATE",
     "api_rate_buckets": "SELECT, INSERT, UPDATE, DELETE",
+    "fraud_alerts": "SELECT, UPDATE",  # analysts confirm or dismiss alerts
 }
 _INGEST_TABLE_RIGHTS: Final = "SELECT, INSERT, UPDATE, DELETE"
 

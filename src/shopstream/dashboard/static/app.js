@@ -116,7 +116,51 @@ async function customers() {
     { title: { text: "Predicted 365-day value (customers)" } });
 }
 
-const PAGES = { executive, operations, customers };
+async function fraudPage() {
+  const end = new Date(Date.now() + 60_000);
+  const window = `from=${new Date(end.getTime() - 7 * 86400_000).toISOString()}&to=${end.toISOString()}`;
+  try {
+    const [summary, alerts] = await Promise.all([
+      api(`/api/v1/fraud/summary?${window}`), api(`/api/v1/fraud/alerts?${window}&status=open&limit=20`),
+    ]);
+    $("fraud-denied").hidden = true;
+    $("fraud-scored").textContent = count(summary.orders_scored);
+    $("fraud-open").textContent = count(summary.open);
+    $("fraud-confirmed").textContent = count(summary.confirmed);
+    $("fraud-dismissed").textContent = count(summary.dismissed);
+    $("fraud-precision").textContent = percent(summary.precision);
+    plot("chart-fraud-hours", [{ type: "bar", x: summary.alerts_per_hour.map((h) => h.hour), y: summary.alerts_per_hour.map((h) => h.alerts) }],
+      { title: { text: "Alerts per hour" } });
+    plot("chart-fraud-reasons", [{ type: "bar", x: summary.reasons.map((r) => r.reason), y: summary.reasons.map((r) => r.alerts) }],
+      { title: { text: "Alerts by reason" } });
+    plot("chart-fraud-scores", [{ type: "bar", x: summary.score_distribution.map((b) => `${b.low.toFixed(1)}–${b.high.toFixed(1)}`), y: summary.score_distribution.map((b) => b.orders) }],
+      { title: { text: "Orders by risk score" }, yaxis: { type: "log" } });
+    $("fraud-alerts").querySelector("tbody").innerHTML = alerts.map((a) =>
+      `<tr><td>${a.alert_id}</td><td>${escapeHtml(a.event_timestamp.replace("T", " ").slice(0, 19))}</td><td>${escapeHtml(a.user_id)}</td>` +
+      `<td>${money(a.amount)}</td><td>${Number(a.score).toFixed(2)}</td><td>${escapeHtml(a.reasons.join(", "))}</td>` +
+      `<td><button type="button" data-alert="${a.alert_id}" data-verdict="confirmed">Confirm</button> ` +
+      `<button type="button" data-alert="${a.alert_id}" data-verdict="dismissed">Dismiss</button></td></tr>`).join("");
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 403) { $("fraud-denied").hidden = false; return; }
+    throw error;
+  }
+}
+
+// Review buttons: one listener on the table (the page allows no inline script).
+$("fraud-alerts").addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-alert]");
+  if (!button) return;
+  button.disabled = true;
+  const response = await fetch(`/api/v1/fraud/alerts/${button.dataset.alert}`, {
+    method: "POST",
+    headers: { "X-API-Key": sessionStorage.getItem(KEY) || "", "Content-Type": "application/json" },
+    body: JSON.stringify({ status: button.dataset.verdict }),
+  });
+  if (!response.ok && response.status !== 409) console.error(await response.text());
+  refresh();
+});
+
+const PAGES = { executive, operations, customers, fraud: fraudPage };
 
 function escapeHtml(text) {
   return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);

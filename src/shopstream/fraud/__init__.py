@@ -1,0 +1,1 @@
+"""Fraud and anomaly scoring of orders, inside the batch transaction."""

@@ -1,0 +1,226 @@
+"""What the fraud rules see: each order's features, computed by PostgreSQL in the batch
+transaction from ``fraud_activity`` (orders, refunds and logins with their context).
+
+An order looks back only: at activity that happened before it (in event time) and has
+arrived by the time it is scored, its own batch included. So however a time-ordered stream
+is cut into batches, every order sees the same past and gets the same score; within a
+batch arrival order does not matter at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import polars as pl
+import psycopg
+
+# Event types kept as fraud state; the first two are scored. Orders are counted by
+# order_id (one order has a purchase event per line), else each event is an order.
+SCORED_TYPES: Final = ("purchase", "refund")
+ACTIVITY_TYPES: Final = (*SCORED_TYPES, "login")
+
+ACTIVITY_COLUMNS: Final = (
+    "event_id",
+    "event_type",
+    "event_timestamp",
+    "user_id",
+    "order_key",
+    "ip_address",
+    "device",
+    "payment_method",
+    "country",
+    "amount",
+    "batch_id",
+)
+
+# The model's inputs: numeric features, NULL read as 0.
+MODEL_FEATURES: Final = (
+    "log_amount",
+    "amount_z",
+    "user_orders_1h",
+    "user_orders_24h",
+    "ip_orders_1h",
+    "device_orders_1h",
+    "payment_orders_1h",
+    "ip_small_accounts_10m",
+    "device_small_accounts_10m",
+    "new_device_number",
+    "new_country_number",
+)
+
+
+def activity(events: pl.DataFrame, batch_id: int) -> pl.DataFrame:
+    """The batch's inserted events that are fraud state, as ``fraud_activity`` rows."""
+    kind = pl.col("event_type")
+    return events.filter(kind.is_in(ACTIVITY_TYPES)).select(
+        "event_id",
+        "event_type",
+        "event_timestamp",
+        "user_id",
+        pl.coalesce("order_id", "event_id").alias("order_key"),
+        "ip_address",
+        pl.col("user_agent").alias("device"),
+        "payment_method",
+        "country",
+        pl.when(kind.is_in(SCORED_TYPES))
+        .then((pl.col("price") * pl.col("quantity").fill_null(1)).round(2))
+        .alias("amount"),
+        pl.lit(batch_id, dtype=pl.Int64).alias("batch_id"),
+    )
+
+
+_FEATURES: Final = """
+SELECT o.event_id::text AS event_id, o.event_type, o.user_id, o.event_timestamp,
+       o.amount::float8 AS amount,
+       o.country, u.orders_10m AS user_orders_10m, u.orders_1h AS user_orders_1h,
+       u.orders_24h AS user_orders_24h, u.refunds_24h, h.prior_orders, h.prior_refunds,
+       h.prior_activity, h.median_log, m.mad_log, h.device_since, h.country_since, h.first_seen,
+       p.country AS previous_country,
+       (extract(epoch FROM o.event_timestamp - p.event_timestamp) / 60)::float8
+           AS minutes_since_previous,
+       i.orders_1h AS ip_orders_1h, i.small_accounts AS ip_small_accounts_10m,
+       d.orders_1h AS device_orders_1h, d.small_accounts AS device_small_accounts_10m,
+       c.orders_1h AS payment_orders_1h
+  FROM fraud_activity o
+  -- Windows end at the order, itself included.
+  CROSS JOIN LATERAL (
+      SELECT count(DISTINCT a.order_key) FILTER (
+                 WHERE a.event_type = 'purchase'
+                   AND a.event_timestamp > o.event_timestamp - interval '10 minutes') AS orders_10m,
+             count(DISTINCT a.order_key) FILTER (
+                 WHERE a.event_type = 'purchase'
+                   AND a.event_timestamp > o.event_timestamp - interval '1 hour') AS orders_1h,
+             count(DISTINCT a.order_key) FILTER (WHERE a.event_type = 'purchase') AS orders_24h,
+             count(*) FILTER (WHERE a.event_type = 'refund') AS refunds_24h
+        FROM fraud_activity a
+       WHERE a.user_id = o.user_id AND a.event_type IN ('purchase', 'refund')
+         AND a.event_timestamp > o.event_timestamp - interval '24 hours'
+         AND (a.event_timestamp, a.event_id) <= (o.event_timestamp, o.event_id)
+  ) u
+  -- History: everything strictly before the order.
+  CROSS JOIN LATERAL (
+      SELECT count(DISTINCT a.order_key) FILTER (WHERE a.event_type = 'purchase')
+                 AS prior_orders,
+             count(*) FILTER (WHERE a.event_type = 'refund') AS prior_refunds,
+             count(*) AS prior_activity,
+             min(a.event_timestamp) AS first_seen,
+             percentile_cont(0.5) WITHIN GROUP (ORDER BY ln(a.amount))
+                 FILTER (WHERE a.event_type = 'purchase' AND a.amount > 0) AS median_log,
+             min(a.event_timestamp) FILTER (WHERE a.device = o.device) AS device_since,
+             min(a.event_timestamp) FILTER (WHERE a.country = o.country) AS country_since
+        FROM fraud_activity a
+       WHERE a.user_id = o.user_id AND a.order_key <> o.order_key
+         AND (a.event_timestamp, a.event_id) < (o.event_timestamp, o.event_id)
+  ) h
+  CROSS JOIN LATERAL (
+      SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(ln(a.amount) - h.median_log))
+                 AS mad_log
+        FROM fraud_activity a
+       WHERE a.user_id = o.user_id AND a.event_type = 'purchase' AND a.amount > 0
+         AND a.order_key <> o.order_key AND h.median_log IS NOT NULL
+         AND (a.event_timestamp, a.event_id) < (o.event_timestamp, o.event_id)
+  ) m
+  LEFT JOIN LATERAL (
+      SELECT a.country, a.event_timestamp
+        FROM fraud_activity a
+       WHERE a.user_id = o.user_id
+         AND (a.event_timestamp, a.event_id) < (o.event_timestamp, o.event_id)
+       ORDER BY a.event_timestamp DESC, a.event_id DESC LIMIT 1
+  ) p ON true
+  CROSS JOIN LATERAL (
+      SELECT count(DISTINCT a.order_key) FILTER (WHERE a.event_type = 'purchase') AS orders_1h,
+             count(DISTINCT a.user_id) FILTER (
+                 WHERE a.event_type = 'purchase' AND a.amount <= %(small)s
+                   AND a.event_timestamp > o.event_timestamp - interval '10 minutes')
+                 AS small_accounts
+        FROM fraud_activity a
+       WHERE a.ip_address = o.ip_address
+         AND a.event_timestamp > o.event_timestamp - interval '1 hour'
+         AND (a.event_timestamp, a.event_id) <= (o.event_timestamp, o.event_id)
+  ) i
+  CROSS JOIN LATERAL (
+      SELECT count(DISTINCT a.order_key) FILTER (WHERE a.event_type = 'purchase') AS orders_1h,
+             count(DISTINCT a.user_id) FILTER (
+                 WHERE a.event_type = 'purchase' AND a.amount <= %(small)s
+                   AND a.event_timestamp > o.event_timestamp - interval '10 minutes')
+                 AS small_accounts
+        FROM fraud_activity a
+       WHERE a.device = o.device
+         AND a.event_timestamp > o.event_timestamp - interval '1 hour'
+         AND (a.event_timestamp, a.event_id) <= (o.event_timestamp, o.event_id)
+  ) d
+  CROSS JOIN LATERAL (
+      SELECT count(DISTINCT a.order_key) FILTER (WHERE a.event_type = 'purchase') AS orders_1h
+        FROM fraud_activity a
+       WHERE a.payment_method = o.payment_method
+         AND a.event_timestamp > o.event_timestamp - interval '1 hour'
+         AND (a.event_timestamp, a.event_id) <= (o.event_timestamp, o.event_id)
+  ) c
+ WHERE o.event_id = ANY(%(ids)s::uuid[])
+"""
+
+
+def order_features(
+    conn: psycopg.Connection[Any], order_ids: list[str], small_amount: float
+) -> pl.DataFrame:
+    """One row of features per order (its activity row must be written already)."""
+    cursor = conn.execute(_FEATURES, {"ids": order_ids, "small": small_amount})
+    rows = cursor.fetchall()
+    raw = pl.DataFrame(rows, schema=_RAW_SCHEMA, orient="row")
+    return derived_features(raw)
+
+
+_MOMENT: Final = pl.Datetime("us", "UTC")
+_RAW_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "event_id": pl.String(),
+    "event_type": pl.String(),
+    "user_id": pl.String(),
+    "event_timestamp": _MOMENT,
+    "amount": pl.Float64(),
+    "country": pl.String(),
+    "user_orders_10m": pl.Int64(),
+    "user_orders_1h": pl.Int64(),
+    "user_orders_24h": pl.Int64(),
+    "refunds_24h": pl.Int64(),
+    "prior_orders": pl.Int64(),
+    "prior_refunds": pl.Int64(),
+    "prior_activity": pl.Int64(),
+    "median_log": pl.Float64(),
+    "mad_log": pl.Float64(),
+    "device_since": _MOMENT,
+    "country_since": _MOMENT,
+    "first_seen": _MOMENT,
+    "previous_country": pl.String(),
+    "minutes_since_previous": pl.Float64(),
+    "ip_orders_1h": pl.Int64(),
+    "ip_small_accounts_10m": pl.Int64(),
+    "device_orders_1h": pl.Int64(),
+    "device_small_accounts_10m": pl.Int64(),
+    "payment_orders_1h": pl.Int64(),
+}
+
+
+def derived_features(raw: pl.DataFrame) -> pl.DataFrame:
+    """Ratios and flags the rules and the model read, from the database's counts. A device
+    or country is new when the customer, known for over an hour, first used it within the
+    last hour (an account takeover logs in from it just before ordering)."""
+    amount = pl.col("amount")
+    median = pl.col("median_log")
+    spread = pl.col("mad_log").fill_null(0.0) * 1.4826 + 0.1
+    recent = pl.col("event_timestamp") - pl.duration(hours=1)
+    older_history = pl.col("first_seen").is_not_null() & (pl.col("first_seen") < recent)
+    new_device = older_history & (
+        pl.col("device_since").is_null() | (pl.col("device_since") >= recent)
+    )
+    new_country = older_history & (
+        pl.col("country_since").is_null() | (pl.col("country_since") >= recent)
+    )
+    return raw.with_columns(
+        amount.log().alias("log_amount"),
+        ((amount.log() - median) / spread).alias("amount_z"),
+        (amount / median.exp()).alias("amount_ratio"),
+        new_device.alias("new_device"),
+        new_country.alias("new_country"),
+        new_device.cast(pl.Float64).alias("new_device_number"),
+        new_country.cast(pl.Float64).alias("new_country_number"),
+    )
