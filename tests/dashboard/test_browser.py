@@ -81,3 +81,41 @@ def test_sign_in_see_kpis_change_while_ingesting_and_stay_local(served: Served) 
     assert requests and all(url.startswith(served.base_url) for url in requests), {
         url for url in requests if not url.startswith(served.base_url)
     }
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="make install puts chromium there")
+def test_fraud_page_shows_alerts_and_reviews_them(served: Served) -> None:
+    inbox = served.inbox.parent / "fraud"
+    shopstream(
+        "generate", "--out", str(inbox), "--events", "4000", "--seed", "12", "--format",
+        "canonical", "--fraud", "0.05", "--start", (datetime.now(UTC) - timedelta(hours=20))
+        .strftime("%Y-%m-%dT%H:%M:%S"), "--days", "0.8", env=served.env,
+    )  # fmt: skip
+    shopstream("run", "--source", str(inbox), "--until-idle", env=served.env)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.goto(served.base_url + "#fraud")
+            page.fill("#api-key", served.keys["viewer"])
+            page.click("#sign-in-form button")
+            page.wait_for_selector("#fraud-denied", state="visible")  # viewers may not
+            page.click("#sign-out")
+            page.fill("#api-key", served.keys["analyst"])
+            page.click("#sign-in-form button")
+            page.click("nav a[data-page=fraud]")
+            _wait_until(page, lambda: page.locator("#fraud-alerts tbody tr").count() > 0)
+            page.wait_for_selector("#chart-fraud-reasons .main-svg")
+            dismissed = int(page.locator("#fraud-dismissed").inner_text().replace(",", ""))
+            page.locator("#fraud-alerts button[data-verdict=dismissed]").first.click()
+            _wait_until(
+                page,
+                lambda: (
+                    int(page.locator("#fraud-dismissed").inner_text().replace(",", ""))
+                    == dismissed + 1
+                ),
+            )
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "fraud.png"), full_page=True)
+        finally:
+            browser.close()

@@ -7,6 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from shopstream.store.server import EmbeddedPostgres
@@ -88,3 +89,30 @@ def test_killing_the_spark_driver_loses_and_duplicates_nothing(
     shopstream(*args, env=env)
     assert outcome(database_url) == reference
     assert_rollups_match_events(database_url)
+
+
+FRAUD_TABLES = {
+    "fraud_scores": "SELECT event_id, order_id, user_id, event_type, amount, score, reasons,"
+    " model_version, features::text FROM fraud_scores",
+    "fraud_alerts": "SELECT event_id, user_id, score, reasons, status FROM fraud_alerts",
+}
+
+
+@pytest.mark.slow
+def test_spark_scores_fraud_like_the_embedded_engine(
+    tmp_path: Path, database_url: str, pg_server: EmbeddedPostgres
+) -> None:
+    inbox = tmp_path / "in"
+    embedded_env = cli_env(database_url, tmp_path / "embedded")
+    shopstream("generate", "--out", str(inbox), "--events", "20000", "--seed", "31",
+               "--format", "canonical", "--fraud", "0.03", "--file-rows", "4000",
+               env=embedded_env)  # fmt: skip
+    spark_url = fresh_database(pg_server, "spark_fraud")
+    shopstream("run", "--source", str(inbox), "--until-idle", env=embedded_env)
+    shopstream("run", "--source", str(inbox), "--until-idle", *SPARK,
+               env=cli_env(spark_url, tmp_path / "spark"))  # fmt: skip
+    for name, query in FRAUD_TABLES.items():
+        with psycopg.connect(database_url) as mine, psycopg.connect(spark_url) as theirs:
+            embedded = sorted(mine.execute(query).fetchall(), key=repr)
+            spark = sorted(theirs.execute(query).fetchall(), key=repr)
+        assert embedded and embedded == spark, name

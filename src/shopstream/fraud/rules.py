@@ -79,7 +79,8 @@ FRAUD_RULES: Final[tuple[FraudRule, ...]] = (
     ),
     FraudRule(
         "impossible_travel",
-        "another country than the customer's previous event, too soon to have travelled",
+        "another country than the customer's previous login, order or refund, too soon to"
+        " have travelled",
         "previous_country IS NOT NULL AND country IS NOT NULL AND previous_country <> country"
         " AND minutes_since_previous < ${travel_minutes}",
         0.6,

@@ -60,6 +60,12 @@ def inject_fraud(
     assert isinstance(start, datetime) and isinstance(end, datetime)
     span = (end - start).total_seconds()
     history = _customer_history(events)
+    if not history.height:  # too few events for regulars: any customer, from the start
+        history = shop.customers.head(100).select(
+            "user_id", "ip_address", "user_agent", "payment_method", "country", "device",
+            pl.lit(3).alias("orders"), pl.lit(50.0).alias("typical"),
+            pl.lit(start).alias("third_order"),
+        )  # fmt: skip
     parts: list[pl.DataFrame] = []
     wanted = rate * orders / (1 - rate)
     instance = 0

@@ -129,8 +129,8 @@ async function fraudPage() {
     $("fraud-confirmed").textContent = count(summary.confirmed);
     $("fraud-dismissed").textContent = count(summary.dismissed);
     $("fraud-precision").textContent = percent(summary.precision);
-    plot("chart-fraud-hours", [{ type: "bar", x: summary.alerts_per_hour.map((h) => h.hour), y: summary.alerts_per_hour.map((h) => h.alerts) }],
-      { title: { text: "Alerts per hour" } });
+    plot("chart-fraud-hours", [{ type: "bar", x: summary.alerts_per_hour.map((h) => h.hour), y: summary.alerts_per_hour.map((h) => h.alerts), width: 0.8 * 3600_000 }],
+      { title: { text: "Alerts per hour" }, xaxis: { type: "date" } });
     plot("chart-fraud-reasons", [{ type: "bar", x: summary.reasons.map((r) => r.reason), y: summary.reasons.map((r) => r.alerts) }],
       { title: { text: "Alerts by reason" } });
     plot("chart-fraud-scores", [{ type: "bar", x: summary.score_distribution.map((b) => `${b.low.toFixed(1)}–${b.high.toFixed(1)}`), y: summary.score_distribution.map((b) => b.orders) }],
