@@ -9,6 +9,7 @@ Uses SHOPSTREAM_DATABASE_URL when set, otherwise a private PostgreSQL it starts 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import time
@@ -39,7 +40,10 @@ def main() -> None:
             env=env_for(base_url, work / "home"), check=True, capture_output=True,
         )  # fmt: skip
         scored_url = throughput(args, work, base_url, inbox)
+        print("-- rules only")
         quality(scored_url, labels)
+        print("-- rules and the Isolation Forest (trained on the first half, scoring the rest)")
+        quality(with_model(work, base_url, inbox), labels)
         latency(args, work, base_url)
 
 
@@ -61,6 +65,29 @@ def throughput(args: argparse.Namespace, work: Path, base_url: str, inbox: Path)
     print(f"ingest, scoring off            {off:>12,.0f} events/s (median)")
     print(f"ingest, scoring on             {on:>12,.0f} events/s (median)")
     print(f"ratio on / off                 {on / off:>12.2f}")
+    return url
+
+
+def with_model(work: Path, base_url: str, inbox: Path) -> str:
+    """Load the first half of the files, train the model on them, load the rest."""
+    files = sorted(inbox.iterdir())
+    halves = [work / "first-half", work / "second-half"]
+    for half, part in zip(
+        halves, (files[: len(files) // 2], files[len(files) // 2 :]), strict=True
+    ):
+        half.mkdir()
+        for path in part:
+            shutil.copy2(path, half / path.name)
+    url = fresh_database(base_url, "bench_fraud_model")
+    env = env_for(url, work / "home")
+    run = [*SHOPSTREAM, "run", "--until-idle", "--source"]
+    subprocess.run([*run, str(halves[0])], env=env, check=True, capture_output=True)
+    trained = subprocess.run(
+        [*SHOPSTREAM, "fraud", "train", "--contamination", "0.01"],
+        env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    print(trained.stdout.strip())
+    subprocess.run([*run, str(halves[1])], env=env, check=True, capture_output=True)
     return url
 
 

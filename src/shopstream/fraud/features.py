@@ -71,62 +71,48 @@ def activity(events: pl.DataFrame, batch_id: int) -> pl.DataFrame:
 
 _FEATURES: Final = """
 SELECT o.event_id::text AS event_id, o.event_type, o.user_id, o.event_timestamp,
-       o.amount::float8 AS amount,
-       o.country, u.orders_10m AS user_orders_10m, u.orders_1h AS user_orders_1h,
-       u.orders_24h AS user_orders_24h, u.refunds_24h, h.prior_orders, h.prior_refunds,
-       h.prior_activity, h.median_log, m.mad_log, h.device_since, h.country_since, h.first_seen,
-       p.country AS previous_country,
-       (extract(epoch FROM o.event_timestamp - p.event_timestamp) / 60)::float8
+       o.amount::float8 AS amount, o.country, u.orders_10m AS user_orders_10m,
+       u.orders_1h AS user_orders_1h, u.orders_24h AS user_orders_24h, u.refunds_24h,
+       u.prior_orders, u.prior_refunds, u.prior_activity, u.log_amounts, u.device_since,
+       u.country_since, u.first_seen, u.previous_country,
+       (extract(epoch FROM o.event_timestamp - u.previous_at) / 60)::float8
            AS minutes_since_previous,
        i.orders_1h AS ip_orders_1h, i.small_accounts AS ip_small_accounts_10m,
        d.orders_1h AS device_orders_1h, d.small_accounts AS device_small_accounts_10m,
        c.orders_1h AS payment_orders_1h
   FROM fraud_activity o
-  -- Windows end at the order, itself included.
+  -- The customer, in one index range scan: windows end at the order, itself included;
+  -- history is strictly before it, other orders only.
   CROSS JOIN LATERAL (
-      SELECT count(DISTINCT a.order_key) FILTER (
-                 WHERE a.event_type = 'purchase'
-                   AND a.event_timestamp > o.event_timestamp - interval '10 minutes') AS orders_10m,
-             count(DISTINCT a.order_key) FILTER (
-                 WHERE a.event_type = 'purchase'
-                   AND a.event_timestamp > o.event_timestamp - interval '1 hour') AS orders_1h,
-             count(DISTINCT a.order_key) FILTER (WHERE a.event_type = 'purchase') AS orders_24h,
-             count(*) FILTER (WHERE a.event_type = 'refund') AS refunds_24h
-        FROM fraud_activity a
-       WHERE a.user_id = o.user_id AND a.event_type IN ('purchase', 'refund')
-         AND a.event_timestamp > o.event_timestamp - interval '24 hours'
-         AND (a.event_timestamp, a.event_id) <= (o.event_timestamp, o.event_id)
-  ) u
-  -- History: everything strictly before the order.
-  CROSS JOIN LATERAL (
-      SELECT count(DISTINCT a.order_key) FILTER (WHERE a.event_type = 'purchase')
-                 AS prior_orders,
-             count(*) FILTER (WHERE a.event_type = 'refund') AS prior_refunds,
-             count(*) AS prior_activity,
-             min(a.event_timestamp) AS first_seen,
-             percentile_cont(0.5) WITHIN GROUP (ORDER BY ln(a.amount))
-                 FILTER (WHERE a.event_type = 'purchase' AND a.amount > 0) AS median_log,
-             min(a.event_timestamp) FILTER (WHERE a.device = o.device) AS device_since,
-             min(a.event_timestamp) FILTER (WHERE a.country = o.country) AS country_since
-        FROM fraud_activity a
-       WHERE a.user_id = o.user_id AND a.order_key <> o.order_key
-         AND (a.event_timestamp, a.event_id) < (o.event_timestamp, o.event_id)
-  ) h
-  CROSS JOIN LATERAL (
-      SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(ln(a.amount) - h.median_log))
-                 AS mad_log
-        FROM fraud_activity a
-       WHERE a.user_id = o.user_id AND a.event_type = 'purchase' AND a.amount > 0
-         AND a.order_key <> o.order_key AND h.median_log IS NOT NULL
-         AND (a.event_timestamp, a.event_id) < (o.event_timestamp, o.event_id)
-  ) m
-  LEFT JOIN LATERAL (
-      SELECT a.country, a.event_timestamp
+      SELECT count(DISTINCT a.order_key) FILTER (WHERE a.event_type = 'purchase'
+                 AND a.event_timestamp > o.event_timestamp - interval '10 minutes') AS orders_10m,
+             count(DISTINCT a.order_key) FILTER (WHERE a.event_type = 'purchase'
+                 AND a.event_timestamp > o.event_timestamp - interval '1 hour') AS orders_1h,
+             count(DISTINCT a.order_key) FILTER (WHERE a.event_type = 'purchase'
+                 AND a.event_timestamp > o.event_timestamp - interval '24 hours') AS orders_24h,
+             count(*) FILTER (WHERE a.event_type = 'refund'
+                 AND a.event_timestamp > o.event_timestamp - interval '24 hours') AS refunds_24h,
+             count(DISTINCT a.order_key) FILTER (WHERE a.event_type = 'purchase'
+                 AND a.order_key <> o.order_key AND a.event_id <> o.event_id) AS prior_orders,
+             count(*) FILTER (WHERE a.event_type = 'refund'
+                 AND a.order_key <> o.order_key AND a.event_id <> o.event_id) AS prior_refunds,
+             count(*) FILTER (WHERE a.order_key <> o.order_key AND a.event_id <> o.event_id)
+                 AS prior_activity,
+             min(a.event_timestamp) FILTER (WHERE a.order_key <> o.order_key
+                 AND a.event_id <> o.event_id) AS first_seen,
+             min(a.event_timestamp) FILTER (WHERE a.device = o.device
+                 AND a.order_key <> o.order_key AND a.event_id <> o.event_id) AS device_since,
+             min(a.event_timestamp) FILTER (WHERE a.country = o.country
+                 AND a.order_key <> o.order_key AND a.event_id <> o.event_id) AS country_since,
+             array_agg(ln(a.amount)) FILTER (WHERE a.event_type = 'purchase' AND a.amount > 0
+                 AND a.order_key <> o.order_key AND a.event_id <> o.event_id) AS log_amounts,
+             max(a.event_timestamp) FILTER (WHERE a.event_id <> o.event_id) AS previous_at,
+             (array_agg(a.country ORDER BY a.event_timestamp DESC, a.event_id DESC)
+                 FILTER (WHERE a.event_id <> o.event_id))[1] AS previous_country
         FROM fraud_activity a
        WHERE a.user_id = o.user_id
-         AND (a.event_timestamp, a.event_id) < (o.event_timestamp, o.event_id)
-       ORDER BY a.event_timestamp DESC, a.event_id DESC LIMIT 1
-  ) p ON true
+         AND (a.event_timestamp, a.event_id) <= (o.event_timestamp, o.event_id)
+  ) u
   CROSS JOIN LATERAL (
       SELECT count(DISTINCT a.order_key) FILTER (WHERE a.event_type = 'purchase') AS orders_1h,
              count(DISTINCT a.user_id) FILTER (
@@ -185,8 +171,7 @@ _RAW_SCHEMA: Final[dict[str, pl.DataType]] = {
     "prior_orders": pl.Int64(),
     "prior_refunds": pl.Int64(),
     "prior_activity": pl.Int64(),
-    "median_log": pl.Float64(),
-    "mad_log": pl.Float64(),
+    "log_amounts": pl.List(pl.Float64()),
     "device_since": _MOMENT,
     "country_since": _MOMENT,
     "first_seen": _MOMENT,
@@ -205,8 +190,10 @@ def derived_features(raw: pl.DataFrame) -> pl.DataFrame:
     or country is new when the customer, known for over an hour, first used it within the
     last hour (an account takeover logs in from it just before ordering)."""
     amount = pl.col("amount")
-    median = pl.col("median_log")
-    spread = pl.col("mad_log").fill_null(0.0) * 1.4826 + 0.1
+    history = pl.col("log_amounts")
+    median = history.list.median()
+    mad = history.list.eval((pl.element() - pl.element().median()).abs().median()).list.first()
+    spread = mad.fill_null(0.0) * 1.4826 + 0.1
     recent = pl.col("event_timestamp") - pl.duration(hours=1)
     older_history = pl.col("first_seen").is_not_null() & (pl.col("first_seen") < recent)
     new_device = older_history & (
@@ -223,4 +210,4 @@ def derived_features(raw: pl.DataFrame) -> pl.DataFrame:
         new_country.alias("new_country"),
         new_device.cast(pl.Float64).alias("new_device_number"),
         new_country.cast(pl.Float64).alias("new_country_number"),
-    )
+    ).drop("log_amounts")

@@ -122,6 +122,10 @@ def _break_lines(payload: bytes, dirt: pl.Series, *, header: bool) -> bytes:
     return b"\n".join(lines)
 
 
+_MIN_CUSTOMERS: Final = 5_000
+_EVENTS_PER_CUSTOMER: Final = 20
+
+
 def generate_backlog(
     sink: RowSink,
     *,
@@ -142,7 +146,12 @@ def generate_backlog(
     if start is None:
         start = REPRODUCIBLE_START if seed is not None else datetime.now(UTC) - span
     rng = np.random.default_rng(seed)
-    shop = build_shop(seed if seed is not None else int(rng.integers(0, 2**31)))
+    # About twenty events per customer: a million-event day comes from 50,000 customers,
+    # not a few thousand each ordering dozens of times.
+    shop = build_shop(
+        seed if seed is not None else int(rng.integers(0, 2**31)),
+        customers=max(_MIN_CUSTOMERS, events // _EVENTS_PER_CUSTOMER),
+    )
     simulated = simulate(shop, rng, events, start, span.total_seconds())
     if fraud:
         injected = inject_fraud(simulated, shop, rng, fraud)
