@@ -104,7 +104,7 @@ class FraudParams:
 
     user_orders_10m: int = 3
     user_orders_1h: int = 6
-    user_orders_24h: int = 30
+    user_orders_24h: int = 50
     shared_orders_1h: int = 12
     small_amount: float = 10.0
     testing_accounts: int = 3
