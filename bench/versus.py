@@ -30,6 +30,10 @@ def main() -> None:
     parser.add_argument("--rev", required=True, help="the revision to compare with")
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument(
+        "--setting", action="append", default=[], metavar="SHOPSTREAM_X=VALUE",
+        help="a setting for both sides' runs (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args()
     with workspace("shopstream-versus-") as (work, base_url):
         other = work / "other"
@@ -63,6 +67,7 @@ def compare(args: argparse.Namespace, work: Path, base_url: str, other: Path) ->
                     **env_for(url, work / "home"),
                     "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                     "SHOPSTREAM_ROLLUPS": str(rollups).lower(),
+                    **dict(setting.split("=", 1) for setting in args.setting),
                 }
                 seconds.setdefault((label, rollups), []).append(timed_run(inbox, env).seconds)
                 with psycopg.connect(url) as conn:

@@ -33,6 +33,11 @@ ACTIVITY_COLUMNS: Final = (
     "batch_id",
 )
 
+# Bounds on what one order reads, whatever the data: the latest rows of an IP, device or
+# card within the hour (counts saturate here), and of the customer's own activity.
+SHARED_ROWS: Final = 200
+HISTORY_ROWS: Final = 500
+
 # The model's inputs: numeric features, NULL read as 0.
 MODEL_FEATURES: Final = (
     "log_amount",
@@ -81,8 +86,8 @@ SELECT o.event_id::text AS event_id, o.event_type, o.user_id, o.event_timestamp,
        d.orders_1h AS device_orders_1h, d.small_accounts AS device_small_accounts_10m,
        c.orders_1h AS payment_orders_1h
   FROM fraud_activity o
-  -- The customer, in one index range scan: windows end at the order, itself included;
-  -- history is strictly before it, other orders only.
+  -- The customer, in one index range scan over their latest activity: windows end at
+  -- the order, itself included; history is strictly before it, other orders only.
   CROSS JOIN LATERAL (
       SELECT count(DISTINCT a.order_key) FILTER (WHERE a.event_type = 'purchase'
                  AND a.event_timestamp > o.event_timestamp - interval '10 minutes') AS orders_10m,
@@ -109,38 +114,50 @@ SELECT o.event_id::text AS event_id, o.event_type, o.user_id, o.event_timestamp,
              max(a.event_timestamp) FILTER (WHERE a.event_id <> o.event_id) AS previous_at,
              (array_agg(a.country ORDER BY a.event_timestamp DESC, a.event_id DESC)
                  FILTER (WHERE a.event_id <> o.event_id))[1] AS previous_country
-        FROM fraud_activity a
-       WHERE a.user_id = o.user_id
-         AND (a.event_timestamp, a.event_id) <= (o.event_timestamp, o.event_id)
+        FROM (SELECT * FROM fraud_activity h
+               WHERE h.user_id = o.user_id
+                 AND (h.event_timestamp, h.event_id) <= (o.event_timestamp, o.event_id)
+               ORDER BY h.event_timestamp DESC LIMIT %(history_rows)s) AS a
   ) u
+  -- A shared IP, device or card (an office NAT, a common browser string) is read for
+  -- its latest rows only: the counts saturate there, the rules need far fewer.
   CROSS JOIN LATERAL (
-      SELECT count(DISTINCT a.order_key) FILTER (WHERE a.event_type = 'purchase') AS orders_1h,
-             count(DISTINCT a.user_id) FILTER (
-                 WHERE a.event_type = 'purchase' AND a.amount <= %(small)s
-                   AND a.event_timestamp > o.event_timestamp - interval '10 minutes')
+      SELECT count(DISTINCT x.order_key) FILTER (WHERE x.event_type = 'purchase')
+                 AS orders_1h,
+             count(DISTINCT x.user_id) FILTER (
+                 WHERE x.event_type = 'purchase' AND x.amount <= %(small)s
+                   AND x.event_timestamp > o.event_timestamp - interval '10 minutes')
                  AS small_accounts
-        FROM fraud_activity a
-       WHERE a.ip_address = o.ip_address
-         AND a.event_timestamp > o.event_timestamp - interval '1 hour'
-         AND (a.event_timestamp, a.event_id) <= (o.event_timestamp, o.event_id)
+        FROM (SELECT a.order_key, a.event_type, a.user_id, a.amount, a.event_timestamp
+                FROM fraud_activity a
+               WHERE a.ip_address = o.ip_address
+                 AND a.event_timestamp > o.event_timestamp - interval '1 hour'
+                 AND (a.event_timestamp, a.event_id) <= (o.event_timestamp, o.event_id)
+               ORDER BY a.event_timestamp DESC LIMIT %(shared_rows)s) AS x
   ) i
   CROSS JOIN LATERAL (
-      SELECT count(DISTINCT a.order_key) FILTER (WHERE a.event_type = 'purchase') AS orders_1h,
-             count(DISTINCT a.user_id) FILTER (
-                 WHERE a.event_type = 'purchase' AND a.amount <= %(small)s
-                   AND a.event_timestamp > o.event_timestamp - interval '10 minutes')
+      SELECT count(DISTINCT x.order_key) FILTER (WHERE x.event_type = 'purchase')
+                 AS orders_1h,
+             count(DISTINCT x.user_id) FILTER (
+                 WHERE x.event_type = 'purchase' AND x.amount <= %(small)s
+                   AND x.event_timestamp > o.event_timestamp - interval '10 minutes')
                  AS small_accounts
-        FROM fraud_activity a
-       WHERE a.device = o.device
-         AND a.event_timestamp > o.event_timestamp - interval '1 hour'
-         AND (a.event_timestamp, a.event_id) <= (o.event_timestamp, o.event_id)
+        FROM (SELECT a.order_key, a.event_type, a.user_id, a.amount, a.event_timestamp
+                FROM fraud_activity a
+               WHERE a.device = o.device
+                 AND a.event_timestamp > o.event_timestamp - interval '1 hour'
+                 AND (a.event_timestamp, a.event_id) <= (o.event_timestamp, o.event_id)
+               ORDER BY a.event_timestamp DESC LIMIT %(shared_rows)s) AS x
   ) d
   CROSS JOIN LATERAL (
-      SELECT count(DISTINCT a.order_key) FILTER (WHERE a.event_type = 'purchase') AS orders_1h
-        FROM fraud_activity a
-       WHERE a.payment_method = o.payment_method
-         AND a.event_timestamp > o.event_timestamp - interval '1 hour'
-         AND (a.event_timestamp, a.event_id) <= (o.event_timestamp, o.event_id)
+      SELECT count(DISTINCT x.order_key) FILTER (WHERE x.event_type = 'purchase')
+                 AS orders_1h
+        FROM (SELECT a.order_key, a.event_type, a.user_id, a.amount, a.event_timestamp
+                FROM fraud_activity a
+               WHERE a.payment_method = o.payment_method
+                 AND a.event_timestamp > o.event_timestamp - interval '1 hour'
+                 AND (a.event_timestamp, a.event_id) <= (o.event_timestamp, o.event_id)
+               ORDER BY a.event_timestamp DESC LIMIT %(shared_rows)s) AS x
   ) c
  WHERE o.event_id = ANY(%(ids)s::uuid[])
 """
@@ -150,7 +167,13 @@ def order_features(
     conn: psycopg.Connection[Any], order_ids: list[str], small_amount: float
 ) -> pl.DataFrame:
     """One row of features per order (its activity row must be written already)."""
-    cursor = conn.execute(_FEATURES, {"ids": order_ids, "small": small_amount})
+    params = {
+        "ids": order_ids,
+        "small": small_amount,
+        "shared_rows": SHARED_ROWS,
+        "history_rows": HISTORY_ROWS,
+    }
+    cursor = conn.execute(_FEATURES, params)
     rows = cursor.fetchall()
     raw = pl.DataFrame(rows, schema=_RAW_SCHEMA, orient="row")
     return derived_features(raw)
