@@ -350,11 +350,13 @@ class Loader:
             # Step 3
             late = _late_mask(new_events, datetime.now(UTC), self._late_horizon_seconds)
             if inserted:
+                # Fields no row of the batch carries are left to their NULL default.
+                present = [n for n in FIELD_NAMES if new_events[n].null_count() < inserted]
                 _copy_frame(
                     conn,
                     "events",
-                    (*FIELD_NAMES, "batch_id", "arrived_late"),
-                    new_events.select(*FIELD_NAMES, pl.lit(batch_id).alias("batch_id"), late),
+                    (*present, "batch_id", "arrived_late"),
+                    new_events.select(*present, pl.lit(batch_id).alias("batch_id"), late),
                 )
 
             # Step 4
