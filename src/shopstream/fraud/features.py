@@ -54,8 +54,12 @@ MODEL_FEATURES: Final = (
 )
 
 
-def activity(events: pl.DataFrame, batch_id: int) -> pl.DataFrame:
-    """The batch's inserted events that are fraud state, as ``fraud_activity`` rows."""
+# An order moment: the lines of one order placed (or refunded) together by one customer.
+ORDER_MOMENT: Final = ("user_id", "order_key", "event_type", "event_timestamp")
+
+
+def order_lines(events: pl.DataFrame) -> pl.DataFrame:
+    """The batch's inserted events that are fraud state, one row each."""
     kind = pl.col("event_type")
     return events.filter(kind.is_in(ACTIVITY_TYPES)).select(
         "event_id",
@@ -70,13 +74,30 @@ def activity(events: pl.DataFrame, batch_id: int) -> pl.DataFrame:
         pl.when(kind.is_in(SCORED_TYPES))
         .then((pl.col("price") * pl.col("quantity").fill_null(1)).round(2))
         .alias("amount"),
-        pl.lit(batch_id, dtype=pl.Int64).alias("batch_id"),
+    )
+
+
+def activity(lines: pl.DataFrame, batch_id: int) -> pl.DataFrame:
+    """``fraud_activity`` rows: one per order moment (an invoice of 40 lines is one order
+    of its total amount, and one look-back), named by its first line's event id."""
+    return (
+        lines.sort("event_id")
+        .group_by(ORDER_MOMENT, maintain_order=True)
+        .agg(
+            pl.col("event_id").first(),
+            pl.col("ip_address", "device", "payment_method", "country").first(),
+            pl.col("amount").sum().round(2),
+        )
+        .with_columns(
+            pl.when(pl.col("event_type").is_in(SCORED_TYPES)).then(pl.col("amount")),
+            pl.lit(batch_id, dtype=pl.Int64).alias("batch_id"),
+        )
+        .select(ACTIVITY_COLUMNS)
     )
 
 
 _FEATURES: Final = """
-SELECT o.event_id::text AS event_id, o.event_type, o.user_id, o.event_timestamp,
-       o.amount::float8 AS amount, o.country, u.orders_10m AS user_orders_10m,
+SELECT o.event_id::text AS representative, u.orders_10m AS user_orders_10m,
        u.orders_1h AS user_orders_1h, u.orders_24h AS user_orders_24h, u.refunds_24h,
        u.prior_orders, u.prior_refunds, u.prior_activity, u.log_amounts, u.device_since,
        u.country_since, u.first_seen, u.previous_country,
@@ -95,25 +116,25 @@ SELECT o.event_id::text AS event_id, o.event_type, o.user_id, o.event_timestamp,
                  AND a.event_timestamp > o.event_timestamp - interval '1 hour') AS orders_1h,
              count(DISTINCT a.order_key) FILTER (WHERE a.event_type = 'purchase'
                  AND a.event_timestamp > o.event_timestamp - interval '24 hours') AS orders_24h,
-             count(*) FILTER (WHERE a.event_type = 'refund'
+             count(DISTINCT a.order_key) FILTER (WHERE a.event_type = 'refund'
                  AND a.event_timestamp > o.event_timestamp - interval '24 hours') AS refunds_24h,
              count(DISTINCT a.order_key) FILTER (WHERE a.event_type = 'purchase'
-                 AND a.order_key <> o.order_key AND a.event_id <> o.event_id) AS prior_orders,
+                 AND a.order_key <> o.order_key) AS prior_orders,
              count(*) FILTER (WHERE a.event_type = 'refund'
-                 AND a.order_key <> o.order_key AND a.event_id <> o.event_id) AS prior_refunds,
-             count(*) FILTER (WHERE a.order_key <> o.order_key AND a.event_id <> o.event_id)
+                 AND a.order_key <> o.order_key) AS prior_refunds,
+             count(*) FILTER (WHERE a.order_key <> o.order_key)
                  AS prior_activity,
              min(a.event_timestamp) FILTER (WHERE a.order_key <> o.order_key
-                 AND a.event_id <> o.event_id) AS first_seen,
+                ) AS first_seen,
              min(a.event_timestamp) FILTER (WHERE a.device = o.device
-                 AND a.order_key <> o.order_key AND a.event_id <> o.event_id) AS device_since,
+                 AND a.order_key <> o.order_key) AS device_since,
              min(a.event_timestamp) FILTER (WHERE a.country = o.country
-                 AND a.order_key <> o.order_key AND a.event_id <> o.event_id) AS country_since,
+                 AND a.order_key <> o.order_key) AS country_since,
              array_agg(ln(a.amount)) FILTER (WHERE a.event_type = 'purchase' AND a.amount > 0
-                 AND a.order_key <> o.order_key AND a.event_id <> o.event_id) AS log_amounts,
-             max(a.event_timestamp) FILTER (WHERE a.event_id <> o.event_id) AS previous_at,
+                 AND a.order_key <> o.order_key) AS log_amounts,
+             max(a.event_timestamp) FILTER (WHERE a.order_key <> o.order_key) AS previous_at,
              (array_agg(a.country ORDER BY a.event_timestamp DESC, a.event_id DESC)
-                 FILTER (WHERE a.event_id <> o.event_id))[1] AS previous_country
+                 FILTER (WHERE a.order_key <> o.order_key))[1] AS previous_country
         FROM (SELECT * FROM fraud_activity h
                WHERE h.user_id = o.user_id
                  AND (h.event_timestamp, h.event_id) <= (o.event_timestamp, o.event_id)
@@ -164,29 +185,38 @@ SELECT o.event_id::text AS event_id, o.event_type, o.user_id, o.event_timestamp,
 
 
 def order_features(
-    conn: psycopg.Connection[Any], order_ids: list[str], small_amount: float
+    conn: psycopg.Connection[Any], orders: pl.DataFrame, lines: pl.DataFrame, small_amount: float
 ) -> pl.DataFrame:
-    """One row of features per order (its activity row must be written already)."""
+    """Features of each scored line: its order moment's (``orders``: ``fraud_activity``
+    rows, written already), amount included. Which lines share a batch changes nothing."""
     params = {
-        "ids": order_ids,
+        "ids": orders["event_id"].to_list(),
         "small": small_amount,
         "shared_rows": SHARED_ROWS,
         "history_rows": HISTORY_ROWS,
     }
-    cursor = conn.execute(_FEATURES, params)
-    rows = cursor.fetchall()
-    raw = pl.DataFrame(rows, schema=_RAW_SCHEMA, orient="row")
-    return derived_features(raw)
+    looked_back = pl.DataFrame(
+        conn.execute(_FEATURES, params).fetchall(), schema=_RAW_SCHEMA, orient="row"
+    )
+    moments = orders.select(
+        *ORDER_MOMENT,
+        "country",
+        pl.col("event_id").alias("representative"),
+        pl.col("amount").cast(pl.Float64),
+    )
+    joined = (
+        lines.filter(pl.col("event_type").is_in(SCORED_TYPES))
+        .select("event_id", *ORDER_MOMENT)
+        .join(moments, on=list(ORDER_MOMENT), how="left")
+        .join(looked_back, on="representative", how="left")
+        .with_columns(pl.col("event_timestamp").dt.replace_time_zone("UTC"))
+    )
+    return derived_features(joined.drop("representative", "order_key"))
 
 
 _MOMENT: Final = pl.Datetime("us", "UTC")
 _RAW_SCHEMA: Final[dict[str, pl.DataType]] = {
-    "event_id": pl.String(),
-    "event_type": pl.String(),
-    "user_id": pl.String(),
-    "event_timestamp": _MOMENT,
-    "amount": pl.Float64(),
-    "country": pl.String(),
+    "representative": pl.String(),
     "user_orders_10m": pl.Int64(),
     "user_orders_1h": pl.Int64(),
     "user_orders_24h": pl.Int64(),

@@ -18,6 +18,7 @@ from shopstream.fraud.features import (
     SCORED_TYPES,
     activity,
     order_features,
+    order_lines,
 )
 from shopstream.fraud.model import RULES_ONLY, ModelCache
 from shopstream.fraud.rules import (
@@ -93,14 +94,16 @@ def score_batch(
 ) -> FraudOutcome:
     """Write the batch's fraud state, then its orders' scores and alerts (in this order:
     an order's features read the activity of its own batch)."""
-    rows = activity(events, batch_id)
-    if not rows.height:
+    lines = order_lines(events)
+    if not lines.height:
         return NOTHING_SCORED
+    rows = activity(lines, batch_id)
     _copy(conn, "fraud_activity", ACTIVITY_COLUMNS, rows)
-    order_ids = rows.filter(pl.col("event_type").is_in(SCORED_TYPES))["event_id"].to_list()
-    if not order_ids:
+    orders = rows.filter(pl.col("event_type").is_in(SCORED_TYPES))
+    if not orders.height:
         return NOTHING_SCORED
-    features = order_features(conn, order_ids, setup.small_amount)
+    features = order_features(conn, orders, lines, setup.small_amount)
+    order_ids = features["event_id"].to_list()
     model = setup.models.newest(conn)
     judged = judge(features, setup.rules, model.anomaly(features) if model else None,
                    model.cutoff if model else None)  # fmt: skip

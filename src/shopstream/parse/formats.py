@@ -95,6 +95,7 @@ def _online_retail(frame: pl.DataFrame) -> pl.DataFrame:
         pl.lit("GBP").alias("currency"),
         "country",
         invoice.alias("invoice_no"),
+        invoice.alias("order_id"),  # the invoice is the order its lines belong to
     )
 
 

@@ -45,8 +45,9 @@ ROLE_FOR: Final[dict[Purpose, DatabaseRole]] = {
 _API_TABLES: Final[dict[str, str]] = {
     "api_keys": "SELECT, INSERT, UPDATE",
     "api_rate_buckets": "SELECT, INSERT, UPDATE, DELETE",
-    "fraud_alerts": "SELECT, UPDATE",  # analysts confirm or dismiss alerts
 }
+# Tables both write: the loader opens fraud alerts, analysts review them through the API.
+_SHARED_TABLES: Final[dict[str, str]] = {"fraud_alerts": "SELECT, UPDATE"}
 _INGEST_TABLE_RIGHTS: Final = "SELECT, INSERT, UPDATE, DELETE"
 
 
@@ -79,6 +80,9 @@ def grant_statements(schema: str = "public") -> list[sql.Composed]:
     for table, rights in _API_TABLES.items():
         target = sql.Identifier(schema, table)
         statements.append(sql.SQL("REVOKE ALL ON {} FROM {}").format(target, ingest))
+        statements.append(sql.SQL("GRANT {} ON {} TO {}").format(sql.SQL(rights), target, api))
+    for table, rights in _SHARED_TABLES.items():
+        target = sql.Identifier(schema, table)
         statements.append(sql.SQL("GRANT {} ON {} TO {}").format(sql.SQL(rights), target, api))
     return statements
 

@@ -4,7 +4,7 @@
 -- The state the rules look back over: orders, refunds and logins with their context, one
 -- narrow row each, indexed per entity (user, IP, device, payment method) and time.
 CREATE TABLE fraud_activity (
-    event_id         uuid           PRIMARY KEY,
+    event_id         uuid           PRIMARY KEY REFERENCES events ON DELETE CASCADE,
     event_type       text           NOT NULL,   -- purchase | refund | login
     event_timestamp  timestamptz    NOT NULL,
     user_id          text           NOT NULL,
@@ -25,7 +25,7 @@ CREATE INDEX fraud_activity_payment ON fraud_activity (payment_method, event_tim
     WHERE payment_method IS NOT NULL;
 
 CREATE TABLE fraud_scores (
-    event_id         uuid           PRIMARY KEY,
+    event_id         uuid           PRIMARY KEY REFERENCES events ON DELETE CASCADE,
     order_id         text,
     user_id          text           NOT NULL,
     event_type       text           NOT NULL,
@@ -42,7 +42,7 @@ CREATE INDEX fraud_scores_time ON fraud_scores USING brin (event_timestamp);
 
 CREATE TABLE fraud_alerts (
     alert_id         bigserial      PRIMARY KEY,
-    event_id         uuid           NOT NULL UNIQUE REFERENCES fraud_scores,
+    event_id         uuid           NOT NULL UNIQUE REFERENCES fraud_scores ON DELETE CASCADE,
     user_id          text           NOT NULL,
     score            numeric(5,4)   NOT NULL,
     reasons          text[]         NOT NULL,
