@@ -24,6 +24,9 @@ def test_train_then_score_with_the_new_version(tmp_path: Path, database_url: str
     failed = shopstream("fraud", "train", env=env, check=False)
     assert failed.returncode == 1 and "fewer than 100" in " ".join(failed.stderr.split())
     shopstream("run", "--source", str(first), "--until-idle", env=env)
+    labels = first.with_name(first.name + ".fraud-labels.csv")
+    evaluated = " ".join(shopstream("fraud", "evaluate", str(labels), env=env).stdout.split())
+    assert "card_testing" in evaluated and "precision" in evaluated and "recall" in evaluated
     trained = shopstream("fraud", "train", "--contamination", "0.02", env=env).stdout
     assert "model iforest-" in trained
     shopstream("run", "--source", str(second), "--until-idle", env=env)

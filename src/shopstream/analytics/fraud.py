@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
 
+import polars as pl
 import psycopg
 from psycopg.rows import dict_row
 
@@ -150,13 +151,11 @@ class Evaluation:
 def evaluate(conn: psycopg.Connection[Any], labels_csv: bytes) -> Evaluation:
     """Precision and recall of the stored alerts against ``labels_csv`` (the generator's
     ``event_id,pattern,instance`` file, or any CSV with ``event_id`` and ``pattern``)."""
+    truth = pl.read_csv(labels_csv, infer_schema=False, columns=["event_id", "pattern"])
     with conn.transaction():
-        conn.execute(
-            "CREATE TEMP TABLE fraud_truth (event_id uuid, pattern text, instance bigint)"
-            " ON COMMIT DROP"
-        )
-        with conn.cursor().copy("COPY fraud_truth FROM STDIN (FORMAT csv, HEADER MATCH)") as copy:
-            copy.write(labels_csv)
+        conn.execute("CREATE TEMP TABLE fraud_truth (event_id uuid, pattern text) ON COMMIT DROP")
+        with conn.cursor().copy("COPY fraud_truth FROM STDIN (FORMAT csv)") as copy:
+            copy.write(truth.write_csv(include_header=False))
         by_pattern = conn.execute(
             """SELECT t.pattern, count(*), count(a.alert_id)
                  FROM fraud_truth t LEFT JOIN fraud_alerts a USING (event_id)
