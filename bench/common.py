@@ -60,3 +60,40 @@ def committed_window(url: str) -> tuple[int, float]:
         ).fetchone()
     assert row is not None
     return int(row[0]), float(row[1])
+
+
+def landing_to_commit(
+    url: str, work: Path, *, rate: float, seconds: float, extra: tuple[str, ...] = ()
+) -> list[float]:
+    """Live traffic at ``rate`` for ``seconds`` into a running ``shopstream run``: for every
+    row, the seconds from its file landing to its batch committing, sorted."""
+    import subprocess
+    import time
+
+    inbox = work / "live"
+    inbox.mkdir()
+    env = env_for(url, work / "home")
+    subprocess.run([*SHOPSTREAM, "db", "migrate"], env=env, check=True, capture_output=True)
+    runner = subprocess.Popen(
+        [*SHOPSTREAM, "run", "--source", str(inbox)], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(2)
+    subprocess.run(
+        [*SHOPSTREAM, "generate", "--out", str(inbox), "--rate", str(rate),
+         "--duration", str(seconds), "--interval", "0.1", *extra],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    time.sleep(3)
+    runner.terminate()
+    runner.wait(timeout=60)
+    landed = {str(p): p.stat().st_mtime for p in inbox.iterdir()}
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            """SELECT f.path, f.rows_read, extract(epoch FROM b.committed_at)
+                 FROM ingested_files f JOIN batches b USING (batch_id)"""
+        ).fetchall()
+    waits: list[float] = []
+    for path, count, committed in rows:
+        waits.extend([float(committed) - landed[path]] * int(count))
+    return sorted(waits)

@@ -12,12 +12,11 @@ import argparse
 import shutil
 import statistics
 import subprocess
-import time
 from pathlib import Path
 
 import psycopg
 
-from common import SHOPSTREAM, env_for, fresh_database, workspace
+from common import SHOPSTREAM, env_for, fresh_database, landing_to_commit, workspace
 from ingest import timed_run
 from shopstream.analytics.fraud import evaluate
 
@@ -108,37 +107,13 @@ def quality(url: str, labels: Path) -> None:
 
 
 def latency(args: argparse.Namespace, work: Path, base_url: str) -> None:
-    """Live traffic with scoring on: file landing -> its orders scored and committed."""
+    """Live traffic with scoring on: file landing -> its orders scored and committed (in
+    their batch's transaction, so when its rows commit)."""
     url = fresh_database(base_url, "bench_fraud_live")
-    inbox = work / "live"
-    inbox.mkdir()
-    env = env_for(url, work / "home")
-    subprocess.run([*SHOPSTREAM, "db", "migrate"], env=env, check=True, capture_output=True)
-    runner = subprocess.Popen(
-        [*SHOPSTREAM, "run", "--source", str(inbox)], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    time.sleep(2)
-    subprocess.run(
-        [*SHOPSTREAM, "generate", "--out", str(inbox), "--rate", str(args.latency_rate),
-         "--duration", str(args.latency_seconds), "--interval", "0.1", "--format", "canonical"],
-        env=env, check=True, capture_output=True,
-    )  # fmt: skip
-    time.sleep(3)
-    runner.terminate()
-    runner.wait(timeout=60)
-    landed = {str(p): p.stat().st_mtime for p in inbox.iterdir()}
+    waits = landing_to_commit(url, work, rate=args.latency_rate, seconds=args.latency_seconds,
+                              extra=("--format", "canonical"))  # fmt: skip
     with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            """SELECT f.path, f.rows_read, extract(epoch FROM b.committed_at)
-                 FROM ingested_files f JOIN batches b USING (batch_id)"""
-        ).fetchall()
         scored = conn.execute("SELECT count(*) FROM fraud_scores").fetchone()
-    # Orders are scored in their batch's transaction: scored when their file's rows commit.
-    waits: list[float] = []
-    for path, count, committed in rows:
-        waits.extend([float(committed) - landed[path]] * int(count))
-    waits.sort()
     p50, p99 = waits[len(waits) // 2] * 1000, waits[int(len(waits) * 0.99)] * 1000
     orders = scored[0] if scored else 0
     print(

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import psycopg
 
-from common import SHOPSTREAM, env_for, fresh_database, workspace
+from common import SHOPSTREAM, env_for, fresh_database, landing_to_commit, workspace
 
 # The bare pipeline: parse, validate, dedupe, COPY; no rollups, sessions or fraud scoring.
 BARE = {"SHOPSTREAM_ROLLUPS": "false", "SHOPSTREAM_FRAUD": "false"}
@@ -273,33 +273,9 @@ def cpu_report(bare_runs: list[Run], full_runs: list[Run], rows: int) -> None:
 
 def freshness(args: argparse.Namespace, work: Path, base_url: str) -> None:
     url = fresh_database(base_url, "bench_fresh")
-    inbox = work / "live"
-    inbox.mkdir()
-    env = env_for(url, work / "home")
-    subprocess.run([*SHOPSTREAM, "db", "migrate"], env=env, check=True, capture_output=True)
-    runner = subprocess.Popen(
-        [*SHOPSTREAM, "run", "--source", str(inbox)], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    time.sleep(2)
-    subprocess.run(
-        [*SHOPSTREAM, "generate", "--out", str(inbox), "--rate", str(args.freshness_rate),
-         "--duration", str(args.freshness_seconds), "--interval", "0.1"],
-        env=env, check=True, capture_output=True,
-    )  # fmt: skip
-    time.sleep(3)
-    runner.terminate()
-    runner.wait(timeout=60)
-    landed = {str(p): p.stat().st_mtime for p in inbox.iterdir()}
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            """SELECT f.path, f.rows_read, extract(epoch FROM b.committed_at)
-                 FROM ingested_files f JOIN batches b USING (batch_id)"""
-        ).fetchall()
-    latencies: list[float] = []
-    for path, count, committed in rows:
-        latencies.extend([float(committed) - landed[path]] * int(count))
-    latencies.sort()
+    latencies = landing_to_commit(
+        url, work, rate=args.freshness_rate, seconds=args.freshness_seconds
+    )
     p50 = latencies[len(latencies) // 2]
     p99 = latencies[int(len(latencies) * 0.99)]
     print(
