@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import polars as pl
 import psycopg
+from psycopg import sql
 
 # Event types kept as fraud state; the first two are scored. Orders are counted by
 # order_id (one order has a purchase event per line), else each event is an order.
@@ -96,7 +97,27 @@ def activity(lines: pl.DataFrame, batch_id: int) -> pl.DataFrame:
     )
 
 
-_FEATURES: Final = """
+# A shared IP, device or card (an office NAT, a common browser string) is read for its
+# latest rows only: the counts saturate there, the rules need far fewer.
+_SHARED_LOOKBACK: Final = """
+  CROSS JOIN LATERAL (
+      SELECT count(DISTINCT x.order_key) FILTER (WHERE x.event_type = 'purchase')
+                 AS orders_1h,
+             count(DISTINCT x.user_id) FILTER (
+                 WHERE x.event_type = 'purchase' AND x.amount <= %(small)s
+                   AND x.event_timestamp > o.event_timestamp - interval '10 minutes')
+                 AS small_accounts
+        FROM (SELECT a.order_key, a.event_type, a.user_id, a.amount, a.event_timestamp
+                FROM fraud_activity a
+               WHERE a.{column} = o.{column}
+                 AND a.event_timestamp > o.event_timestamp - interval '1 hour'
+                 AND (a.event_timestamp, a.event_id) <= (o.event_timestamp, o.event_id)
+               ORDER BY a.event_timestamp DESC LIMIT %(shared_rows)s) AS x
+  ) {alias}
+"""
+_FEATURES: Final = sql.Composed(
+    [
+        sql.SQL("""
 SELECT o.event_id::text AS representative, u.orders_10m AS user_orders_10m,
        u.orders_1h AS user_orders_1h, u.orders_24h AS user_orders_24h, u.refunds_24h,
        u.prior_orders, u.prior_refunds, u.prior_activity, u.log_amounts, u.device_since,
@@ -140,48 +161,14 @@ SELECT o.event_id::text AS representative, u.orders_10m AS user_orders_10m,
                  AND (h.event_timestamp, h.event_id) <= (o.event_timestamp, o.event_id)
                ORDER BY h.event_timestamp DESC LIMIT %(history_rows)s) AS a
   ) u
-  -- A shared IP, device or card (an office NAT, a common browser string) is read for
-  -- its latest rows only: the counts saturate there, the rules need far fewer.
-  CROSS JOIN LATERAL (
-      SELECT count(DISTINCT x.order_key) FILTER (WHERE x.event_type = 'purchase')
-                 AS orders_1h,
-             count(DISTINCT x.user_id) FILTER (
-                 WHERE x.event_type = 'purchase' AND x.amount <= %(small)s
-                   AND x.event_timestamp > o.event_timestamp - interval '10 minutes')
-                 AS small_accounts
-        FROM (SELECT a.order_key, a.event_type, a.user_id, a.amount, a.event_timestamp
-                FROM fraud_activity a
-               WHERE a.ip_address = o.ip_address
-                 AND a.event_timestamp > o.event_timestamp - interval '1 hour'
-                 AND (a.event_timestamp, a.event_id) <= (o.event_timestamp, o.event_id)
-               ORDER BY a.event_timestamp DESC LIMIT %(shared_rows)s) AS x
-  ) i
-  CROSS JOIN LATERAL (
-      SELECT count(DISTINCT x.order_key) FILTER (WHERE x.event_type = 'purchase')
-                 AS orders_1h,
-             count(DISTINCT x.user_id) FILTER (
-                 WHERE x.event_type = 'purchase' AND x.amount <= %(small)s
-                   AND x.event_timestamp > o.event_timestamp - interval '10 minutes')
-                 AS small_accounts
-        FROM (SELECT a.order_key, a.event_type, a.user_id, a.amount, a.event_timestamp
-                FROM fraud_activity a
-               WHERE a.device = o.device
-                 AND a.event_timestamp > o.event_timestamp - interval '1 hour'
-                 AND (a.event_timestamp, a.event_id) <= (o.event_timestamp, o.event_id)
-               ORDER BY a.event_timestamp DESC LIMIT %(shared_rows)s) AS x
-  ) d
-  CROSS JOIN LATERAL (
-      SELECT count(DISTINCT x.order_key) FILTER (WHERE x.event_type = 'purchase')
-                 AS orders_1h
-        FROM (SELECT a.order_key, a.event_type, a.user_id, a.amount, a.event_timestamp
-                FROM fraud_activity a
-               WHERE a.payment_method = o.payment_method
-                 AND a.event_timestamp > o.event_timestamp - interval '1 hour'
-                 AND (a.event_timestamp, a.event_id) <= (o.event_timestamp, o.event_id)
-               ORDER BY a.event_timestamp DESC LIMIT %(shared_rows)s) AS x
-  ) c
- WHERE o.event_id = ANY(%(ids)s::uuid[])
-"""
+"""),
+        *(
+            sql.SQL(_SHARED_LOOKBACK).format(column=sql.Identifier(column), alias=sql.SQL(alias))
+            for column, alias in (("ip_address", "i"), ("device", "d"), ("payment_method", "c"))
+        ),
+        sql.SQL(" WHERE o.event_id = ANY(%(ids)s::uuid[])"),
+    ]
+)
 
 
 def order_features(
