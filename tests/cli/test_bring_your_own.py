@@ -4,9 +4,6 @@ the rest, the same result through files, Kafka and Spark, and tools to get a map
 from __future__ import annotations
 
 import json
-import random
-import subprocess
-import time
 from pathlib import Path
 
 import psycopg
@@ -15,7 +12,7 @@ from confluent_kafka import Producer
 
 from shopstream.store.server import EmbeddedPostgres
 from tests.fixtures.analytics import assert_rollups_match_events
-from tests.fixtures.cli import SHOPSTREAM, cli_env, shopstream
+from tests.fixtures.cli import cli_env, kill_9_at_random, shopstream
 from tests.fixtures.counts import outcome
 from tests.fixtures.foreign import (
     STOREFRONT_EVENTS_MAPPING,
@@ -261,17 +258,7 @@ def test_kill_9_during_a_mapped_json_run_loses_and_duplicates_nothing(
     shopstream(*run, env=cli_env(reference_url, tmp_path / "reference"))
 
     env = cli_env(database_url, tmp_path / "home", SHOPSTREAM_MAX_BATCH_ROWS="4000")
-    rng = random.Random(14)
-    kills = 0
-    for _ in range(4):
-        process = subprocess.Popen(
-            [*SHOPSTREAM, *run], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        time.sleep(rng.uniform(1.0, 2.5))
-        if process.poll() is None:
-            process.kill()  # SIGKILL: no cleanup of any kind
-            kills += 1
-        process.wait()
+    kills = kill_9_at_random(run, env, seed=14, low=1.0, high=2.5)
     shopstream(*run, env=env)
     assert kills >= 1
     mine, theirs = snapshot(database_url), snapshot(reference_url)

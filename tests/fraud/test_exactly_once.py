@@ -3,16 +3,13 @@ and every order has one score and every alert exists once, as in an uninterrupte
 
 from __future__ import annotations
 
-import random
-import subprocess
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from shopstream.store.server import EmbeddedPostgres
-from tests.fixtures.cli import SHOPSTREAM, cli_env, shopstream
+from tests.fixtures.cli import cli_env, kill_9_at_random, shopstream
 from tests.fixtures.postgres import fresh_database
 
 pytestmark = pytest.mark.slow
@@ -46,18 +43,8 @@ def test_kill_9_while_scoring_scores_every_order_once(
     reference = fresh_database(pg_server, "fraud_ref")
     shopstream("run", "--source", str(inbox), "--until-idle", env=cli_env(reference, tmp_path))
 
-    rng = random.Random(3)
-    kills = 0
-    for _ in range(4):
-        process = subprocess.Popen(
-            [*SHOPSTREAM, "run", "--source", str(inbox), "--until-idle"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        time.sleep(rng.uniform(1.0, 2.5))
-        if process.poll() is None:
-            process.kill()  # SIGKILL: no cleanup of any kind
-            kills += 1
-        process.wait()
+    run = ("run", "--source", str(inbox), "--until-idle")
+    kills = kill_9_at_random(run, env, seed=3, low=1.0, high=2.5)
     shopstream("run", "--source", str(inbox), "--until-idle", env=env)
     assert kills >= 1
     orders, scores, scored_orders, doubled_alerts, alerts = _fraud_state(database_url)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import random
-import subprocess
 import time
 import uuid
 import zlib
@@ -15,7 +14,7 @@ import psycopg
 import pytest
 
 from shopstream.store.server import EmbeddedPostgres
-from tests.fixtures.cli import SHOPSTREAM, cli_env, peak_rss_mb, shopstream
+from tests.fixtures.cli import cli_env, kill_9_at_random, peak_rss_mb, shopstream
 from tests.fixtures.counts import outcome
 from tests.fixtures.postgres import fresh_database
 
@@ -97,18 +96,8 @@ def test_kill_9_mid_file_loses_and_repeats_nothing(
     inbox, reference = inbox_and_reference
     env = cli_env(database_url, tmp_path / "home", **SMALL_PIECES, SHOPSTREAM_MAX_BATCH_ROWS="1000")
     shopstream("db", "migrate", env=env)
-    rng = random.Random(7)
-    kills = 0
-    for _ in range(4):
-        process = subprocess.Popen(
-            [*SHOPSTREAM, "run", "--source", str(inbox), "--until-idle"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        time.sleep(rng.uniform(1.0, 2.0))
-        if process.poll() is None:
-            process.kill()
-            kills += 1
-        process.wait()
+    kills = kill_9_at_random(("run", "--source", str(inbox), "--until-idle"), env,
+                             seed=7, low=1.0, high=2.0)  # fmt: skip
     shopstream("run", "--source", str(inbox), "--until-idle", env=env)
     assert kills >= 1
     assert outcome(database_url) == outcome(reference)
