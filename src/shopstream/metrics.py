@@ -30,6 +30,17 @@ FRESHNESS_SECONDS = Gauge(
 )
 DB_ERRORS = Counter("shopstream_db_errors", "Database operations that failed", ["kind"])
 DB_RETRIES = Counter("shopstream_db_retries", "Database operations retried after a failure")
+LAST_COMMIT = Gauge(
+    "shopstream_last_commit_timestamp_seconds", "Unix time of this runner's last committed batch"
+)
+INPUT_WAITING = Gauge(
+    "shopstream_input_waiting", "1 while the source holds input not yet committed, else 0"
+)
+KAFKA_LAG = Gauge(
+    "shopstream_kafka_consumer_lag",
+    "Messages behind the partition's end after the last commit",
+    ["topic", "partition"],
+)
 
 
 def record_batch(
@@ -47,6 +58,7 @@ def record_batch(
     for rule, count in quarantined_by_rule.items():
         EVENTS_QUARANTINED.labels(rule).inc(count)
     BATCH_SECONDS.observe(seconds)
+    LAST_COMMIT.set_to_current_time()
     if newest_event is not None:
         newest = newest_event if newest_event.tzinfo else newest_event.replace(tzinfo=UTC)
         FRESHNESS_SECONDS.set((datetime.now(UTC) - newest).total_seconds())

@@ -188,6 +188,78 @@ class Settings(BaseSettings):
         " fx load stored; unset: revenue is reported per currency (one total only when"
         " there is one currency).",
     )
+    schedule_daily: str = Field(
+        default="0 2 * * *",
+        description="Cron (UTC) of the daily job: daily_aggregations for every finished day"
+        " not yet aggregated, then the quality suites for it.",
+    )
+    schedule_customers: str = Field(default="0 * * * *", description="Cron of segments/value.")
+    schedule_quality: str = Field(default="*/15 * * * *", description="Cron of quality suites.")
+    schedule_alerts: str = Field(default="* * * * *", description="Cron of alert evaluation.")
+    job_retries: int = Field(default=3, ge=0, description="Retries of a failed job run.")
+    job_retry_seconds: float = Field(
+        default=30.0, ge=0, description="First wait before a job retry; doubles each time."
+    )
+    job_catchup_days: int = Field(
+        default=400, ge=1, description="The daily job goes back at most this many days."
+    )
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="Kafka to publish job results to (topics daily-aggregations and"
+        " data-quality-alerts); unset: nothing is published.",
+    )
+    quality_suites: Path | None = Field(
+        default=None, description="A folder of suite files to run instead of the shipped ones."
+    )
+    quality_freshness_minutes: float = Field(
+        default=30.0, gt=0, description="Quality: newest event at most this old (traffic hours)."
+    )
+    quality_volume_band: tuple[float, float] = Field(
+        default=(0.5, 2.0),
+        description="Quality: a day's events as a share of the 7-day median, low and high.",
+    )
+    quality_max_quarantine_rate: float = Field(
+        default=0.05, ge=0, le=1, description="Quality: share of a day's input rows quarantined."
+    )
+    anomaly_weeks: int = Field(
+        default=4, ge=3, description="Anomaly alerts: earlier weeks forming an hour's baseline."
+    )
+    anomaly_threshold: float = Field(
+        default=4.0, gt=0, description="Anomaly alerts: robust z-score that fires."
+    )
+    alertmanager_url: str | None = Field(
+        default=None, description="Alertmanager to deliver data alerts to (its base URL)."
+    )
+    alert_webhook_url: str | None = Field(
+        default=None, description="Without Alertmanager: POST alerts as JSON here."
+    )
+    alert_slack_webhook_url: str | None = Field(
+        default=None, description="Without Alertmanager: a Slack-compatible incoming webhook."
+    )
+    alert_smtp_url: str | None = Field(
+        default=None, description="Without Alertmanager: smtp://[user:password@]host:port."
+    )
+    alert_email_to: list[str] = Field(
+        default_factory=list, description="Recipients of alert e-mail (JSON list)."
+    )
+    alert_email_from: str = Field(default="shopstream@localhost", description="Sender.")
+    alert_freshness_seconds: int = Field(
+        default=600, ge=1, description="Prometheus rules: no commit for this long fires."
+    )
+    alert_no_commit_seconds: int = Field(
+        default=300, ge=1, description="Prometheus rules: input waits, no commit this long."
+    )
+    alert_quarantine_rate: float = Field(
+        default=0.05, ge=0, le=1, description="Prometheus rules: quarantined share that fires."
+    )
+    alert_kafka_lag: int = Field(
+        default=100_000, ge=0, description="Prometheus rules: messages behind that fires."
+    )
+    alert_pending_for: str = Field(
+        default="5m",
+        pattern=r"^\d+[smh]$",
+        description="Prometheus rules: how long a condition holds before it fires.",
+    )
     privacy_key: SecretStr | None = Field(
         default=None,
         description="Key of the keyed hash that [privacy] hash applies; unset: a random key"

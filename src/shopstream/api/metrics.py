@@ -24,7 +24,8 @@ SELECT coalesce(sum(rows_read), 0), coalesce(sum(rows_loaded), 0),
        coalesce(sum(duplicates_in_batch + duplicates_in_store), 0),
        coalesce(sum(late_events), 0), count(*),
        coalesce(sum((parse_ms + load_ms) / 1000.0), 0),
-       extract(epoch FROM now() - max(committed_at))::float8
+       extract(epoch FROM now() - max(committed_at))::float8,
+       coalesce(sum(rows_quarantined), 0)
   FROM batches
 """
 _BY_RULE: Final = """
@@ -49,12 +50,13 @@ class PipelineCollector(Collector):
             by_rule = conn.execute(_BY_RULE).fetchall()
             buckets = conn.execute(_DURATIONS, (list(BATCH_SECONDS_BUCKETS),)).fetchall()
         assert row is not None
-        read, loaded, duplicates, late, batches, seconds, since = row
+        read, loaded, duplicates, late, batches, seconds, since, quarantined = row
         for name, doc, value in (
             ("shopstream_pipeline_events_read", "Input rows read, all batches", read),
             ("shopstream_pipeline_events_loaded", "Rows inserted into events", loaded),
             ("shopstream_pipeline_events_duplicate", "Rows dropped as duplicates", duplicates),
             ("shopstream_pipeline_events_late", "Events older than the horizon", late),
+            ("shopstream_pipeline_rows_quarantined", "Input rows quarantined", quarantined),
         ):
             yield CounterMetricFamily(name, doc, value=int(value))
         rules = CounterMetricFamily(

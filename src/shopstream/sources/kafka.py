@@ -30,6 +30,7 @@ from confluent_kafka import (
 )
 
 from shopstream.contract import IncomingFile, MessageOrigin, ParsedBatch, SourceOffset
+from shopstream.metrics import KAFKA_LAG
 from shopstream.sources.base import Source
 from shopstream.sources.kafka_config import client_config
 from shopstream.sources.kafka_framing import as_files, chunk_path, first_line
@@ -323,6 +324,10 @@ class KafkaSource(Source):
         for item in items:
             chunk = self._chunks.pop(item.path)
             commits[(chunk.topic, chunk.partition)] = chunk.position.end
+        for (topic, partition), end in commits.items():
+            state = self._partitions.get((topic, partition))
+            if state is not None:
+                KAFKA_LAG.labels(topic, str(partition)).set(max(state.high_watermark - end, 0))
         owned = [
             TopicPartition(t, p, o) for (t, p), o in commits.items() if (t, p) in self._partitions
         ]

@@ -28,7 +28,7 @@ from shopstream.contract import IncomingFile, ParsedBatch
 from shopstream.engines.embedded.lookahead import LookAhead
 from shopstream.errors import LoadFailedError, RetryBudgetSpentError, StopRequestedError
 from shopstream.logs import bind_batch
-from shopstream.metrics import record_batch
+from shopstream.metrics import INPUT_WAITING, record_batch
 from shopstream.parse.batch import build_batch
 from shopstream.parse.mapping import NO_CHOICE, MappingChoice
 from shopstream.settings import Settings
@@ -154,6 +154,7 @@ class Runner:
                 with self._lock:
                     files = self._source.poll(self._settings.max_batch_rows)
                     drained = not files and self._source.idle() and self._outstanding == 0
+                INPUT_WAITING.set(0 if drained else 1)
                 if files:
                     batch_id = self._ahead.reserve_batch_id()
                     with bind_batch(batch_id):

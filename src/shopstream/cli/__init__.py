@@ -1157,5 +1157,9 @@ def demo(
     )
 
 
+from shopstream.cli.operations import register  # noqa: E402 - needs the helpers above
+
+register(app)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

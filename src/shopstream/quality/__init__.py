@@ -1,0 +1,1 @@
+"""Data-quality suites over the stored tables, run by Great Expectations."""
