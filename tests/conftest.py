@@ -1,1 +1,6 @@
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.kafka", "tests.fixtures.api"]
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.kafka",
+    "tests.fixtures.api",
+    "tests.fixtures.receivers",
+]

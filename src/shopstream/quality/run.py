@@ -172,8 +172,10 @@ def _validate(
     with psycopg.connect(url) as conn:  # to render the queries' literals
         for suite, day in to_run:
             # Great Expectations takes plain SELECTs only: a suite's WITH goes in a subquery.
-            query = "SELECT * FROM ({}) AS suite_rows".format(
-                sql.SQL(suite.query).format(**_bounds(day)).as_string(conn)
+            query = (
+                sql.SQL("SELECT * FROM ({}) AS suite_rows")
+                .format(sql.SQL(suite.query).format(**_bounds(day)))
+                .as_string(conn)
             )
             if suite.name in {asset.name for asset in source.assets}:
                 source.delete_asset(suite.name)
