@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 	@# The browser tests drive Debian's chromium (Playwright downloads no browser here).
 	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "warning: could not install chromium; the browser test will be skipped"
+	@# Alerting tests run Debian's Prometheus and Alertmanager on loopback (their services
+	@# are never started: the tests start their own processes).
+	@test -x /usr/bin/prometheus -a -x /usr/bin/prometheus-alertmanager || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null; } \
+	  || echo "warning: could not install prometheus; the alerting tests will be skipped"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -32,11 +32,13 @@ class Signal:
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """The conditions one evaluator owns: rules, narrowed to some label values."""
+    """The conditions one evaluator owns: rules, narrowed to some label values or to some
+    fingerprints."""
 
     rules: tuple[str, ...]
     label: str | None = None
     values: tuple[str, ...] = ()
+    fingerprints: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +69,14 @@ def sync(conn: psycopg.Connection[Any], scope: Scope, holding: Iterable[Signal])
             """UPDATE alerts SET resolved_at = clock_timestamp()
                 WHERE resolved_at IS NULL AND rule = ANY(%(rules)s)
                   AND (%(label)s::text IS NULL OR labels ->> %(label)s = ANY(%(values)s))
+                  AND (cardinality(%(only)s::text[]) = 0 OR fingerprint = ANY(%(only)s))
                   AND NOT fingerprint = ANY(%(holding)s)
             RETURNING fingerprint""",
             {
                 "rules": list(scope.rules),
                 "label": scope.label,
                 "values": list(scope.values),
+                "only": list(scope.fingerprints),
                 "holding": list(signals),
             },
         ).fetchall()

@@ -209,7 +209,7 @@ def alerts_raise(
     with _database(settings, "ingest") as url, connect(url) as conn:
         conn.autocommit = True
         holding = [] if resolve else [Signal(key, rule, severity, summary)]
-        changes = sync(conn, Scope((rule,), "fingerprint", (key,)), holding)
+        changes = sync(conn, Scope((rule,), fingerprints=(key,)), holding)
         deliver(conn, Jobs(settings, url).channels())
     console.print(
         f"{key}: " + ("fired" if changes.fired else "resolved" if changes.resolved else "unchanged")
