@@ -57,6 +57,10 @@ def wait_for(what: str, condition: Callable[[], bool], timeout: float = 90) -> N
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def arrives(hook: Webhook, alertname: str, status: str) -> Callable[[], bool]:
+    return lambda: bool(notified(hook, alertname, status))
+
+
 def notified(hook: Webhook, alertname: str, status: str) -> list[dict[str, object]]:
     return [
         a for body in hook.bodies for a in body.get("alerts", [])
@@ -137,16 +141,19 @@ def test_a_stopped_runner_fires_freshness_through_alertmanager_and_resolves(
 
                 runner.kill()  # files keep landing, nothing commits
                 runner.communicate()
-                wait_for("the freshness alert at the webhook",
-                         lambda: bool(notified(hook, "ShopStreamFreshnessLag", "firing")))  # fmt: skip
-                wait_for("the runner-down alert",
-                         lambda: bool(notified(hook, "ShopStreamRunnerDown", "firing")))  # fmt: skip
+                wait_for(
+                    "the freshness alert at the webhook",
+                    arrives(hook, "ShopStreamFreshnessLag", "firing"),
+                )
+                wait_for("the runner-down alert", arrives(hook, "ShopStreamRunnerDown", "firing"))
                 assert not notified(hook, "ShopStreamFreshnessLag", "resolved")
 
                 runner = start_shopstream("run", "--source", str(inbox), "--delete",
                                           "--metrics-port", str(runner_port), env=env)  # fmt: skip
-                wait_for("the freshness alert to resolve",
-                         lambda: bool(notified(hook, "ShopStreamFreshnessLag", "resolved")))  # fmt: skip
+                wait_for(
+                    "the freshness alert to resolve",
+                    arrives(hook, "ShopStreamFreshnessLag", "resolved"),
+                )
                 firing = notified(hook, "ShopStreamFreshnessLag", "firing")
                 assert firing[0]["labels"]["severity"] == "warning"
             finally:
