@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-import psycopg
 import uvicorn
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from shopstream.analytics.customers import run_customers
 from shopstream.api.app import create_app
 from shopstream.api.keys import Role, create_key
 from shopstream.contract import ParsedBatch
 from shopstream.engines.embedded.runner import Runner, RunSummary
-from shopstream.generate.writer import Faults, FileWriter, stream_live
+from shopstream.generate.writer import Faults, FileWriter, generate_backlog, stream_live
+from shopstream.jobs.catalog import Jobs
+from shopstream.jobs.scheduler import build as build_scheduler
 from shopstream.schema import InputFormat
 from shopstream.settings import Settings
 from shopstream.sources.files import DirectorySource
@@ -34,8 +37,10 @@ from shopstream.store.loader import BatchResult, Loader
 from shopstream.store.roles import Purpose
 
 log = logging.getLogger(__name__)
-CUSTOMERS_EVERY_S: Final = 30.0
 SERVER_START_S: Final = 30.0
+LOG_LINES: Final = 6  # the newest log lines the live panel shows
+HISTORY_FILE_ROWS: Final = 50_000
+HISTORY_FRAUD_SHARE: Final = 0.005  # of the orders: the fraud page and alerts have cases
 
 
 @dataclass
@@ -46,6 +51,7 @@ class DemoStats:
     dashboard: str = ""
     by_rule: Counter[str] = field(default_factory=Counter)
     window: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=50))
+    logs: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def rates(self) -> tuple[float, float]:
@@ -76,14 +82,54 @@ def _serve(settings: Settings, urls: Callable[[Purpose], str], port: int) -> uvi
     return server
 
 
-def _segment_periodically(url: str, stop: threading.Event) -> None:
-    """Keep the dashboard's customer page current while the demo runs."""
-    while not stop.wait(CUSTOMERS_EVERY_S):
-        try:
-            with connect(url) as conn:
-                run_customers(conn)
-        except psycopg.Error as error:
-            log.warning("batch customers failed in the demo: %s", error)
+class _PanelLog(logging.Handler):
+    """While the live panel shows, log lines go into it (the newest few) instead of
+    scrolling through it and tearing it apart."""
+
+    def __init__(self, stats: DemoStats) -> None:
+        super().__init__(logging.INFO)
+        self._stats = stats
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {record.levelname.lower():7} {record.getMessage()}"
+        with self._stats.lock:
+            self._stats.logs.append(line)
+
+
+def _load_history(
+    settings: Settings, url: str, *, days: float, events: int, console: Console
+) -> None:
+    """Generate ``days`` of past traffic and load it through the normal pipeline, so the
+    dashboard has history (segments, daily aggregates, quality baselines) from the start.
+    Skipped when the database already holds events."""
+    with connect(url) as conn:
+        stored = conn.execute("SELECT EXISTS (SELECT 1 FROM events)").fetchone()
+    if stored and stored[0]:
+        console.print("History: the database already holds events; not generating more.")
+        return
+    folder = settings.home_dir / "demo" / "history"
+    shutil.rmtree(folder, ignore_errors=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console) as progress:
+        written = progress.add_task(f"generating {days:g} days of history", total=events)
+        generate_backlog(
+            FileWriter(folder, InputFormat.CANONICAL), events=events, seed=None,
+            faults=Faults(dirty=0.005, duplicates=0.01), file_rows=HISTORY_FILE_ROWS,
+            span=timedelta(days=days), fraud=HISTORY_FRAUD_SHARE,
+            progress=lambda rows: progress.advance(written, rows),
+        )  # fmt: skip
+        loaded = progress.add_task("loading it through the pipeline", total=events)
+        Runner(
+            DirectorySource(
+                folder, known={}, delete=True, settle_seconds=0.0, limits=settings.read_limits,
+                piece_bytes=settings.file_piece_bytes, ledger=LedgerCheck(url),
+            ),
+            Loader.from_settings(url, settings),
+            settings,
+            until_idle=True,
+            on_batch=lambda batch, _: progress.advance(loaded, batch.rows_read),
+        ).run()  # fmt: skip
 
 
 def run_demo(
@@ -94,11 +140,42 @@ def run_demo(
     duration: float | None,
     console: Console,
     port: int | None = 8000,
+    history_days: float = 90,
+    history_events: int = 500_000,
+    scheduler: bool = True,
+) -> None:
+    stats = DemoStats()
+    # From here on, log lines go into the panel (and, before it shows, wait there): one line
+    # per batch would tear the progress bars and the panel apart.
+    root = logging.getLogger()
+    handlers, root.handlers = root.handlers, [_PanelLog(stats)]
+    try:
+        _run_demo(settings, urls, stats, rate=rate, duration=duration, console=console,
+                  port=port, history_days=history_days, history_events=history_events,
+                  scheduler=scheduler)  # fmt: skip
+    finally:
+        root.handlers = handlers
+
+
+def _run_demo(
+    settings: Settings,
+    urls: Callable[[Purpose], str],
+    stats: DemoStats,
+    *,
+    rate: float,
+    duration: float | None,
+    console: Console,
+    port: int | None,
+    history_days: float,
+    history_events: int,
+    scheduler: bool,
 ) -> None:
     url = urls("ingest")
+    if history_days > 0 and history_events > 0:
+        _load_history(settings, url, days=history_days, events=history_events, console=console)
+    jobs = build_scheduler(Jobs(settings, url), blocking=False) if scheduler else None
     inbox = settings.home_dir / "demo" / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
-    stats = DemoStats()
     stop = threading.Event()
 
     def count_generated(rows: int) -> None:
@@ -148,15 +225,20 @@ def run_demo(
     server = None
     if port is not None:
         with connect(urls("api")) as conn:
-            _, key = create_key(conn, Role.VIEWER, "demo", timedelta(days=1))
+            _, key = create_key(conn, Role.ANALYST, "demo", timedelta(days=1))
         server = _serve(settings, urls, port)
         stats.dashboard = f"http://127.0.0.1:{port}/"
         console.print(f"Dashboard and API: {stats.dashboard} (OpenAPI at /docs)")
-        console.print("Viewer API key for this demo (valid for a day):")
+        console.print(
+            "Analyst API key for this demo (valid for a day; every page, alerts and the"
+            " quality report included. A viewer key, `shopstream apikey create --role"
+            " viewer`, sees the executive and customer pages only):"
+        )
         console.print(key, soft_wrap=True, highlight=False)
-        threading.Thread(
-            target=_segment_periodically, args=(url, stop), name="shopstream-segments", daemon=True
-        ).start()
+    if jobs is not None:
+        jobs.start()  # catches up daily aggregations and quality at once
+        for name in ("customers", "alerts"):
+            jobs.modify_job(name, next_run_time=datetime.now(UTC))
     generator.start()
     pipeline = threading.Thread(target=runner.run, name="shopstream-demo", daemon=True)
     pipeline.start()
@@ -172,6 +254,8 @@ def run_demo(
                 shutdown()
             time.sleep(0.25)
     generator.join(timeout=5)
+    if jobs is not None:
+        jobs.shutdown(wait=False)
     if server is not None:
         server.should_exit = True
 
@@ -195,9 +279,19 @@ def _panel(stats: DemoStats, rate: float) -> Panel:
             ("quarantined", f"{done.quarantined:,}"),
         ]
         rules = stats.by_rule.most_common()
+        logs = list(stats.logs)
     for label, value in rows:
         table.add_row(label, value)
     quarantine = Table("rule", "rows", title="quarantined by rule", expand=False)
     for name, count in rules:
         quarantine.add_row(name, f"{count:,}")
-    return Panel(Group(table, quarantine), title="ShopStream demo — Ctrl-C to stop")
+    recent = Text(
+        "\n".join(logs) if logs else "(no log lines yet)",
+        style="dim",
+        no_wrap=True,
+        overflow="ellipsis",
+    )
+    return Panel(
+        Group(table, quarantine, Text("recent log", style="bold"), recent),
+        title="ShopStream demo — Ctrl-C to stop",
+    )

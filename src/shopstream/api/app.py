@@ -22,10 +22,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import ConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shopstream.api.deps import DOCS_PATH
 from shopstream.api.keys import Role, authenticate
 from shopstream.api.metrics import ApiMetrics
 from shopstream.api.ratelimit import Rate, RateLimits
-from shopstream.api.v1 import analytics, customers, fraud, keys, quality
+from shopstream.api.v1 import analytics, customers, fraud, keys, operations, quality
 from shopstream.settings import Settings
 from shopstream.store.migrate import pending_migrations
 
@@ -82,6 +83,11 @@ _DASHBOARD_CSP: Final = (
     " object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 _API_CSP: Final = "default-src 'none'; frame-ancestors 'none'"
+# Great Expectations' Data Docs are generated pages with inline scripts and styles.
+_QUALITY_DOCS_CSP: Final = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline';"
+    " img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 # FastAPI's interactive docs pull their scripts from a CDN; they get no script policy.
 _DOCS_PATHS: Final = ("/docs", "/redoc")
 _COMMON_HEADERS: Final = (
@@ -105,7 +111,13 @@ class SecurityHeaders:
         path: str = scope.get("path", "")
         extra = list(_COMMON_HEADERS)
         if not path.startswith(_DOCS_PATHS):
-            policy = _API_CSP if path.startswith("/api/") else _DASHBOARD_CSP
+            policy = (
+                _API_CSP
+                if path.startswith("/api/")
+                else _QUALITY_DOCS_CSP
+                if path.startswith(DOCS_PATH)
+                else _DASHBOARD_CSP
+            )
             extra.append((b"content-security-policy", policy.encode()))
 
         async def with_headers(message: Message) -> None:
@@ -163,7 +175,10 @@ def create_app(settings: Settings, database_url: str, ingest_url: str | None = N
     )
     app.state.metrics = metrics
 
-    for router in (analytics.router, customers.router, quality.router, fraud.router, keys.router):
+    for router in (
+        analytics.router, customers.router, quality.router, fraud.router, keys.router,
+        operations.router, operations.docs_router,
+    ):  # fmt: skip
         app.include_router(router)
 
     @app.middleware("http")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import psycopg
 from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
 
 from shopstream.api.keys import Principal, Role, authenticate
@@ -16,6 +16,11 @@ from shopstream.api.ratelimit import RateLimits
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <API key>")
+# Set only for the Data Docs pages (path /quality-docs, HttpOnly, SameSite=Strict), which a
+# browser opens as pages and so cannot send a header for.
+DOCS_COOKIE = "shopstream_docs"
+DOCS_PATH = "/quality-docs"
+_cookie = APIKeyCookie(name=DOCS_COOKIE, auto_error=False, description="Data Docs pages only")
 
 
 def database(request: Request) -> ConnectionPool[psycopg.Connection[Any]]:
@@ -34,10 +39,11 @@ def principal(
     db: Database,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     header: Annotated[str | None, Depends(_header)],
+    cookie: Annotated[str | None, Depends(_cookie)],
 ) -> Principal:
     """The key's owner; 401 without a valid key, 429 over the key's rate or after too many
     failed keys from the client's address (refused before any key lookup)."""
-    key = bearer.credentials if bearer is not None else header
+    key = bearer.credentials if bearer is not None else header or cookie
     client = request.client.host if request.client is not None else "unknown"
     limits: RateLimits = request.app.state.limits
     who = None

@@ -1047,6 +1047,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
+    scheduler: Annotated[
+        bool, typer.Option(help="Also run the scheduled jobs in this process.")
+    ] = False,
 ) -> None:
     """REST API (/api/v1, OpenAPI at /docs), dashboard (/) and /metrics."""
     import os
@@ -1056,7 +1059,7 @@ def serve(
     from shopstream.api.app import create_app
 
     settings = Settings()
-    with _databases(settings) as urls:
+    with _databases(settings) as urls, _scheduled(settings, urls("ingest"), on=scheduler):
         api_url, ingest_url = urls("api"), urls("ingest")
         if workers == 1:
             uvicorn.run(
@@ -1072,6 +1075,23 @@ def serve(
             "shopstream.api.app:app_from_environment", factory=True, workers=workers,
             host=host, port=port, log_level="warning",
         )  # fmt: skip
+
+
+@contextmanager
+def _scheduled(settings: Settings, url: str, *, on: bool) -> Iterator[None]:
+    """The job scheduler in a background thread of this process while the block runs."""
+    if not on:
+        yield
+        return
+    from shopstream.jobs.catalog import Jobs
+    from shopstream.jobs.scheduler import build
+
+    jobs = build(Jobs(settings, url), blocking=False)
+    jobs.start()
+    try:
+        yield
+    finally:
+        jobs.shutdown(wait=False)
 
 
 @apikey_app.command("create")
@@ -1135,6 +1155,13 @@ def demo(
     duration: Annotated[float | None, typer.Option(help="Stop after S seconds.")] = None,
     port: Annotated[int, typer.Option(help="Port of the API and dashboard.")] = 8000,
     serve: Annotated[bool, typer.Option(help="Serve the API and dashboard too.")] = True,
+    history_days: Annotated[
+        float, typer.Option(min=0, help="Days of past traffic loaded first (0: none).")
+    ] = 90,
+    history_events: Annotated[int, typer.Option(min=0, help="Events in that history.")] = 500_000,
+    scheduler: Annotated[
+        bool, typer.Option(help="Run the scheduled jobs (daily, customers, quality, alerts).")
+    ] = True,
 ) -> None:
     """Embedded database + live generator + pipeline + API and dashboard. Ctrl-C stops."""
     from shopstream.demo import DashboardUnavailableError, run_demo
@@ -1144,7 +1171,8 @@ def demo(
         try:
             run_demo(
                 settings, urls, rate=rate, duration=duration, console=console,
-                port=port if serve else None,
+                port=port if serve else None, history_days=history_days,
+                history_events=history_events, scheduler=scheduler,
             )  # fmt: skip
         except DashboardUnavailableError as error:
             err.print(f"[red]{error}[/red]; pick another with --port, or --no-serve")

@@ -124,7 +124,8 @@ def jobs_history(
         table.add_row(
             str(r["run_id"]), r["job"], r["trigger"], str(r["target_date"] or ""),
             str(r["attempt"]), r["status"], f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
-            f"{took:.1f}" if took is not None else "", str(r["rows_affected"] or ""),
+            f"{took:.1f}" if took is not None else "",
+            "" if r["rows_affected"] is None else str(r["rows_affected"]),
             r["error"] or "",
         )  # fmt: skip
     console.print(table)

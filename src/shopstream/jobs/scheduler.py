@@ -44,7 +44,9 @@ def trigger(expression: str) -> CronTrigger:
 
 
 def build(jobs: Jobs, *, blocking: bool) -> BaseScheduler:
-    """A scheduler holding every job; not started."""
+    """A scheduler holding every job; not started. (Its own INFO lines repeat what each
+    run logs, so only its warnings are kept.)"""
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     scheduler: BaseScheduler = (
         BlockingScheduler(timezone=UTC) if blocking else BackgroundScheduler(timezone=UTC)
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -156,7 +157,9 @@ def _validate(
     parameters: Mapping[str, Any],
 ) -> tuple[CheckResult, ...]:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
+    with warnings.catch_warnings():  # it imports pyspark, which warns about pandas' version
+        warnings.simplefilter("ignore", FutureWarning)
+        import great_expectations as gx
     from great_expectations.checkpoint.actions import UpdateDataDocsAction
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

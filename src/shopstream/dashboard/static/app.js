@@ -83,9 +83,11 @@ async function executive() {
 
 async function operations() {
   try {
-    const [pipeline, quality, batches] = await Promise.all([
+    const [pipeline, quality, batches, alerts, runs, checks] = await Promise.all([
       api("/api/v1/pipeline"), api("/api/v1/quality"), api("/api/v1/batches?limit=60"),
+      api("/api/v1/alerts?limit=20"), api("/api/v1/jobs/runs?limit=12"), api("/api/v1/quality/checks"),
     ]);
+    operationsTables(alerts, runs, checks);
     $("ops-denied").hidden = true;
     $("ops-rate").textContent = count(pipeline.events_per_second_5m);
     $("ops-since").textContent = pipeline.seconds_since_last_commit == null ? "–" : pipeline.seconds_since_last_commit.toFixed(1);
@@ -106,6 +108,35 @@ async function operations() {
     throw error;
   }
 }
+
+const when = (t) => t == null ? "" : escapeHtml(t.replace("T", " ").slice(0, 19));
+
+function operationsTables(alerts, runs, checks) {
+  const firing = alerts.filter((a) => a.resolved_at == null).length;
+  $("ops-firing").textContent = `${firing} firing`;
+  $("ops-firing").className = firing ? "badge bad" : "badge good";
+  $("ops-alerts-empty").hidden = alerts.length > 0;
+  $("ops-alerts").querySelector("tbody").innerHTML = alerts.map((a) =>
+    `<tr class="${a.resolved_at == null ? "firing" : "resolved"}"><td>${when(a.started_at)}</td><td>${escapeHtml(a.severity)}</td>` +
+    `<td>${escapeHtml(a.rule)}</td><td>${escapeHtml(a.summary)}</td>` +
+    `<td>${a.resolved_at == null ? "firing" : "resolved " + when(a.resolved_at)}</td></tr>`).join("");
+  $("ops-jobs").querySelector("tbody").innerHTML = runs.map((r) =>
+    `<tr><td>${escapeHtml(r.job)}</td><td>${escapeHtml(r.target_date || "")}</td><td>${escapeHtml(r.trigger)}</td>` +
+    `<td class="${r.status === "failed" ? "bad" : ""}">${escapeHtml(r.status)}${r.error ? ": " + escapeHtml(r.error) : ""}</td>` +
+    `<td>${when(r.finished_at)}</td><td>${count(r.rows_affected)}</td></tr>`).join("");
+  $("ops-checks").querySelector("tbody").innerHTML = checks.map((c) =>
+    `<tr><td>${escapeHtml(c.suite)}</td><td>${escapeHtml(c.expectation.replace(/^expect_/, "").replaceAll("_", " "))}</td>` +
+    `<td>${escapeHtml(c.column_name || "")}</td><td>${escapeHtml(c.target_date || "")}</td>` +
+    `<td class="${c.success ? "good" : "bad"}">${c.success ? "passed" : "failed"}</td></tr>`).join("");
+}
+
+// Data Docs open as pages of their own: a cookie for /quality-docs lets the browser in.
+$("ops-docs").addEventListener("click", async () => {
+  const response = await fetch("/api/v1/quality/docs/session", {
+    method: "POST", headers: { "X-API-Key": sessionStorage.getItem(KEY) || "" },
+  });
+  if (response.ok) window.open("/quality-docs/index.html", "_blank", "noopener");
+});
 
 async function customers() {
   const [segments, clv] = await Promise.all([api("/api/v1/segments"), api("/api/v1/segments/clv")]);
