@@ -65,7 +65,7 @@ def test_demo_serves_the_dashboard_with_a_printed_key(tmp_path: Path, database_u
     env = cli_env(database_url, tmp_path / "home")
     port = free_port()
     demo = start_shopstream("demo", "--rate", "2000", "--duration", "12", "--port", str(port),
-                            env=env)  # fmt: skip
+                            "--history-days", "0", "--no-scheduler", env=env)  # fmt: skip
     key = None
     deadline = time.monotonic() + 60
     while key is None:
@@ -93,6 +93,7 @@ def test_demo_on_a_taken_port_says_so(tmp_path: Path, database_url: str) -> None
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = shopstream("demo", "--duration", "1", "--port", str(port), env=env, check=False)
+        result = shopstream("demo", "--duration", "1", "--port", str(port), "--history-days", "0",
+                            env=env, check=False)  # fmt: skip
     assert result.returncode == 1
     assert f"could not listen on 127.0.0.1:{port}" in result.stderr

@@ -101,7 +101,7 @@ def simulate(
                 }
             )
         )
-    raw = pl.concat(frames).sort("_t").head(events)
+    raw = _whole_sessions(pl.concat(frames), events, rng).sort("_t").head(events)
     catalog = products.with_row_index("_product").with_columns(pl.col("_product").cast(pl.Int64))
     people = customers.with_row_index("_user").with_columns(pl.col("_user").cast(pl.Int64))
     session_ids = random_uuids(rng, sessions).str.slice(0, 18).str.replace_all("-", "")
@@ -147,6 +147,15 @@ def simulate(
         "user_agent",
         pl.when(purchase).then(pl.col("payment_method")).alias("payment_method"),
     )
+
+
+def _whole_sessions(rows: pl.DataFrame, events: int, rng: np.random.Generator) -> pl.DataFrame:
+    """Drop whole sessions at random until about ``events`` rows are left, so the events
+    still span the whole period (cutting the newest rows would leave its end empty)."""
+    sizes = rows.group_by("_session").len().sort("_session")
+    order = rng.permutation(sizes.height)
+    kept = np.cumsum(sizes["len"].to_numpy()[order]) - sizes["len"].to_numpy()[order] < events
+    return rows.filter(pl.col("_session").is_in(sizes["_session"].to_numpy()[order][kept]))
 
 
 def _session_starts(

@@ -83,11 +83,12 @@ async function executive() {
 
 async function operations() {
   try {
-    const [pipeline, quality, batches, alerts, runs, checks] = await Promise.all([
+    const [pipeline, quality, batches, alerts, firing, runs, checks] = await Promise.all([
       api("/api/v1/pipeline"), api("/api/v1/quality"), api("/api/v1/batches?limit=60"),
-      api("/api/v1/alerts?limit=20"), api("/api/v1/jobs/runs?limit=12"), api("/api/v1/quality/checks"),
+      api("/api/v1/alerts?limit=20"), api("/api/v1/alerts?state=firing&limit=1000"),
+      api("/api/v1/jobs/runs?limit=12"), api("/api/v1/quality/checks"),
     ]);
-    operationsTables(alerts, runs, checks);
+    operationsTables(alerts, firing.length, runs, checks);
     $("ops-denied").hidden = true;
     $("ops-rate").textContent = count(pipeline.events_per_second_5m);
     $("ops-since").textContent = pipeline.seconds_since_last_commit == null ? "–" : pipeline.seconds_since_last_commit.toFixed(1);
@@ -111,9 +112,8 @@ async function operations() {
 
 const when = (t) => t == null ? "" : escapeHtml(t.replace("T", " ").slice(0, 19));
 
-function operationsTables(alerts, runs, checks) {
-  const firing = alerts.filter((a) => a.resolved_at == null).length;
-  $("ops-firing").textContent = `${firing} firing`;
+function operationsTables(alerts, firing, runs, checks) {
+  $("ops-firing").textContent = `${firing < 1000 ? firing : "1,000+"} firing`;
   $("ops-firing").className = firing ? "badge bad" : "badge good";
   $("ops-alerts-empty").hidden = alerts.length > 0;
   $("ops-alerts").querySelector("tbody").innerHTML = alerts.map((a) =>
