@@ -18,8 +18,8 @@ from confluent_kafka import Producer
 
 from shopstream.engines.spark.job import SparkJob, batch_loader
 from shopstream.engines.spark.session import spark_session
-from shopstream.generate.kafka import ensure_topic
 from shopstream.settings import Settings
+from shopstream.sources.kafka_topics import ensure_topic
 from shopstream.sources.select import KafkaSpec
 from shopstream.store.connection import connect
 from shopstream.store.loader import Loader

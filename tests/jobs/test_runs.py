@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -99,7 +100,7 @@ def test_one_instance_at_a_time_across_schedulers(database_url: str) -> None:
     assert run_logged(url, "daily", lambda _: JobOutcome(0), trigger="manual").status == "success"
 
 
-def test_the_daily_job_catches_up_every_missed_day(database_url: str) -> None:
+def test_the_daily_job_catches_up_every_missed_day(database_url: str, tmp_path: Path) -> None:
     """The scheduler was down for days: the next firing aggregates each missed day once,
     as a run of its own, oldest first, then checks the newest day's quality."""
     url = migrated(database_url)
@@ -114,7 +115,7 @@ def test_the_daily_job_catches_up_every_missed_day(database_url: str) -> None:
             ),
         )  # fmt: skip
     clock = [datetime(2026, 3, 4, 2, 0, tzinfo=UTC)]
-    jobs = Jobs(Settings(rollups=False), url, clock=lambda: clock[0], policy=NO_WAIT)
+    jobs = Jobs(Settings(rollups=False, home=tmp_path), url, clock=lambda: clock[0], policy=NO_WAIT)
 
     first = jobs.run("daily", trigger="schedule")
     assert [(r.job, r.status) for r in first] == [
@@ -164,7 +165,9 @@ def test_schedules_are_cron_in_utc(expression: str, after: datetime, expected: d
     assert trigger(expression).get_next_fire_time(None, after) == expected
 
 
-def test_the_scheduler_holds_every_job_and_catches_up_at_start(database_url: str) -> None:
+def test_the_scheduler_holds_every_job_and_catches_up_at_start(
+    database_url: str, tmp_path: Path
+) -> None:
     """A real APScheduler: every job on its cron, and the daily catch-up fired at start."""
     from shopstream.jobs.scheduler import build
 
@@ -172,7 +175,9 @@ def test_the_scheduler_holds_every_job_and_catches_up_at_start(database_url: str
     with psycopg.connect(url) as conn:
         insert_events(conn, [(datetime(2026, 3, 2, 12, tzinfo=UTC), "view", "u1", None, None)])
     clock = lambda: datetime(2026, 3, 3, 12, 0, tzinfo=UTC)  # noqa: E731
-    jobs = Jobs(Settings(rollups=False, schedule_quality="*/5 * * * *"), url, clock=clock)
+    jobs = Jobs(
+        Settings(rollups=False, schedule_quality="*/5 * * * *", home=tmp_path), url, clock=clock
+    )
     scheduler = build(jobs, blocking=False)
     triggers = {job.id: str(job.trigger) for job in scheduler.get_jobs()}
     assert triggers["quality"].startswith("cron[") and "minute='*/5'" in triggers["quality"]

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from shopstream.generate.kafka import ensure_topic
+from shopstream.sources.kafka_topics import ensure_topic
 from shopstream.store.server import EmbeddedPostgres
 from tests.fixtures.cli import Background, cli_env, shopstream, start_shopstream
 from tests.fixtures.counts import Outcome, outcome

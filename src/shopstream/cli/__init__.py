@@ -161,7 +161,8 @@ def generate(
         fraud_labels = out.with_name(out.name + ".fraud-labels.csv")
     sink: RowSink
     if kafka is not None:
-        from shopstream.generate.kafka import KafkaWriter, ensure_topic
+        from shopstream.generate.kafka import KafkaWriter
+        from shopstream.sources.kafka_topics import ensure_topic
 
         if fmt is InputFormat.CANONICAL:
             err.print("[red]Kafka messages are --format jsonl (default) or seed[/red]")

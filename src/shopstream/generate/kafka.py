@@ -6,32 +6,14 @@ import logging
 from typing import Final
 
 import polars as pl
-from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
+from confluent_kafka import KafkaError, Producer
 
 from shopstream.generate.writer import render
 from shopstream.schema import InputFormat
 from shopstream.sources.kafka_config import client_config
 
 log = logging.getLogger(__name__)
-
-_CREATE_TIMEOUT_S: Final = 30.0
-
-
-def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    """Create ``topic`` with ``partitions`` partitions unless it exists already."""
-    admin = AdminClient(client_config(bootstrap))
-    existing = admin.list_topics(timeout=_CREATE_TIMEOUT_S).topics
-    if topic in existing:
-        return
-    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions)])
-    try:
-        futures[topic].result(timeout=_CREATE_TIMEOUT_S)
-    except KafkaException as error:
-        if error.args[0].name() != "TOPIC_ALREADY_EXISTS":
-            raise
-    log.info("created topic %s with %d partitions", topic, partitions)
+_FLUSH_TIMEOUT_S: Final = 30.0
 
 
 class DeliveryError(Exception):
@@ -82,7 +64,7 @@ class KafkaWriter:
 
     def flush(self) -> None:
         """Wait until every message is acknowledged by the broker; fail if any was not."""
-        remaining = self._producer.flush(_CREATE_TIMEOUT_S)
+        remaining = self._producer.flush(_FLUSH_TIMEOUT_S)
         if remaining or self._failures:
             first = self._failures[0] if self._failures else "timed out"
             raise DeliveryError(

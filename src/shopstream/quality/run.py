@@ -167,6 +167,11 @@ def _validate(
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     context.variables.analytics_enabled = False
     context.variables.save()
+    # The stored checkpoint names the previous run's assets, which are about to be replaced.
+    try:
+        context.checkpoints.delete(CHECKPOINT)
+    except Exception:  # missing, or stored by a run that died half-way: its file goes
+        (home / "quality" / "gx" / "checkpoints" / f"{CHECKPOINT}.json").unlink(missing_ok=True)
     source = context.data_sources.add_or_update_postgres(
         DATASOURCE, connection_string="${" + URL_VARIABLE + "}"
     )
