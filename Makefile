@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Airflow lives in an environment of its own, as users run it: never a core dependency.
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -24,6 +27,12 @@ $(STAMP): pyproject.toml
 	  || echo "warning: could not install prometheus; the alerting tests will be skipped"
 	touch $(STAMP)
 
+$(AIRFLOW_STAMP):
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/pip install --quiet 'apache-airflow>=3,<4'
+	touch $(AIRFLOW_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/shopstream demo
 
@@ -35,7 +44,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(AIRFLOW_STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck unit
@@ -49,4 +58,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/spark.py
 
 clean:
-	rm -rf $(VENV) .shopstream .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(AIRFLOW_VENV) .shopstream .pytest_cache .mypy_cache .ruff_cache

@@ -200,3 +200,15 @@ def test_a_bad_schedule_is_a_clear_error() -> None:
 
     with pytest.raises(ScheduleError, match="not a cron expression"):
         trigger("every day at two")
+
+
+def test_a_database_error_that_would_repeat_is_not_retried(database_url: str) -> None:
+    url = migrated(database_url)
+
+    def missing_table(ctx: JobContext) -> JobOutcome:
+        ctx.conn.execute("SELECT * FROM no_such_table")
+        return JobOutcome(0)
+
+    record = run_logged(url, "daily", missing_table, trigger="manual", policy=NO_WAIT)
+    assert record.status == "failed" and record.attempt == 1
+    assert "UndefinedTable" in str(record.error)

@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from shopstream.errors import TerminalError, describe
+from shopstream.store.errors import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def _attempts(
         except Exception as error:  # logged, then retried or reported
             message = describe(error)
             _finish(log_conn, run_id, "failed", None, message, {})
-            final = isinstance(error, TerminalError) or attempt > policy.retries
+            final = _terminal(error) or attempt > policy.retries
             log.warning(
                 "job %s attempt %d failed: %s%s", job, attempt, message,
                 "" if final else f"; retrying in {policy.delay(attempt):.0f} s",
@@ -131,6 +132,14 @@ def _attempts(
         _finish(log_conn, run_id, "success", outcome.rows, None, outcome.details)
         log.info("job %s done: %d rows", job, outcome.rows)
         return RunRecord(run_id, job, "success", attempt, outcome.rows, None, outcome.details)
+
+
+def _terminal(error: Exception) -> bool:
+    """Failures that fail the same way every time: marked terminal, or a database error
+    whose SQLSTATE says so (a missing table, a constraint); those are not retried."""
+    if isinstance(error, TerminalError):
+        return True
+    return isinstance(error, psycopg.Error) and not is_transient(error)
 
 
 def _try_lock(conn: psycopg.Connection[Any], job: JobName) -> bool:
