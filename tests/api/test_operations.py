@@ -47,6 +47,13 @@ def test_quality_checks_and_the_report_behind_its_cookie(served: Served) -> None
         cookie = session.headers["set-cookie"]
         assert "Path=/quality-docs" in cookie and "HttpOnly" in cookie
         assert "SameSite=strict" in cookie or "SameSite=Strict" in cookie
+        metrics = analyst.get(
+            "/metrics", headers={"Authorization": f"Bearer {served.keys['analyst']}"}
+        ).text
+    passed = [line for line in metrics.splitlines()
+              if line.startswith("shopstream_quality_check_success{")]  # fmt: skip
+    assert any('suite="events"' in line and 'column="event_id"' in line for line in passed)
+    assert "shopstream_quality_check_timestamp_seconds{" in metrics
     key = served.keys["analyst"]
     with httpx.Client(base_url=served.base_url, timeout=30) as browser:
         assert browser.get("/quality-docs/index.html").status_code == 401

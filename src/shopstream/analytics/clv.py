@@ -19,6 +19,7 @@ import numpy.typing as npt
 from scipy import optimize, special
 
 Array = npt.NDArray[np.float64]
+LOG_PARAM_BOUND: Final = 15.0  # parameters stay within e^-15 .. e^15
 _NO_DROPOUT: Final = 1e-6  # mean dropout probability below which BG/NBD is plain NBD
 
 
@@ -65,8 +66,11 @@ class GammaGamma:
     gamma: float
 
     def expected_spend(self, x: Array, m: Array) -> Array:
-        """Expected value of a customer's future purchases (population mean if x = 0)."""
+        """Expected value of a customer's future purchases (population mean if x = 0).
+        The mean exists only for q > 1; NaN where the fit gives none."""
         p, q, gamma = self.p, self.q, self.gamma
+        if q <= 1:
+            return np.full_like(x, np.nan, dtype=np.float64)
         conditional = p * (gamma + x * m) / (p * x + q - 1)
         return np.asarray(np.where(x > 0, conditional, p * gamma / (q - 1)), dtype=np.float64)
 
@@ -130,6 +134,9 @@ def _fit(objective: Callable[[Array], float], start: Array) -> Array:
         negative,
         np.log(start),
         method="Nelder-Mead",
+        # Little history leaves the likelihood flat in some direction: bounds keep the
+        # search from walking off to parameters whose predictions overflow.
+        bounds=[(-LOG_PARAM_BOUND, LOG_PARAM_BOUND)] * len(start),
         options={"maxiter": 20_000, "xatol": 1e-8, "fatol": 1e-10},
     )
     return np.asarray(np.exp(result.x), dtype=np.float64)

@@ -13,6 +13,7 @@ from datetime import date, timedelta
 from typing import Any, Final, cast
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 import psycopg
 from psycopg import sql
@@ -167,9 +168,15 @@ def _predictions(
     expected = purchases.expected_purchases(HORIZON_DAYS, x, t_x, big_t)
     value = spend.expected_spend(x, m)
     return [
-        pl.Series("p_alive", alive.round(6)),
-        pl.Series("churn_probability", (1 - alive).round(6)),
-        pl.Series("expected_purchases_365d", expected.round(4)),
-        pl.Series("expected_order_value", value.round(2)),
-        pl.Series("predicted_clv_365d", (expected * value).round(2)),
+        _finite("p_alive", alive.round(6)),
+        _finite("churn_probability", (1 - alive).round(6)),
+        _finite("expected_purchases_365d", expected.round(4)),
+        _finite("expected_order_value", value.round(2)),
+        _finite("predicted_clv_365d", (expected * value).round(2)),
     ]
+
+
+def _finite(name: str, values: npt.NDArray[np.float64]) -> pl.Series:
+    """A prediction the models could not make (too little history for a stable fit) is
+    NULL, never NaN or infinity."""
+    return pl.Series(name, np.where(np.isfinite(values), values, np.nan)).fill_nan(None)

@@ -32,6 +32,17 @@ _BY_RULE: Final = """
 SELECT rule, sum(count::bigint) FROM batches, jsonb_each_text(quarantined_by_rule) AS r(rule, count)
  GROUP BY rule ORDER BY rule
 """
+# The latest result of each quality check, and ShopStream's firing data alerts.
+_QUALITY: Final = """
+SELECT DISTINCT ON (suite, expectation, column_name)
+       suite, expectation, coalesce(column_name, ''), success,
+       extract(epoch FROM checked_at)::float8
+  FROM data_quality_logs
+ ORDER BY suite, expectation, column_name, check_id DESC
+"""
+_FIRING: Final = """
+SELECT rule, severity, count(*) FROM alerts WHERE resolved_at IS NULL GROUP BY 1, 2
+"""
 _DURATIONS: Final = """
 SELECT (SELECT count(*) FROM batches WHERE (parse_ms + load_ms) / 1000.0 <= b)
   FROM unnest(%s::float8[]) AS b ORDER BY b
@@ -49,6 +60,8 @@ class PipelineCollector(Collector):
             row = conn.execute(_PIPELINE).fetchone()
             by_rule = conn.execute(_BY_RULE).fetchall()
             buckets = conn.execute(_DURATIONS, (list(BATCH_SECONDS_BUCKETS),)).fetchall()
+            checks = conn.execute(_QUALITY).fetchall()
+            firing = conn.execute(_FIRING).fetchall()
         assert row is not None
         read, loaded, duplicates, late, batches, seconds, since, quarantined = row
         for name, doc, value in (
@@ -74,6 +87,28 @@ class PipelineCollector(Collector):
             ],
             sum_value=float(seconds),
         )
+        passed = GaugeMetricFamily(
+            "shopstream_quality_check_success",
+            "1 if the latest run of the quality check passed, else 0",
+            labels=["suite", "expectation", "column"],
+        )
+        checked = GaugeMetricFamily(
+            "shopstream_quality_check_timestamp_seconds",
+            "When the quality check last ran",
+            labels=["suite", "expectation", "column"],
+        )
+        for suite, expectation, column, success, at in checks:
+            passed.add_metric([suite, expectation, column], 1.0 if success else 0.0)
+            checked.add_metric([suite, expectation, column], float(at))
+        yield passed
+        yield checked
+        alerts = GaugeMetricFamily(
+            "shopstream_alerts_firing", "ShopStream's own data alerts firing now",
+            labels=["rule", "severity"],
+        )  # fmt: skip
+        for rule, severity, count in firing:
+            alerts.add_metric([rule, severity], float(count))
+        yield alerts
         freshness = GaugeMetricFamily(
             "shopstream_pipeline_seconds_since_last_commit", "Seconds since the last commit"
         )
