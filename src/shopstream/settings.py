@@ -215,7 +215,7 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Quality: newest event at most this old (traffic hours)."
     )
     quality_volume_band: tuple[float, float] = Field(
-        default=(0.5, 2.0),
+        default=(0.6, 1.6),
         description="Quality: a day's events as a share of the 7-day median, low and high.",
     )
     quality_max_quarantine_rate: float = Field(

@@ -85,7 +85,7 @@ async function operations() {
   try {
     const [pipeline, quality, batches, alerts, firing, runs, checks] = await Promise.all([
       api("/api/v1/pipeline"), api("/api/v1/quality"), api("/api/v1/batches?limit=60"),
-      api("/api/v1/alerts?limit=20"), api("/api/v1/alerts?state=firing&limit=1000"),
+      api("/api/v1/alerts?limit=20"), api("/api/v1/alerts?state=firing&limit=500"),
       api("/api/v1/jobs/runs?limit=12"), api("/api/v1/quality/checks"),
     ]);
     operationsTables(alerts, firing.length, runs, checks);
@@ -113,7 +113,7 @@ async function operations() {
 const when = (t) => t == null ? "" : escapeHtml(t.replace("T", " ").slice(0, 19));
 
 function operationsTables(alerts, firing, runs, checks) {
-  $("ops-firing").textContent = `${firing < 1000 ? firing : "1,000+"} firing`;
+  $("ops-firing").textContent = `${firing < 500 ? firing : "500+"} firing`;
   $("ops-firing").className = firing ? "badge bad" : "badge good";
   $("ops-alerts-empty").hidden = alerts.length > 0;
   $("ops-alerts").querySelector("tbody").innerHTML = alerts.map((a) =>
