@@ -137,6 +137,13 @@ def test_the_daily_job_catches_up_every_missed_day(database_url: str, tmp_path: 
     assert days == [(first_day + timedelta(days=n), 8) for n in range(6)]
     # Nothing is due any more: a second firing the same night aggregates nothing.
     assert [r.job for r in jobs.run("daily", trigger="schedule")] == []
+    # Someone ran the 10th by hand while the scheduler was down again: the next firing
+    # still aggregates the 8th and 9th.
+    clock[0] = datetime(2026, 3, 11, 2, 0, tzinfo=UTC)
+    assert jobs.run("daily", day=date(2026, 3, 10))[0].status == "success"
+    caught_up = jobs.run("daily", trigger="schedule")
+    daily_days = [r.details["day"] for r in caught_up if r.job == "daily"]
+    assert daily_days == ["2026-03-08", "2026-03-09"]
 
 
 @pytest.mark.parametrize(

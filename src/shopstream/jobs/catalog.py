@@ -26,8 +26,8 @@ from shopstream.jobs.runs import (
     RetryPolicy,
     RunRecord,
     Trigger,
-    last_success_target,
     run_logged,
+    successful_targets,
 )
 from shopstream.quality.run import QualityReport, run_suites, write_results
 from shopstream.quality.suites import load_suites
@@ -104,20 +104,23 @@ class Jobs:
         return records
 
     def days_due(self) -> list[date]:
-        """Finished UTC days not aggregated yet, oldest first."""
+        """Finished UTC days not aggregated yet, oldest first: from the first day ever
+        aggregated (never: the first stored event's) to yesterday, less the days done. A day
+        run by hand ahead of the schedule leaves the days before it due."""
         yesterday = self.clock().astimezone(UTC).date() - timedelta(days=1)
         earliest = yesterday - timedelta(days=self.settings.job_catchup_days - 1)
         with psycopg.connect(self.url) as conn:
-            last = last_success_target(conn, "daily")
-            if last is None:  # never ran: from the first stored event on
+            done = successful_targets(conn, "daily", since=earliest)
+            if done:
+                first = min(done)
+            else:  # never ran: from the first stored event on
                 row = conn.execute(
                     "SELECT (min(event_timestamp) AT TIME ZONE 'UTC')::date FROM events"
                 ).fetchone()
                 first = row[0] if row and row[0] else yesterday
-            else:
-                first = last + timedelta(days=1)
         start = max(first, earliest)
-        return [start + timedelta(days=n) for n in range((yesterday - start).days + 1)]
+        days = (start + timedelta(days=n) for n in range((yesterday - start).days + 1))
+        return [day for day in days if day not in done]
 
     # -- the work of each job -------------------------------------------------------------
 

@@ -201,10 +201,11 @@ def history(conn: psycopg.Connection[Any], job: str | None, limit: int) -> list[
         ).fetchall()
 
 
-def last_success_target(conn: psycopg.Connection[Any], job: JobName) -> date | None:
-    row = conn.execute(
-        """SELECT max(target_date) FROM pipeline_execution_logs
-            WHERE job = %s AND status = 'success'""",
-        (job,),
-    ).fetchone()
-    return row[0] if row else None
+def successful_targets(conn: psycopg.Connection[Any], job: JobName, *, since: date) -> set[date]:
+    """The days ``job`` has run successfully for, from ``since`` on."""
+    rows = conn.execute(
+        """SELECT DISTINCT target_date FROM pipeline_execution_logs
+            WHERE job = %s AND status = 'success' AND target_date >= %s""",
+        (job, since),
+    ).fetchall()
+    return {row[0] for row in rows}
