@@ -113,13 +113,15 @@ def _load_history(
                TimeElapsedColumn())  # fmt: skip
     with Progress(*columns, console=console) as progress:
         written = progress.add_task(f"generating {days:g} days of history", total=events)
-        generate_backlog(
+        summary = generate_backlog(
             FileWriter(folder, InputFormat.CANONICAL), events=events, seed=None,
             faults=Faults(dirty=0.005, duplicates=0.01), file_rows=HISTORY_FILE_ROWS,
             span=timedelta(days=days), fraud=HISTORY_FRAUD_SHARE,
             progress=lambda rows: progress.advance(written, rows),
         )  # fmt: skip
-        loaded = progress.add_task("loading it through the pipeline", total=events)
+        # Re-sent duplicates make the files hold a few more rows than events.
+        progress.update(written, total=summary.rows, completed=summary.rows)
+        loaded = progress.add_task("loading it through the pipeline", total=summary.rows)
         Runner(
             DirectorySource(
                 folder, known={}, delete=True, settle_seconds=0.0, limits=settings.read_limits,
