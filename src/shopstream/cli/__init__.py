@@ -1186,9 +1186,10 @@ def demo(
     )
 
 
-from shopstream.cli.operations import register  # noqa: E402 - needs the helpers above
+from shopstream.cli import history, operations  # noqa: E402 - they need the helpers above
 
-register(app)
+operations.register(app)
+history.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
