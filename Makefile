@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/fraud.py
 	$(BIN)/python bench/kafka.py
 	$(BIN)/python bench/queries.py
+	$(BIN)/python bench/jobs.py
 	@test -f /usr/share/java/postgresql.jar || $(SUDO) apt-get install -y -qq libpostgresql-jdbc-java >/dev/null
 	$(BIN)/python bench/spark.py
 
