@@ -17,6 +17,7 @@ backup_app = typer.Typer(no_args_is_help=True, help="Back up and restore the dat
 
 def register(app: typer.Typer) -> None:
     app.add_typer(backup_app, name="backup")
+    app.command()(rebuild)
 
 
 @backup_app.command("create")
@@ -78,3 +79,14 @@ def backup_list(
             f"{sum(manifest.tables.values()):,}", manifest.server_version,
         )  # fmt: skip
     console.print(table)
+
+
+def rebuild() -> None:
+    """Recompute rollups, sessions, funnels and customer metrics from events (one
+    transaction; the dashboard shows the old figures until it commits)."""
+    from shopstream.store.connection import connect
+    from shopstream.store.rebuild import rebuild as rebuild_derived
+
+    with _databases(Settings()) as urls, connect(urls("ingest")) as conn:
+        folded = rebuild_derived(conn)
+    console.print(f"rebuilt the derived tables from {folded:,} events")
