@@ -32,7 +32,7 @@ def test_rebuild_restores_corrupted_rollups_exactly(tmp_path: Path, database_url
         conn.execute("UPDATE customer_metrics SET orders = orders + 5")
     assert derived(database_url) != streamed
 
-    result = shopstream("rebuild", env=env)
+    result = shopstream("rebuild", "--chunk-rows", "2000", env=env)  # several chunks
     assert "rebuilt the derived tables" in result.stdout
     assert derived(database_url) == streamed
     assert_rollups_match_events(database_url)

@@ -81,12 +81,16 @@ def backup_list(
     console.print(table)
 
 
-def rebuild() -> None:
+def rebuild(
+    chunk_rows: Annotated[
+        int, typer.Option(min=1, help="Events folded at once (memory follows this).")
+    ] = 200_000,
+) -> None:
     """Recompute rollups, sessions, funnels and customer metrics from events (one
     transaction; the dashboard shows the old figures until it commits)."""
     from shopstream.store.connection import connect
     from shopstream.store.rebuild import rebuild as rebuild_derived
 
     with _databases(Settings()) as urls, connect(urls("ingest")) as conn:
-        folded = rebuild_derived(conn)
+        folded = rebuild_derived(conn, chunk_rows)
     console.print(f"rebuilt the derived tables from {folded:,} events")

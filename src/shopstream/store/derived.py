@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import polars as pl
 import psycopg
+from psycopg import sql
 
 from shopstream.store.rollups import (
     StagedDelta,
@@ -45,6 +46,20 @@ def prepare_connection(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     """The session's staging tables for writing derived data; once per connection."""
     create_stages(conn)
     create_probe_stage(conn)
+
+
+def reset_stages(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Empty the session's staging tables, as a commit does (they are ON COMMIT DELETE
+    ROWS): for writing several batches' worth in one transaction."""
+    names = conn.execute(
+        "SELECT relname FROM pg_class WHERE relnamespace = pg_my_temp_schema() AND relkind = 'r'"
+    ).fetchall()
+    if names:
+        conn.execute(
+            sql.SQL("TRUNCATE {}").format(
+                sql.SQL(", ").join(sql.Identifier(str(n[0])) for n in names)
+            )
+        )
 
 
 def write_derived(conn: psycopg.Connection[tuple[object, ...]], derived: Derived) -> None:

@@ -17,13 +17,13 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from shopstream.store.derived import derive, prepare_connection, write_derived
+from shopstream.store.derived import derive, prepare_connection, reset_stages, write_derived
 
 DERIVED_TABLES: Final = (
     "realtime_metrics", "product_analytics", "customer_metrics", "user_sessions",
     "funnel_sessions",
 )  # fmt: skip
-CHUNK_ROWS: Final = 200_000
+CHUNK_ROWS: Final = 200_000  # events folded at once: memory follows this
 _COLUMNS: Final[dict[str, pl.DataType | type[pl.DataType]]] = {
     "event_id": pl.String, "event_type": pl.String, "user_id": pl.String,
     "product_id": pl.String, "event_timestamp": pl.Datetime("us"), "session_id": pl.String,
@@ -37,26 +37,28 @@ SELECT event_id::text, event_type, user_id, product_id,
 """
 
 
-def rebuild(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+def rebuild(conn: psycopg.Connection[tuple[object, ...]], chunk_rows: int = CHUNK_ROWS) -> int:
     """Recompute every derived table; returns the events folded."""
     folded = 0
     with conn.transaction():
         conn.execute("LOCK TABLE events IN SHARE MODE")
-        conn.execute(
-            sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(map(sql.Identifier, DERIVED_TABLES)))
-        )
+        # DELETE, not TRUNCATE: readers keep seeing the old rows until the commit (TRUNCATE
+        # would lock them out), and the ingest role needs no extra right.
+        for table in DERIVED_TABLES:
+            conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
         prepare_connection(conn)
-        for batch_ids in _chunks(conn):
+        for batch_ids in _chunks(conn, chunk_rows):
             events = pl.DataFrame(
                 conn.execute(_READ, (batch_ids,)).fetchall(), schema=_COLUMNS, orient="row"
             )
             write_derived(conn, derive(events))
+            reset_stages(conn)
             folded += events.height
     return folded
 
 
-def _chunks(conn: psycopg.Connection[Any]) -> Iterator[list[int]]:
-    """Batch ids in groups of about ``CHUNK_ROWS`` events, oldest first."""
+def _chunks(conn: psycopg.Connection[Any], chunk_rows: int) -> Iterator[list[int]]:
+    """Batch ids in groups of about ``chunk_rows`` events (whole batches), oldest first."""
     group: list[int] = []
     rows = 0
     for batch_id, count in conn.execute(
@@ -64,7 +66,7 @@ def _chunks(conn: psycopg.Connection[Any]) -> Iterator[list[int]]:
     ).fetchall():
         group.append(int(batch_id))
         rows += int(count)
-        if rows >= CHUNK_ROWS:
+        if rows >= chunk_rows:
             yield group
             group, rows = [], 0
     if group:
