@@ -25,6 +25,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from shopstream.errors import describe
+from shopstream.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,14 @@ class Channels:
     email_to: tuple[str, ...] = ()
     email_from: str = "shopstream@localhost"
     dashboard_url: str | None = None
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Channels:
+        return cls(
+            alertmanager_url=s.alertmanager_url, webhook_url=s.alert_webhook_url,
+            slack_webhook_url=s.alert_slack_webhook_url, smtp_url=s.alert_smtp_url,
+            email_to=tuple(s.alert_email_to), email_from=s.alert_email_from,
+        )  # fmt: skip
 
     @property
     def any(self) -> bool:

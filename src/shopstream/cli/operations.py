@@ -200,9 +200,8 @@ def alerts_raise(
     resolve: Annotated[bool, typer.Option(help="Resolve it instead.")] = False,
 ) -> None:
     """Raise (or --resolve) an alert from outside, e.g. an Airflow callback; delivered now."""
-    from shopstream.alerting.delivery import deliver
+    from shopstream.alerting.delivery import Channels, deliver
     from shopstream.alerting.state import Scope, Signal, sync
-    from shopstream.jobs.catalog import Jobs
     from shopstream.store.connection import connect
 
     settings = Settings()
@@ -211,7 +210,7 @@ def alerts_raise(
         conn.autocommit = True
         holding = [] if resolve else [Signal(key, rule, severity, summary)]
         changes = sync(conn, Scope((rule,), fingerprints=(key,)), holding)
-        deliver(conn, Jobs(settings, url).channels())
+        deliver(conn, Channels.from_settings(settings))
     console.print(
         f"{key}: " + ("fired" if changes.fired else "resolved" if changes.resolved else "unchanged")
     )

@@ -183,7 +183,7 @@ class Jobs:
                 [(f, {"fingerprint": f, "status": "firing"}) for f in changes.fired]
                 + [(f, {"fingerprint": f, "status": "resolved"}) for f in changes.resolved],
             )  # fmt: skip
-        deliver(ctx.conn, self.channels())
+        deliver(ctx.conn, Channels.from_settings(self.settings))
         return JobOutcome(
             len(report.checks),
             {
@@ -202,7 +202,7 @@ class Jobs:
         )  # fmt: skip
         anomaly = sync(ctx.conn, Scope(("volume_anomaly", "revenue_anomaly")), found)
         fraud = sync(ctx.conn, Scope(("fraud_order",)), _fraud_signals(ctx.conn))
-        sent = deliver(ctx.conn, self.channels())
+        sent = deliver(ctx.conn, Channels.from_settings(self.settings))
         return JobOutcome(
             len(found),
             {
@@ -213,14 +213,6 @@ class Jobs:
                 "delivery_error": sent.failed,
             },
         )
-
-    def channels(self) -> Channels:
-        s = self.settings
-        return Channels(
-            alertmanager_url=s.alertmanager_url, webhook_url=s.alert_webhook_url,
-            slack_webhook_url=s.alert_slack_webhook_url, smtp_url=s.alert_smtp_url,
-            email_to=tuple(s.alert_email_to), email_from=s.alert_email_from,
-        )  # fmt: skip
 
 
 def _quality_signal(report: QualityReport, key: str) -> Signal:

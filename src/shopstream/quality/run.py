@@ -143,7 +143,7 @@ def _sqlalchemy_url(url: str) -> str:
 
 
 def _bounds(day: date | None) -> dict[str, sql.Composable]:
-    start = datetime.combine(day or date.today(), datetime.min.time(), UTC)
+    start = datetime.combine(day or datetime.now(UTC).date(), datetime.min.time(), UTC)
     return {
         "day_start": sql.Literal(start),
         "day_end": sql.Literal(start + timedelta(days=1)),
