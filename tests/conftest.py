@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.api",
     "tests.fixtures.receivers",
+    "tests.fixtures.s3",
 ]

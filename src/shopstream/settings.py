@@ -260,6 +260,34 @@ class Settings(BaseSettings):
         pattern=r"^\d+[smh]$",
         description="Prometheus rules: how long a condition holds before it fires.",
     )
+    lake_uri: str | None = Field(
+        default=None,
+        description="The lake archive: a Delta Lake folder, file://PATH or s3://BUCKET/PREFIX"
+        " (credentials and endpoint from the usual AWS_* variables); unset:"
+        " SHOPSTREAM_HOME/lake.",
+    )
+    lake_export_rows: int = Field(
+        default=1_000_000, ge=1, description="Lake export: rows per Delta commit (at most)."
+    )
+    schedule_lake: str = Field(default="15 * * * *", description="Cron of the lake export.")
+    schedule_retention: str = Field(
+        default="30 3 * * *", description="Cron of retention (archives, then deletes)."
+    )
+    retention_events_days: int | None = Field(
+        default=None, ge=1, description="Events older than this leave PostgreSQL once the lake"
+        " holds them (unset: kept forever).",
+    )  # fmt: skip
+    retention_quarantine_raw_days: int | None = Field(
+        default=None, ge=1, description="Quarantined records' raw content is dropped after this"
+        " many days once the lake holds it; the rule, fields, size and hash stay (unset: kept).",
+    )  # fmt: skip
+    retention_logs_days: int = Field(
+        default=90, ge=1, description="Job runs, quality results and resolved alerts older than"
+        " this are deleted (batch records stay: they are the exactly-once ledger).",
+    )  # fmt: skip
+    retention_minute_rollups_days: int = Field(
+        default=365, ge=1, description="Minute rollups (realtime_metrics) kept this many days."
+    )
     privacy_key: SecretStr | None = Field(
         default=None,
         description="Key of the keyed hash that [privacy] hash applies; unset: a random key"
@@ -293,6 +321,11 @@ class Settings(BaseSettings):
             with os.fdopen(descriptor, "w") as handle:
                 handle.write(key.hex())
             return key
+
+    @property
+    def lake(self) -> str:
+        """Where the lake archive lives: the setting, else a folder in the state directory."""
+        return self.lake_uri or (self.home_dir / "lake").as_uri()
 
     @cached_property
     def home_dir(self) -> Path:

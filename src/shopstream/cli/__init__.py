@@ -1186,10 +1186,11 @@ def demo(
     )
 
 
-from shopstream.cli import history, operations  # noqa: E402 - they need the helpers above
+from shopstream.cli import history, lake, operations  # noqa: E402 - they need the helpers above
 
 operations.register(app)
 history.register(app)
+lake.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from shopstream.cli import _database, console, err
+from shopstream.jobs.runs import JobName, RunRecord
 from shopstream.settings import Settings
 
 jobs_app = typer.Typer(no_args_is_help=True, help="Batch jobs: list, run one now, history.")
@@ -18,7 +19,6 @@ alerts_app = typer.Typer(no_args_is_help=True, help="ShopStream's own data alert
 monitoring_app = typer.Typer(no_args_is_help=True, help="Prometheus rules and configuration.")
 airflow_app = typer.Typer(no_args_is_help=True, help="Orchestrate the jobs with Airflow.")
 
-JobChoice = Literal["daily", "customers", "quality", "alerts"]
 DayOption = Annotated[
     datetime | None, typer.Option("--date", formats=["%Y-%m-%d"], help="UTC day.")
 ]
@@ -80,7 +80,9 @@ def jobs_list() -> None:
 
 @jobs_app.command("run")
 def jobs_run(
-    name: Annotated[JobChoice, typer.Argument(help="daily, customers, quality or alerts.")],
+    name: Annotated[
+        JobName, typer.Argument(help="daily, customers, quality, alerts, lake or retention.")
+    ],
     day: DayOption = None,
     via: Annotated[
         Literal["manual", "airflow"], typer.Option("--trigger", help="Who asks (logged).")
@@ -93,6 +95,11 @@ def jobs_run(
     settings = Settings()
     with _database(settings, "ingest") as url:
         records = Jobs(settings, url).run(name, trigger=via, day=_day(day))
+    report_runs(records)
+
+
+def report_runs(records: list[RunRecord]) -> None:
+    """One line per run; exit 1 if one failed."""
     for record in records:
         colour = {"success": "green", "skipped": "yellow", "failed": "red"}[record.status]
         console.print(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -29,6 +29,9 @@ from shopstream.jobs.runs import (
     run_logged,
     successful_targets,
 )
+from shopstream.lake.export import ExportOutcome, export_table
+from shopstream.lake.location import LAKE_TABLES, Lake
+from shopstream.lake.retention import apply_retention
 from shopstream.quality.run import QualityReport, run_suites, write_results
 from shopstream.quality.suites import load_suites
 from shopstream.schema import EventType
@@ -52,6 +55,7 @@ class Jobs:
     clock: Clock = utc_now
     policy: RetryPolicy | None = None
     only_suites: tuple[str, ...] = ()  # quality: these suites only (empty: all)
+    dry_run: bool = False  # retention: count what would leave, change nothing
 
     @property
     def retry(self) -> RetryPolicy:
@@ -71,7 +75,10 @@ class Jobs:
         when = scheduled_for or self.clock()
         if job == "daily":
             return self.run_daily(trigger=trigger, day=day, scheduled_for=when)
-        work = {"customers": self._customers, "quality": self._quality, "alerts": self._alerts}
+        work = {
+            "customers": self._customers, "quality": self._quality, "alerts": self._alerts,
+            "lake": self._lake, "retention": self._retention,
+        }  # fmt: skip
         return [
             run_logged(
                 self.url,
@@ -213,6 +220,42 @@ class Jobs:
                 "delivery_error": sent.failed,
             },
         )
+
+    def _lake(self, ctx: JobContext) -> JobOutcome:
+        lake = Lake.from_settings(self.settings)
+        outcomes = [
+            export_table(ctx.conn, self.url, lake, name, max_rows=self.settings.lake_export_rows)
+            for name in LAKE_TABLES
+        ]
+        return JobOutcome(
+            sum(o.rows for o in outcomes),
+            {"lake": lake.root} | {o.table: _export_details(o) for o in outcomes},
+        )
+
+    def _retention(self, ctx: JobContext) -> JobOutcome:
+        outcome = apply_retention(
+            ctx.conn, self.url, Lake.from_settings(self.settings), self.settings,
+            now=self.clock(), dry_run=self.dry_run,
+        )  # fmt: skip
+        cutoffs = {k: v.isoformat() if v else None for k, v in asdict(outcome.cutoffs).items()}
+        return JobOutcome(
+            sum(outcome.removed.values()),
+            {
+                "dry_run": outcome.dry_run,
+                "cutoffs": cutoffs,
+                "removed": outcome.removed,
+                "event_days": [str(d) for d in outcome.days],
+                "exported": {o.table: _export_details(o) for o in outcome.exported},
+            },
+        )
+
+
+def _export_details(outcome: ExportOutcome) -> dict[str, Any]:
+    return {
+        "commits": outcome.commits, "batches": outcome.batches, "rows": outcome.rows,
+        "delta_version": outcome.delta_version, "recovered": outcome.recovered,
+        "forgotten": outcome.forgotten,
+    }  # fmt: skip
 
 
 def _quality_signal(report: QualityReport, key: str) -> Signal:

@@ -24,8 +24,10 @@ from shopstream.store.errors import is_transient
 
 log = logging.getLogger(__name__)
 
-JobName = Literal["daily", "customers", "quality", "alerts"]
-JOB_NAMES: Final[tuple[JobName, ...]] = ("daily", "customers", "quality", "alerts")
+JobName = Literal["daily", "customers", "quality", "alerts", "lake", "retention"]
+JOB_NAMES: Final[tuple[JobName, ...]] = (
+    "daily", "customers", "quality", "alerts", "lake", "retention",
+)  # fmt: skip
 Trigger = Literal["schedule", "catch-up", "manual", "airflow"]
 RunStatus = Literal["success", "failed", "skipped"]
 

@@ -33,6 +33,8 @@ def schedules(jobs: Jobs) -> dict[JobName, str]:
         "customers": s.schedule_customers,
         "quality": s.schedule_quality,
         "alerts": s.schedule_alerts,
+        "lake": s.schedule_lake,
+        "retention": s.schedule_retention,
     }
 
 

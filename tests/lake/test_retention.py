@@ -1,0 +1,106 @@
+"""Retention on 60 days of history with a 30-day policy: what leaves PostgreSQL is in the
+lake first, and nothing leaves when the archive cannot be shown complete."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from deltalake import DeltaTable
+
+from tests.fixtures.api import free_port
+from tests.fixtures.cli import cli_env, shopstream
+from tests.lake.test_export import load
+
+POLICY = {
+    "SHOPSTREAM_RETENTION_EVENTS_DAYS": "30",
+    "SHOPSTREAM_RETENTION_QUARANTINE_RAW_DAYS": "30",
+    "SHOPSTREAM_JOB_RETRIES": "0",
+}
+
+
+def state(url: str, cutoff: datetime) -> tuple[int, int, int, int]:
+    """Events in all, events before the cut-off, quarantined records still holding raw
+    content before it (by event time of the batch), and quarantine rows in all."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            """SELECT (SELECT count(*) FROM events),
+                      (SELECT count(*) FROM events WHERE event_timestamp < %s),
+                      (SELECT count(*) FROM quarantine WHERE raw <> '' OR raw_bytes IS NOT NULL),
+                      (SELECT count(*) FROM quarantine)""",
+            (cutoff,),
+        ).fetchone()
+    assert row is not None
+    return row  # type: ignore[return-value]
+
+
+def test_retention_archives_verifies_then_deletes_and_refuses_without_archive(
+    tmp_path: Path, database_url: str
+) -> None:
+    env = cli_env(database_url, tmp_path / "home", **POLICY)
+    load(env, tmp_path / "in", events=18_000, days=60, seed=7)
+    today = datetime.combine(datetime.now(UTC).date(), datetime.min.time(), UTC)
+    cutoff = today - timedelta(days=30)
+    with psycopg.connect(database_url) as conn:
+        # Records are quarantined when they arrive: half of them, 40 days ago.
+        aged = conn.execute(
+            """UPDATE quarantine SET created_at = created_at - interval '40 days'
+                WHERE quarantine_id % 2 = 0"""
+        ).rowcount
+        old_ids = {
+            str(r[0])
+            for r in conn.execute(
+                "SELECT event_id FROM events WHERE event_timestamp < %s", (cutoff,)
+            )
+        }
+    before = state(database_url, cutoff)
+    assert before[1] > 5_000 and aged > 0
+
+    # The lake is unreachable: the export fails, so nothing is deleted.
+    unreachable = env | {
+        "SHOPSTREAM_LAKE_URI": "s3://nowhere/lake",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "y",
+        "AWS_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    failed = shopstream("retention", "apply", env=unreachable, check=False)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert state(database_url, cutoff) == before
+
+    # The ledger claims a lake that holds nothing: verification refuses.
+    hollow = str(tmp_path / "hollow-lake")
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            """INSERT INTO lake_exports (lake_uri, lake_table, batch_id, export_id, rows, status)
+               SELECT %s || '/' || t, t, batch_id, 1, 0, 'committed'
+                 FROM batches, unnest(array['events', 'quarantine']) AS t""",
+            (hollow,),
+        )
+    refused = shopstream(
+        "retention", "apply", env=env | {"SHOPSTREAM_LAKE_URI": hollow}, check=False
+    )
+    assert refused.returncode == 1
+    assert "nothing deleted" in " ".join(refused.stdout.split())
+    assert state(database_url, cutoff) == before
+
+    dry = shopstream("retention", "apply", "--dry-run", env=env)
+    assert f"events: {before[1]:,} rows would leave" in dry.stdout
+    assert state(database_url, cutoff) == before
+
+    shopstream("retention", "apply", env=env)
+    after = state(database_url, cutoff)
+    assert after[0] == before[0] - before[1] and after[1] == 0
+    assert after[3] == before[3] and after[2] == before[2] - aged
+    lake = DeltaTable(str(tmp_path / "home" / "lake" / "events"))
+    held = lake.to_pyarrow_table(columns=["event_id"], filters=[("event_date", "<", cutoff.date())])
+    assert set(held.column("event_id").to_pylist()) == old_ids
+    with psycopg.connect(database_url) as conn:
+        cleared = conn.execute(
+            """SELECT count(*), count(*) FILTER (WHERE raw_sha256 IS NOT NULL AND raw_size > 0)
+                 FROM quarantine WHERE created_at < %s""",
+            (cutoff,),
+        ).fetchone()
+    assert cleared is not None and cleared[0] == cleared[1]
