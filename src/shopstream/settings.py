@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     pg_bin: Path | None = Field(
         default=None, description="Directory of PostgreSQL server binaries for the embedded DB."
     )
+    wal_archive: Path | None = Field(
+        default=None,
+        description="The embedded server archives its WAL to this folder (a minute at most"
+        " behind): with `backup create --base`, recovery to any moment since.",
+    )
     rollups: bool = Field(
         default=True, description="Maintain the live rollups in every batch transaction."
     )

@@ -3,6 +3,7 @@ database."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from shopstream.cli import _databases, console, err
 from shopstream.settings import Settings
+from shopstream.store.server import EmbeddedDatabaseError
 
 backup_app = typer.Typer(no_args_is_help=True, help="Back up and restore the database.")
 
@@ -23,14 +25,32 @@ def register(app: typer.Typer) -> None:
 @backup_app.command("create")
 def backup_create(
     folder: Annotated[Path, typer.Argument(help="A new folder for the dump and manifest.")],
+    base: Annotated[
+        bool,
+        typer.Option(
+            "--base", help="A physical base backup for point-in-time recovery (embedded)."
+        ),
+    ] = False,
 ) -> None:
-    """A consistent, parallel pg_dump (directory format) plus manifest.json."""
-    from shopstream.store.backup import BackupError, create
+    """A consistent, parallel pg_dump (directory format) plus manifest.json; or with
+    --base a base backup that the WAL archive rolls forward to any later moment."""
+    from shopstream.store.backup import BackupError, create, create_base
+    from shopstream.store.connection import embedded_server
 
     settings = Settings()
+    if base and settings.database_url:
+        err.print(
+            "[red]backup failed:[/red] --base backs up the embedded server; for an external"
+            " PostgreSQL use its own point-in-time recovery (pgBackRest, Barman, the provider's)"
+        )
+        raise typer.Exit(2)
     with _databases(settings) as urls:
         try:
-            manifest = create(urls("owner"), folder, settings.pg_bin)
+            manifest = (
+                create_base(embedded_server(settings), urls("owner"), folder)
+                if base
+                else create(urls("owner"), folder, settings.pg_bin)
+            )
         except BackupError as error:
             err.print(f"[red]backup failed:[/red] {error}")
             raise typer.Exit(1) from error
@@ -44,13 +64,52 @@ def backup_create(
 @backup_app.command("restore")
 def backup_restore(
     folder: Annotated[Path, typer.Argument(help="A folder `backup create` wrote.")],
+    until: Annotated[
+        datetime | None,
+        typer.Option(
+            help="Base backups: recover to this moment (UTC unless it says).",
+            formats=[
+                "%Y-%m-%dT%H:%M:%S.%f%z",
+                "%Y-%m-%dT%H:%M:%S%z",
+                "%Y-%m-%dT%H:%M:%S.%f",
+                "%Y-%m-%dT%H:%M:%S",
+            ],
+        ),
+    ] = None,
 ) -> None:
-    """Restore into an empty database, check every table's rows, then migrate."""
-    from shopstream.store.backup import BackupError, restore
-    from shopstream.store.connection import connect
+    """Restore into an empty database, check every table's rows, then migrate. A base
+    backup becomes a new embedded server, rolled forward through the WAL archive to
+    --until (default: as far as the archive goes)."""
+    from shopstream.store.backup import BackupError, Manifest, recover, restore
+    from shopstream.store.connection import connect, embedded_server
     from shopstream.store.migrate import migrate
 
     settings = Settings()
+    try:
+        kind = Manifest.read(folder).kind
+    except BackupError as error:
+        err.print(f"[red]restore failed:[/red] {error}")
+        raise typer.Exit(1) from error
+    if kind == "base":
+        moment = until.replace(tzinfo=until.tzinfo or UTC) if until else None
+        server = embedded_server(settings)
+        try:
+            manifest = recover(server, folder, moment, settings.wal_archive)
+            with _databases(settings) as urls, connect(urls("owner")) as conn:
+                migrate(conn)
+        except (BackupError, EmbeddedDatabaseError) as error:
+            err.print(f"[red]restore failed:[/red] {error}")
+            raise typer.Exit(1) from error
+        finally:
+            server.stop()
+        console.print(
+            f"recovered {folder} (base taken {manifest.created_at})"
+            f" to {moment.isoformat() if moment else 'the end of the WAL archive'}"
+        )
+        return
+    if until is not None:
+        err.print("[red]restore failed:[/red] --until needs a base backup (create --base)")
+        raise typer.Exit(2)
     with _databases(settings, migrate=False) as urls:
         try:
             manifest = restore(urls("owner"), folder, settings.pg_bin)

@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 from shopstream.errors import TerminalError
+from shopstream.store.server import EmbeddedPostgres
 
 MANIFEST: Final = "manifest.json"
 DUMP: Final = "dump"
@@ -39,6 +40,8 @@ class Manifest:
     server_version: str
     migration: int
     tables: dict[str, int]
+    kind: str = "dump"  # "base": a physical base backup for point-in-time recovery
+    wal_archive: str | None = None  # base: where the server archives its WAL
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
@@ -139,6 +142,53 @@ def restore(url: str, folder: Path, pg_bin: Path | None = None) -> Manifest:
     wrong = {t: (n, restored.get(t)) for t, n in manifest.tables.items() if restored.get(t) != n}
     if wrong:
         raise BackupError(f"restored row counts differ from the manifest: {wrong}")
+    return manifest
+
+
+def create_base(server: EmbeddedPostgres, url: str, folder: Path) -> Manifest:
+    """A physical base backup of the embedded server, for recovery to any later moment the
+    WAL archive covers. The counts are those of the moment the backup started."""
+    if server.wal_archive is None:
+        raise BackupError(
+            "a base backup needs the WAL archive: set SHOPSTREAM_WAL_ARCHIVE (and restart the"
+            " embedded server) first"
+        )
+    if folder.exists():
+        raise BackupError(f"{folder} exists already: a backup goes into a new folder")
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT current_setting('server_version'),"
+                           " (SELECT max(version) FROM schema_migrations)").fetchone()  # fmt: skip
+        assert row is not None
+        tables = table_rows(conn)
+    folder.mkdir(parents=True)
+    server.base_backup(folder)
+    manifest = Manifest(
+        created_at=datetime.now(UTC).isoformat(),
+        shopstream_version=metadata.version("shopstream"),
+        server_version=str(row[0]),
+        migration=int(row[1] or 0),
+        tables=tables,
+        kind="base",
+        wal_archive=str(server.wal_archive),
+    )
+    (folder / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+    return manifest
+
+
+def recover(
+    server: EmbeddedPostgres, folder: Path, until: datetime | None, archive: Path | None
+) -> Manifest:
+    """Recover a new embedded server from the base backup in ``folder``, rolled forward
+    through the WAL archive to ``until`` (None: as far as the archive goes)."""
+    manifest = Manifest.read(folder)
+    if manifest.kind != "base":
+        raise BackupError(f"{folder} is a dump: --until needs a base backup (create --base)")
+    source = archive or (Path(manifest.wal_archive) if manifest.wal_archive else None)
+    if source is None or not source.is_dir():
+        raise BackupError(f"the WAL archive {source} is not there")
+    if until is not None and until < datetime.fromisoformat(manifest.created_at):
+        raise BackupError(f"{until.isoformat()} is before the base backup ({manifest.created_at})")
+    server.recover(folder, source, until)
     return manifest
 
 

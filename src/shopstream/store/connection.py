@@ -45,7 +45,7 @@ DEFAULT_BUDGET = RetryBudget()
 
 
 def embedded_server(settings: Settings) -> EmbeddedPostgres:
-    return EmbeddedPostgres(settings.home_dir, settings.pg_bin)
+    return EmbeddedPostgres(settings.home_dir, settings.pg_bin, settings.wal_archive)
 
 
 @contextlib.contextmanager

@@ -20,8 +20,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 from urllib.parse import quote
@@ -34,6 +36,9 @@ SERVICE_USER = "shopstream"
 DATABASE = "shopstream"
 _REQUIRED_BINARIES = ("initdb", "pg_ctl", "postgres")
 _MAX_SOCKET_DIR = 80  # sun_path holds 107 bytes, and ".s.PGSQL.NNNNN" must fit after the dir
+_ARCHIVE_TIMEOUT_SECONDS: Final = 60  # the most a committed batch waits to be archived
+_RECOVERY_TIMEOUT_SECONDS: Final = 6 * 3600
+
 _SERVER_SETTINGS = {
     "shared_buffers": "256MB",
     "max_wal_size": "4GB",
@@ -103,8 +108,11 @@ class ServerState:
 class EmbeddedPostgres:
     """Lifecycle of the private server: init once, then start/stop/status."""
 
-    def __init__(self, home: Path, pg_bin: Path | None = None) -> None:
+    def __init__(
+        self, home: Path, pg_bin: Path | None = None, wal_archive: Path | None = None
+    ) -> None:
         self.root = home / "pg"
+        self.wal_archive = wal_archive.expanduser().resolve() if wal_archive else None
         self.data_dir = self.root / "data"
         self.log_file = self.root / "postgres.log"
         self._state_file = self.root / "server.json"
@@ -122,8 +130,10 @@ class EmbeddedPostgres:
         )
         return result.returncode == 0
 
-    def start(self) -> bool:
-        """Start the server if needed; True when this call started it."""
+    def start(self, timeout_seconds: int = 60) -> bool:
+        """Start the server if needed; True when this call started it. With a WAL archive,
+        every finished WAL segment is copied there (at the latest after a minute), which
+        with a base backup allows recovery to any moment since (``recover``)."""
         self.root.mkdir(parents=True, exist_ok=True)
         with self._locked():
             if self.is_running():
@@ -138,15 +148,17 @@ class EmbeddedPostgres:
                     f"-p {state.port}",
                     "-c listen_addresses=127.0.0.1",
                     f"-c unix_socket_directories='{state.socket_dir}'",
+                    *self._archiving_options(),
                 ]
             )
+            recovering = (self.data_dir / "recovery.signal").exists()
             result = self._run_as_service(
                 [
                     str(Path(state.bin_dir) / "pg_ctl"),
                     "start",
                     "-w",
                     "-t",
-                    "60",
+                    str(timeout_seconds),
                     "-D",
                     str(self.data_dir),
                     "-l",
@@ -161,10 +173,30 @@ class EmbeddedPostgres:
                     f"PostgreSQL did not start ({result.stderr.strip() or result.stdout.strip()});"
                     f" see {self.log_file}"
                 )
+            if recovering:
+                self._await_promotion(timeout_seconds)
             self._create_database(state)
             self._provision_roles(state)
             log.info("embedded PostgreSQL started on port %s", state.port)
             return True
+
+    def _await_promotion(self, timeout_seconds: int) -> None:
+        """pg_ctl returns once a recovering server is consistent; writing needs the end of
+        recovery (the target reached, or the archive's end) and the promotion."""
+        import psycopg
+
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            try:
+                with psycopg.connect(self.url(socket=True), connect_timeout=5) as conn:
+                    row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+                    if row is not None and not row[0]:
+                        return
+            except psycopg.OperationalError:
+                pass
+            if time.monotonic() > deadline:
+                raise EmbeddedDatabaseError(f"recovery did not end in time; see {self.log_file}")
+            time.sleep(0.5)
 
     def stop(self) -> bool:
         """Stop the server if it runs; True when this call stopped it."""
@@ -202,6 +234,84 @@ class EmbeddedPostgres:
             host = quote(state.socket_dir, safe="")
             return f"postgresql://{user}:{password}@/{DATABASE}?host={host}&port={state.port}"
         return f"postgresql://{user}:{password}@127.0.0.1:{state.port}/{DATABASE}"
+
+    # -- point-in-time recovery ---------------------------------------------------------
+
+    def base_backup(self, folder: Path) -> None:
+        """A physical copy of the running cluster (``pg_basebackup``, with the WAL that
+        makes it consistent) in ``folder/base``, and the server's state (its roles'
+        passwords) in ``folder/server.json``: with the WAL archive, a starting point for
+        recovery to any later moment."""
+        state = self._load_state()
+        if state is None or not self.is_running():
+            raise EmbeddedDatabaseError("the embedded database is not running: `db up` first")
+        admin_url = self.url(socket=True).replace(f"/{DATABASE}?", "/postgres?")
+        done = subprocess.run(
+            [str(Path(state.bin_dir) / "pg_basebackup"), f"--dbname={admin_url}",
+             f"--pgdata={folder / 'base'}", "--format=plain", "--wal-method=stream",
+             "--checkpoint=fast", "--no-sync"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise EmbeddedDatabaseError(f"pg_basebackup failed: {done.stderr.strip()[-2000:]}")
+        target = folder / "server.json"
+        target.write_text(json.dumps(asdict(state)))
+        target.chmod(0o600)
+
+    def recover(self, backup: Path, archive: Path, until: datetime | None) -> None:
+        """Make this home's (new) server the base backup in ``backup`` rolled forward
+        through the WAL in ``archive`` up to ``until`` (None: all of it), then promoted.
+        Recovery runs with hot standby off, so the start returns once it is over."""
+        with self._locked():
+            if (self.data_dir / "PG_VERSION").exists():
+                raise EmbeddedDatabaseError(
+                    f"{self.data_dir} holds a database already: recover into a new SHOPSTREAM_HOME"
+                )
+            old = ServerState(**json.loads((backup / "server.json").read_text()))
+            owner = self._service_account()
+            private_directory(self.root, owner)
+            shutil.copytree(backup / "base", self.data_dir)
+            if owner is not None:
+                for path in [self.data_dir, *self.data_dir.rglob("*")]:
+                    os.lchown(path, owner.pw_uid, owner.pw_gid)
+            self.data_dir.chmod(0o700)
+            target = {"recovery_target_time": until.isoformat()} if until else {}
+            settings = {
+                "restore_command": f"cp '{archive}/%f' '%p'",
+                **target,
+                "recovery_target_action": "promote",
+                "hot_standby": "off",
+            }
+            with (self.data_dir / "postgresql.auto.conf").open("a") as handle:
+                handle.writelines(
+                    "{} = '{}'\n".format(key, value.replace("'", "''"))
+                    for key, value in settings.items()
+                )
+            (self.data_dir / "recovery.signal").touch()
+            socket_dir = self._socket_dir()
+            private_directory(socket_dir, owner)
+            self._save_state(
+                ServerState(_free_port(), old.password, str(socket_dir),
+                            str(self._find_binaries()), old.role_passwords)
+            )  # fmt: skip
+        self.start(timeout_seconds=_RECOVERY_TIMEOUT_SECONDS)
+        import psycopg
+
+        with psycopg.connect(self.url(socket=True), autocommit=True) as conn:
+            for key in settings:
+                conn.execute(f"ALTER SYSTEM RESET {key}")
+            conn.execute("SELECT pg_reload_conf()")
+
+    def _archiving_options(self) -> list[str]:
+        if self.wal_archive is None:
+            return []
+        private_directory(self.wal_archive, self._service_account())
+        copy = f"test ! -f {self.wal_archive}/%f && cp %p {self.wal_archive}/%f"
+        return [
+            "-c archive_mode=on",
+            f"-c archive_command='{copy}'",
+            f"-c archive_timeout={_ARCHIVE_TIMEOUT_SECONDS}",
+        ]
 
     # -- set-up -----------------------------------------------------------------------
 
