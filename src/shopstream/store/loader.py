@@ -395,8 +395,9 @@ class Loader:
 
             # Step 9
             _insert_batch_record(
-                conn, batch, batch_id, inserted, duplicates_in_store, int(late.sum()), started
-            )
+                conn, batch, batch_id, inserted, duplicates_in_store, int(late.sum()), started,
+                derived_pending=inserted > 0 and not self._rollups,
+            )  # fmt: skip
         # Step 10: leaving the transaction block committed it.
         return BatchResult(
             batch_id=batch_id,
@@ -615,6 +616,8 @@ def _insert_batch_record(
     duplicates_in_store: int,
     late_events: int,
     started: float,
+    *,
+    derived_pending: bool,
 ) -> None:
     ignored: dict[str, int] = {}
     unmapped = [o.ignored_columns for o in batch.files] + list(batch.unmapped_fields.values())
@@ -631,10 +634,11 @@ def _insert_batch_record(
         """INSERT INTO batches (batch_id, engine, source, source_batch_key, started_at, files,
                rows_read, rows_loaded, duplicates_in_batch, duplicates_in_store,
                rows_quarantined, quarantined_by_rule, ignored_columns, parse_ms, load_ms,
-               min_event_time, max_event_time, source_lag, late_events, rows_ignored)
+               min_event_time, max_event_time, source_lag, late_events, rows_ignored,
+               derived_pending)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
                    %s::timestamp AT TIME ZONE 'UTC', %s::timestamp AT TIME ZONE 'UTC', %s, %s,
-                   %s)""",
+                   %s, %s)""",
         (
             batch_id,
             batch.engine,
@@ -658,5 +662,6 @@ def _insert_batch_record(
             else None,
             late_events,
             batch.rows_ignored,
+            derived_pending,
         ),
     )

@@ -6,6 +6,8 @@ the very code each batch's commit uses (:mod:`shopstream.store.derived`), so the
 what streaming would have produced. One transaction: readers see the old figures until it
 commits, and a crash leaves them untouched. It holds a SHARE lock on ``events``, so a live
 runner's next commit waits for the rebuild rather than folding into half-rebuilt tables.
+Batches loaded with rollups deferred are marked ``derived_pending``; the rebuild clears the
+mark in the same transaction.
 """
 
 from __future__ import annotations
@@ -54,7 +56,14 @@ def rebuild(conn: psycopg.Connection[tuple[object, ...]], chunk_rows: int = CHUN
             write_derived(conn, derive(events))
             reset_stages(conn)
             folded += events.height
+        conn.execute("UPDATE batches SET derived_pending = false WHERE derived_pending")
     return folded
+
+
+def pending_batches(conn: psycopg.Connection[Any]) -> int:
+    """Batches loaded with rollups deferred that no rebuild has folded yet."""
+    row = conn.execute("SELECT count(*) FROM batches WHERE derived_pending").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _chunks(conn: psycopg.Connection[Any], chunk_rows: int) -> Iterator[list[int]]:
