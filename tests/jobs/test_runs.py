@@ -188,7 +188,9 @@ def test_the_scheduler_holds_every_job_and_catches_up_at_start(
     scheduler = build(jobs, blocking=False)
     triggers = {job.id: str(job.trigger) for job in scheduler.get_jobs()}
     assert triggers["quality"].startswith("cron[") and "minute='*/5'" in triggers["quality"]
-    assert set(triggers) == {"daily", "customers", "quality", "alerts", "daily-catch-up"}
+    assert set(triggers) == {
+        "daily", "customers", "quality", "alerts", "lake", "retention", "daily-catch-up",
+    }  # fmt: skip
     scheduler.start()
     try:
         deadline = time.monotonic() + 60

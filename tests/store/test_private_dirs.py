@@ -3,29 +3,35 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
 import pytest
 
 from shopstream.store.server import EmbeddedDatabaseError, EmbeddedPostgres, private_directory
+from tests.fixtures.postgres import service_reachable_dir
 
 
-def test_a_planted_symlink_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
-    target = tmp_path / "victim"
-    target.mkdir(mode=0o755)
-    before = target.stat()
-    home = tmp_path / "home"
-    (home / "pg").mkdir(parents=True)
-    (home / "pg" / "run").symlink_to(target)
-    with pytest.raises(EmbeddedDatabaseError, match="not a plain directory"):
-        EmbeddedPostgres(home).start()
-    after = target.stat()
-    assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (
-        before.st_uid,
-        before.st_gid,
-        0o755,
-    )
+def test_a_planted_symlink_is_refused_and_its_target_untouched() -> None:
+    work = service_reachable_dir("shopstream-symlink-")  # the service user must reach it
+    try:
+        target = work / "victim"
+        target.mkdir(mode=0o755)
+        before = target.stat()
+        home = work / "home"
+        (home / "pg").mkdir(parents=True)
+        (home / "pg" / "run").symlink_to(target)
+        with pytest.raises(EmbeddedDatabaseError, match="not a plain directory"):
+            EmbeddedPostgres(home).start()
+        after = target.stat()
+        assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (
+            before.st_uid,
+            before.st_gid,
+            0o755,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_a_directory_of_someone_else_is_refused(tmp_path: Path) -> None:
