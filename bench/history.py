@@ -84,11 +84,16 @@ def main() -> None:
         deferred = stored / (load_seconds + rebuild_seconds)
         print(f"rollups off + rebuild      {deferred:>10,.0f} events/s"
               f"  (rebuild {rebuild_seconds:.1f} s)")  # fmt: skip
+        with psycopg.connect(url, autocommit=True) as conn:  # the rebuild's aftermath settles
+            conn.execute("VACUUM ANALYZE")
+            conn.execute("CHECKPOINT")
         export_seconds, _ = timed(["lake", "export"], env)
         print(f"lake export                {stored / export_seconds:>10,.0f} events/s"
               f"  ({stored:,} events in {export_seconds:.1f} s, CLI start included)")  # fmt: skip
         again_seconds, _ = timed(["lake", "export"], env)
-        print(f"lake export again          {again_seconds:>10.1f} s (adds nothing)")
+        steady = stored / max(export_seconds - again_seconds, 1e-9)
+        print(f"lake export again          {again_seconds:>10.1f} s (adds nothing: the fixed cost)")
+        print(f"lake export, less that     {steady:>10,.0f} events/s")
         query_seconds, out = timed(
             ["lake", "query", "SELECT count(DISTINCT event_date) AS days, count(*) AS n"
              " FROM events", "--format", "csv"], env,
@@ -99,8 +104,8 @@ def main() -> None:
         print()
         print(f"rollups on / off:          {rollups_on / rollups_off:.2f} x (goal >= 0.5)")
         print(f"deferred / rollups off:    {deferred / rollups_off:.2f} x (goal >= 0.8)")
-        print(f"lake export:               {stored / export_seconds:,.0f} events/s"
-              " (goal >= 200,000)")  # fmt: skip
+        print(f"lake export:               {stored / export_seconds:,.0f} events/s with the CLI's"
+              f" start, {steady:,.0f} without (goal >= 200,000)")  # fmt: skip
 
 
 if __name__ == "__main__":
