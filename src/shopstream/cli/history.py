@@ -152,7 +152,7 @@ def backup_list(
 def rebuild(
     chunk_rows: Annotated[
         int, typer.Option(min=1, help="Events folded at once (memory follows this).")
-    ] = 200_000,
+    ] = 500_000,
 ) -> None:
     """Recompute rollups, sessions, funnels and customer metrics from events (one
     transaction; the dashboard shows the old figures until it commits)."""
