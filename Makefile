@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/queries.py
 	$(BIN)/python bench/jobs.py
 	$(BIN)/python bench/history.py
+	$(BIN)/python bench/backup.py
 	@test -f /usr/share/java/postgresql.jar || $(SUDO) apt-get install -y -qq libpostgresql-jdbc-java >/dev/null
 	$(BIN)/python bench/spark.py
 

@@ -309,15 +309,37 @@ def run(
             archive=archive, delete=delete,
         )  # fmt: skip
         return
-    if kafka is None:
+    _run_embedded_source(
+        settings, Path(source) if kafka is None else kafka, until_idle=until_idle,
+        choice=choice, input_format=input_format, archive=archive, delete=delete, group=group,
+        reset_offsets=reset_offsets.value if reset_offsets else None,
+        dead_letters=dead_letters, emit_processed=emit_processed,
+    )  # fmt: skip
+
+
+def _run_embedded_source(
+    settings: Settings,
+    source: Path | KafkaSpec,
+    *,
+    until_idle: bool,
+    choice: MappingChoice,
+    input_format: InputFormat | None = None,
+    archive: Path | None = None,
+    delete: bool = False,
+    group: str = "shopstream",
+    reset_offsets: str | None = None,
+    dead_letters: bool = True,
+    emit_processed: bool = False,
+) -> None:
+    """The embedded engine over a directory of files or Kafka topics."""
+    if isinstance(source, Path):
         _run_files(
-            settings, Path(source), until_idle=until_idle, archive=archive, delete=delete,
+            settings, source, until_idle=until_idle, archive=archive, delete=delete,
             input_format=input_format, choice=choice,
         )  # fmt: skip
     else:
         _run_kafka(
-            settings, kafka, until_idle=until_idle, group=group,
-            reset_offsets=reset_offsets.value if reset_offsets else None,
+            settings, source, until_idle=until_idle, group=group, reset_offsets=reset_offsets,
             dead_letters=dead_letters, emit_processed=emit_processed, choice=choice,
         )  # fmt: skip
 

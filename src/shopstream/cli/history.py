@@ -10,14 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from shopstream.cli import (
-    _databases,
-    _mapping_choice,
-    _run_files,
-    _run_kafka,
-    console,
-    err,
-)
+from shopstream.cli import _databases, _mapping_choice, _run_embedded_source, console, err
 from shopstream.schema import InputFormat
 from shopstream.settings import Settings
 from shopstream.store.server import EmbeddedDatabaseError
@@ -189,16 +182,10 @@ def backfill(
         raise typer.Exit(2) from error
     settings = Settings(rollups=False)
     choice = _mapping_choice(settings, input_format, mapping)
-    if kafka is None:
-        _run_files(
-            settings, Path(source), until_idle=True, archive=None, delete=False,
-            input_format=input_format, choice=choice,
-        )  # fmt: skip
-    else:
-        _run_kafka(
-            settings, kafka, until_idle=True, group=group, reset_offsets=None,
-            dead_letters=True, emit_processed=False, choice=choice,
-        )  # fmt: skip
+    _run_embedded_source(
+        settings, Path(source) if kafka is None else kafka, until_idle=True, choice=choice,
+        input_format=input_format, group=group,
+    )  # fmt: skip
     with _databases(settings) as urls, connect(urls("ingest")) as conn:
         pending = pending_batches(conn)
         folded = rebuild_derived(conn) if pending else 0
