@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -326,6 +327,13 @@ class Settings(BaseSettings):
             with os.fdopen(descriptor, "w") as handle:
                 handle.write(key.hex())
             return key
+
+    @staticmethod
+    def days_before(days: int, now: datetime) -> datetime:
+        """The UTC midnight ``days`` before ``now``'s day: where a retention policy of that
+        many days cuts (whole days leave together)."""
+        today = datetime.combine(now.astimezone(UTC).date(), datetime.min.time(), UTC)
+        return today - timedelta(days=days)
 
     @property
     def lake(self) -> str:

@@ -3,6 +3,7 @@ lake first, and nothing leaves when the archive cannot be shown complete."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -38,8 +39,10 @@ def state(url: str, cutoff: datetime) -> tuple[int, int, int, int]:
 def test_retention_archives_verifies_then_deletes_and_refuses_without_archive(
     tmp_path: Path, database_url: str
 ) -> None:
+    # History loaded before the policy was set (with it, events past the horizon are
+    # quarantined on arrival: see the end).
+    load(cli_env(database_url, tmp_path / "home"), tmp_path / "in", events=18_000, days=60, seed=7)
     env = cli_env(database_url, tmp_path / "home", **POLICY)
-    load(env, tmp_path / "in", events=18_000, days=60, seed=7)
     today = datetime.combine(datetime.now(UTC).date(), datetime.min.time(), UTC)
     cutoff = today - timedelta(days=30)
     with psycopg.connect(database_url) as conn:
@@ -104,3 +107,29 @@ def test_retention_archives_verifies_then_deletes_and_refuses_without_archive(
             (cutoff,),
         ).fetchone()
     assert cleared is not None and cleared[0] == cleared[1]
+
+    # An event re-sent from before the horizon can no longer be told from a duplicate (its
+    # first copy left PostgreSQL): it is quarantined, not loaded a second time.
+    resent = tmp_path / "resent"
+    resent.mkdir()
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            """SELECT to_char(event_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                 FROM events ORDER BY event_timestamp LIMIT 1"""
+        ).fetchone()
+    assert row is not None
+    old_id = sorted(old_ids)[0]
+    (resent / "late.csv").write_text(
+        "event_id,event_type,product_id,user_id,event_timestamp\n"
+        f"{old_id},page_view,,u1,{cutoff - timedelta(days=3):%Y-%m-%dT%H:%M:%SZ}\n"
+        f"{uuid.uuid4()},page_view,,u1,{row[0]}\n"
+    )
+    shopstream("run", "--source", str(resent), "--until-idle", env=env)
+    with psycopg.connect(database_url) as conn:
+        loaded = conn.execute(
+            "SELECT count(*) FROM events WHERE event_id = %s", (old_id,)
+        ).fetchone()
+        rules = conn.execute(
+            "SELECT rules FROM quarantine WHERE source LIKE %s", ("%late.csv",)
+        ).fetchall()
+    assert loaded == (0,) and rules == [(["timestamp_within_retention"],)]

@@ -51,16 +51,14 @@ class Cutoffs:
 
     @classmethod
     def of(cls, settings: Settings, now: datetime) -> Cutoffs:
-        today = datetime.combine(now.astimezone(UTC).date(), datetime.min.time(), UTC)
-
-        def days(n: int | None) -> datetime | None:
-            return None if n is None else today - timedelta(days=n)
+        def policy(days: int | None) -> datetime | None:
+            return None if days is None else settings.days_before(days, now)
 
         return cls(
-            events=days(settings.retention_events_days),
-            quarantine_raw=days(settings.retention_quarantine_raw_days),
-            logs=today - timedelta(days=settings.retention_logs_days),
-            minute_rollups=today - timedelta(days=settings.retention_minute_rollups_days),
+            events=policy(settings.retention_events_days),
+            quarantine_raw=policy(settings.retention_quarantine_raw_days),
+            logs=settings.days_before(settings.retention_logs_days, now),
+            minute_rollups=settings.days_before(settings.retention_minute_rollups_days, now),
         )
 
 

@@ -61,19 +61,23 @@ class RuleParams:
     max_price: float
     max_quantity: int
     custom_event_types: tuple[str, ...] = ()  # declared by SHOPSTREAM_CUSTOM_EVENT_TYPES
+    min_event_time: datetime | None = None  # the events retention horizon (None: none)
 
     def as_sql_literals(self) -> dict[str, str]:
         known = [t.value for t in EventType] + [
             t for t in self.custom_event_types if _SAFE_NAME.fullmatch(t)
         ]
         return {
-            "max_event_time": (
-                f"CAST('{self.max_event_time.strftime('%Y-%m-%d %H:%M:%S')}' AS TIMESTAMP)"
-            ),
+            "max_event_time": _timestamp(self.max_event_time),
+            "min_event_time": _timestamp(self.min_event_time or datetime(1, 1, 1)),
             "max_price": repr(float(self.max_price)),
             "max_quantity": str(int(self.max_quantity)),
             "event_types": ", ".join(f"'{t}'" for t in known),
         }
+
+
+def _timestamp(moment: datetime) -> str:
+    return f"CAST('{moment.replace(microsecond=0).isoformat(sep=' ')}' AS TIMESTAMP)"
 
 
 _SAFE_NAME: Final = re.compile(r"[a-z0-9_.:-]{1,64}")
@@ -141,6 +145,13 @@ ROW_RULES: Final[tuple[Rule, ...]] = (
                 " OR event_timestamp <= coalesce(rule_max_event_time, ${max_event_time})",
             ),
         ),
+    ),
+    Rule(
+        "timestamp_within_retention",
+        "event_timestamp is within the events retention policy"
+        " (SHOPSTREAM_RETENTION_EVENTS_DAYS): an older event is no longer in PostgreSQL to be"
+        " told apart from a duplicate",
+        (("event_timestamp", "event_timestamp IS NULL OR event_timestamp >= ${min_event_time}"),),
     ),
     Rule(
         "price_numeric", "price is a number", (("price", "raw_price IS NULL OR price IS NOT NULL"),)
