@@ -19,6 +19,9 @@ lake_app = typer.Typer(
 retention_app = typer.Typer(no_args_is_help=True, help="What leaves PostgreSQL, and when.")
 
 
+_EMPTY = "the lake at {root} holds no tables yet: `shopstream lake export` fills it"
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(lake_app, name="lake")
     app.add_typer(retention_app, name="retention")
@@ -49,7 +52,11 @@ def lake_optimize() -> None:
     from shopstream.lake.location import Lake
     from shopstream.lake.maintenance import optimize
 
-    for name, result in optimize(Lake.from_settings(Settings())).items():
+    lake = Lake.from_settings(Settings())
+    results = optimize(lake)
+    if not results:
+        console.print(_EMPTY.format(root=lake.root))
+    for name, result in results.items():
         console.print(
             f"{name}: {result['files_removed']} files compacted into {result['files_added']};"
             f" version {result['version']}"
@@ -91,13 +98,16 @@ def lake_query(
     import duckdb
     import polars as pl
 
-    from shopstream.lake.location import Lake
+    from shopstream.lake.location import LAKE_TABLES, Lake
     from shopstream.lake.query import query
 
+    lake = Lake.from_settings(Settings())
     try:
-        result = pl.from_arrow(query(Lake.from_settings(Settings()), statement))
+        result = pl.from_arrow(query(lake, statement))
     except duckdb.Error as error:
         err.print(f"[red]query failed:[/red] {error}")
+        if all(lake.open(name) is None for name in LAKE_TABLES):
+            err.print(_EMPTY.format(root=lake.root))
         raise typer.Exit(1) from error
     assert isinstance(result, pl.DataFrame)
     if output == "csv":
