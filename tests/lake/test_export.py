@@ -35,6 +35,13 @@ def lake_query(env: dict[str, str], statement: str) -> list[dict[str, object]]:
     return rows
 
 
+def not_in_lake(env: dict[str, str]) -> int:
+    """What `shopstream status` says the lake lacks, in batches."""
+    out = shopstream("status", env=env | {"COLUMNS": "200"}).stdout
+    line = next(x for x in out.splitlines() if "batches not in the lake" in x)
+    return int(line.split("batches not in the lake")[1].strip(" │|").replace(",", ""))
+
+
 def per_day(url: str) -> list[dict[str, object]]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
@@ -53,7 +60,9 @@ def test_export_to_s3_is_exact_adds_nothing_twice_and_follows_a_new_column(
         SHOPSTREAM_LAKE_URI=f"s3://{s3_bucket.name}/shop", **s3_bucket.env,
     )  # fmt: skip
     load(env, tmp_path / "in", events=12_000, days=6, seed=3)
+    assert not_in_lake(env) > 0
     shopstream("lake", "export", env=env)
+    assert not_in_lake(env) == 0
 
     by_day = """SELECT CAST(event_date AS VARCHAR) AS day, count(*) AS events,
                        CAST(coalesce(sum(price * quantity), 0) AS DECIMAL(18, 2)) AS revenue

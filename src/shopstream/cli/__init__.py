@@ -841,13 +841,17 @@ def status(
     batches: Annotated[int, typer.Option(help="How many recent batches.")] = 10,
 ) -> None:
     """Totals and the last batches, from the database."""
+    from shopstream.lake.location import Lake
     from shopstream.store import queries
     from shopstream.store.connection import connect
 
-    with _database(Settings()) as url, connect(url) as conn:
+    settings = Settings()
+    lake = Lake.from_settings(settings)
+    with _database(settings) as url, connect(url) as conn:
         total = queries.totals(conn)
         recent = queries.recent_batches(conn, batches)
         positions = queries.stream_positions(conn)
+        unarchived, unarchived_events = queries.outside_lake(conn, lake.table_uri("events"))
     summary = Table(title="ShopStream totals", show_header=False)
     for label, value in (
         ("batches", total.batches),
@@ -860,6 +864,9 @@ def status(
         ("  records in them", total.records_in_rejected_files),
         ("events stored", total.events_stored),
         ("quarantine open", total.open_quarantine),
+        ("batches awaiting rebuild", total.awaiting_rebuild),
+        ("batches not in the lake", unarchived),
+        ("  events in them", unarchived_events),
     ):
         summary.add_row(label, f"{value:,}")
     console.print(summary)

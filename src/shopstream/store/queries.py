@@ -21,6 +21,7 @@ class Totals:
     open_quarantine: int
     files_rejected: int  # quarantined or rejected whole
     records_in_rejected_files: int
+    awaiting_rebuild: int  # batches loaded with rollups deferred, not folded yet
 
 
 def totals(conn: psycopg.Connection[Any]) -> Totals:
@@ -33,11 +34,25 @@ def totals(conn: psycopg.Connection[Any]) -> Totals:
                   (SELECT count(*) FROM quarantine WHERE status = 'quarantined'),
                   (SELECT count(*) FROM ingested_files WHERE status IN ('quarantined', 'rejected')),
                   (SELECT coalesce(sum(rows_read), 0) FROM ingested_files
-                    WHERE status IN ('quarantined', 'rejected'))
+                    WHERE status IN ('quarantined', 'rejected')),
+                  count(*) FILTER (WHERE derived_pending)
              FROM batches"""
     ).fetchone()
     assert row is not None
     return Totals(*(int(v) for v in row))
+
+
+def outside_lake(conn: psycopg.Connection[Any], table_uri: str) -> tuple[int, int]:
+    """Batches and events the lake table at ``table_uri`` does not hold yet."""
+    row = conn.execute(
+        """SELECT count(*), coalesce(sum(rows_loaded), 0) FROM batches b
+            WHERE NOT EXISTS (SELECT 1 FROM lake_exports l
+                               WHERE l.lake_uri = %s AND l.batch_id = b.batch_id
+                                 AND l.status = 'committed')""",
+        (table_uri,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 def recent_batches(conn: psycopg.Connection[Any], limit: int = 10) -> list[dict[str, Any]]:
