@@ -10,8 +10,10 @@ from pathlib import Path
 import psycopg
 from deltalake import DeltaTable
 
+from shopstream.store.rebuild import DERIVED_TABLES
 from tests.fixtures.api import free_port
 from tests.fixtures.cli import cli_env, shopstream
+from tests.fixtures.snapshots import snapshot
 from tests.lake.test_export import load
 
 POLICY = {
@@ -19,6 +21,10 @@ POLICY = {
     "SHOPSTREAM_RETENTION_QUARANTINE_RAW_DAYS": "30",
     "SHOPSTREAM_JOB_RETRIES": "0",
 }
+
+
+def derived_tables(url: str) -> dict[str, list[tuple[object, ...]]]:
+    return {k: v for k, v in snapshot(url).items() if k in DERIVED_TABLES}
 
 
 def state(url: str, cutoff: datetime) -> tuple[int, int, int, int]:
@@ -59,6 +65,7 @@ def test_retention_archives_verifies_then_deletes_and_refuses_without_archive(
         }
     before = state(database_url, cutoff)
     assert before[1] > 5_000 and aged > 0
+    derived = derived_tables(database_url)
 
     # The lake is unreachable: the export fails, so nothing is deleted.
     unreachable = env | {
@@ -107,6 +114,10 @@ def test_retention_archives_verifies_then_deletes_and_refuses_without_archive(
             (cutoff,),
         ).fetchone()
     assert cleared is not None and cleared[0] == cleared[1]
+
+    # The rebuild folds the days that left from the lake: nothing derived is lost.
+    shopstream("rebuild", env=env)
+    assert derived_tables(database_url) == derived
 
     # An event re-sent from before the horizon can no longer be told from a duplicate (its
     # first copy left PostgreSQL): it is quarantined, not loaded a second time.

@@ -148,13 +148,28 @@ def rebuild(
     ] = 500_000,
 ) -> None:
     """Recompute rollups, sessions, funnels and customer metrics from events (one
-    transaction; the dashboard shows the old figures until it commits)."""
+    transaction; the dashboard shows the old figures until it commits). Days retention
+    moved to the lake are read from the lake."""
+    with _databases(Settings()) as urls:
+        folded = _rebuilt(urls("ingest"), chunk_rows)
+    console.print(f"rebuilt the derived tables from {folded:,} events")
+
+
+def _rebuilt(url: str, chunk_rows: int) -> int:
+    """Rebuild with the lake's archived days; a failure exits 1, nothing changed."""
+    from deltalake.exceptions import DeltaError
+
+    from shopstream.errors import TerminalError
+    from shopstream.lake.history import archived_events
     from shopstream.store.connection import connect
     from shopstream.store.rebuild import rebuild as rebuild_derived
 
-    with _databases(Settings()) as urls, connect(urls("ingest")) as conn:
-        folded = rebuild_derived(conn, chunk_rows)
-    console.print(f"rebuilt the derived tables from {folded:,} events")
+    try:
+        with connect(url) as conn:
+            return rebuild_derived(conn, chunk_rows, archived_events)
+    except (TerminalError, DeltaError, OSError) as error:
+        err.print(f"[red]rebuild failed, nothing changed:[/red] {error}")
+        raise typer.Exit(1) from error
 
 
 def backfill(
@@ -172,8 +187,7 @@ def backfill(
     it loads what is left, then rebuilds."""
     from shopstream.sources.select import parse_kafka
     from shopstream.store.connection import connect
-    from shopstream.store.rebuild import pending_batches
-    from shopstream.store.rebuild import rebuild as rebuild_derived
+    from shopstream.store.rebuild import CHUNK_ROWS, pending_batches
 
     try:
         kafka = parse_kafka(source)
@@ -186,9 +200,10 @@ def backfill(
         settings, Path(source) if kafka is None else kafka, until_idle=True, choice=choice,
         input_format=input_format, group=group,
     )  # fmt: skip
-    with _databases(settings) as urls, connect(urls("ingest")) as conn:
-        pending = pending_batches(conn)
-        folded = rebuild_derived(conn) if pending else 0
+    with _databases(settings) as urls:
+        with connect(urls("ingest")) as conn:
+            pending = pending_batches(conn)
+        folded = _rebuilt(urls("ingest"), CHUNK_ROWS) if pending else 0
     console.print(
         f"backfill: {pending:,} deferred batches folded; derived tables rebuilt from"
         f" {folded:,} events"

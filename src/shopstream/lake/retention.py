@@ -94,7 +94,7 @@ def apply_retention(
         per_day = _verified(conn, lake, SPECS["events"], cutoffs.events, dry_run)  # Step 2
         days = sorted(per_day)
         removed["events"] = (
-            sum(per_day.values()) if dry_run else _delete_events(conn, days)  # Step 3
+            sum(per_day.values()) if dry_run else _delete_events(conn, lake, days)  # Step 3
         )
     if cutoffs.quarantine_raw is not None:
         _verified(conn, lake, SPECS["quarantine"], cutoffs.quarantine_raw, dry_run)
@@ -159,7 +159,9 @@ def _lake_days(lake: Lake, spec: TableSpec, first: date, cutoff: datetime) -> di
     return {item["values"].as_py(): int(item["counts"].as_py()) for item in counts}
 
 
-def _delete_events(conn: psycopg.Connection[Any], days: list[date]) -> int:
+def _delete_events(conn: psycopg.Connection[Any], lake: Lake, days: list[date]) -> int:
+    """Each day's events leave in one transaction that also records the day as archived
+    (a rebuild then reads it from the lake)."""
     deleted = 0
     for day in days:
         start = datetime.combine(day, datetime.min.time(), UTC)
@@ -167,6 +169,13 @@ def _delete_events(conn: psycopg.Connection[Any], days: list[date]) -> int:
             cursor = conn.execute(
                 "DELETE FROM events WHERE event_timestamp >= %s AND event_timestamp < %s",
                 (start, start + timedelta(days=1)),
+            )
+            conn.execute(
+                """INSERT INTO archived_event_days (day, events, lake_root) VALUES (%s, %s, %s)
+                   ON CONFLICT (day) DO UPDATE
+                   SET events = archived_event_days.events + excluded.events,
+                       removed_at = now()""",
+                (day, cursor.rowcount, lake.root),
             )
         deleted += cursor.rowcount
         log.info("retention: %d events of %s left PostgreSQL (held by the lake)",
