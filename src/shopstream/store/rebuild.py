@@ -75,8 +75,9 @@ def rebuild(
         for table in DERIVED_TABLES:
             conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
         prepare_connection(conn)
-        from_lake = (
-            chunk for root, days in moved.items() if archived for chunk in archived(root, days)
+        from_lake = _coalesced(
+            (day for root, days in moved.items() if archived for day in archived(root, days)),
+            chunk_rows,
         )
         for events in itertools.chain(from_lake, _chunks(conn, chunk_rows)):
             write_derived(conn, derive(events))
@@ -84,6 +85,20 @@ def rebuild(
             folded += events.height
         conn.execute("UPDATE batches SET derived_pending = false WHERE derived_pending")
     return folded
+
+
+def _coalesced(frames: Iterator[pl.DataFrame], chunk_rows: int) -> Iterator[pl.DataFrame]:
+    """Small frames (a lake day each) joined into chunks of about ``chunk_rows``."""
+    held: list[pl.DataFrame] = []
+    rows = 0
+    for frame in frames:
+        held.append(frame)
+        rows += frame.height
+        if rows >= chunk_rows:
+            yield pl.concat(held)
+            held, rows = [], 0
+    if held:
+        yield pl.concat(held)
 
 
 def _archived_days(conn: psycopg.Connection[Any]) -> dict[str, list[date]]:
