@@ -28,7 +28,7 @@ from psycopg import sql
 
 from shopstream.lake.errors import ArchiveIncompleteError
 from shopstream.lake.export import SPECS, ExportOutcome, TableSpec, export_table
-from shopstream.lake.location import Lake
+from shopstream.lake.location import LAKE_TABLES, Lake
 from shopstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def apply_retention(
     if not dry_run:  # Step 1
         exported = tuple(
             export_table(conn, url, lake, name, max_rows=settings.lake_export_rows)
-            for name in ("events", "quarantine")
+            for name in LAKE_TABLES
         )
     removed: dict[str, int] = {}
     days: list[date] = []

@@ -254,14 +254,16 @@ class EmbeddedPostgres:
         )  # fmt: skip
         if done.returncode != 0:
             raise EmbeddedDatabaseError(f"pg_basebackup failed: {done.stderr.strip()[-2000:]}")
-        target = folder / "server.json"
-        target.write_text(json.dumps(asdict(state)))
-        target.chmod(0o600)
+        # Holds passwords: created owner-only, never readable for a moment.
+        descriptor = os.open(folder / "server.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(json.dumps(asdict(state)))
 
     def recover(self, backup: Path, archive: Path, until: datetime | None) -> None:
         """Make this home's (new) server the base backup in ``backup`` rolled forward
         through the WAL in ``archive`` up to ``until`` (None: all of it), then promoted.
-        Recovery runs with hot standby off, so the start returns once it is over."""
+        Recovery runs with hot standby off (no reader sees a half-recovered database), and
+        the start waits for the promotion before it returns."""
         with self._locked():
             if (self.data_dir / "PG_VERSION").exists():
                 raise EmbeddedDatabaseError(
