@@ -169,12 +169,44 @@ class IncomingFile:
 
 
 @dataclass(frozen=True, slots=True)
+class StagedPart:
+    """What one worker task staged: its tables (None: it had no such rows) and counts."""
+
+    events_table: str | None
+    quarantine_table: str | None
+    events: int  # valid rows, duplicates within the batch included
+    quarantine_rows: int
+    quarantined_records: int  # input records those rows stand for
+
+
+@dataclass(frozen=True, slots=True)
+class StagedRows:
+    """Rows an engine's workers wrote into staging tables themselves, so that none passes
+    through the driver: the loader moves them into the store inside the batch's commit and
+    drops the tables (all named ``prefix…``) with it."""
+
+    prefix: str
+    parts: tuple[StagedPart, ...]
+
+    @property
+    def events(self) -> int:
+        return sum(p.events for p in self.parts)
+
+    @property
+    def quarantined_records(self) -> int:
+        return sum(p.quarantined_records for p in self.parts)
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedBatch:
     """A micro-batch ready to load: valid events (unique ids), quarantine rows, ledger rows.
     Frozen: a stage that knows more (a source's offsets, replay's origins) makes a new one.
 
     ``rows_read = len(events) + duplicates_in_batch + quarantined_rows + rows_ignored``
-    holds by construction; the loader adds the duplicates it finds in the store.
+    holds by construction; the loader adds the duplicates it finds in the store. With
+    ``staged`` rows (the Spark engine), ``events`` and ``quarantine`` are empty and the
+    staged valid rows stand in for ``len(events) + duplicates_in_batch``: the loader tells
+    the two apart when it moves them.
     """
 
     engine: EngineName
@@ -195,23 +227,21 @@ class ParsedBatch:
     rows_ignored: int = 0
     # Source fields no canonical field took, per source (kept in ``properties``).
     unmapped_fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    staged: StagedRows | None = None
 
     @property
     def quarantined_rows(self) -> int:
         """Input records quarantined: a file rejected whole counts all its records."""
-        return int(self.quarantine.get_column("records").sum()) if self.quarantine.height else 0
+        held = int(self.quarantine.get_column("records").sum()) if self.quarantine.height else 0
+        return held + (self.staged.quarantined_records if self.staged else 0)
 
     def check_accounting(self) -> None:
-        accounted = (
-            self.events.height
-            + self.duplicates_in_batch
-            + self.quarantined_rows
-            + self.rows_ignored
-        )
+        valid = self.events.height + self.duplicates_in_batch
+        valid += self.staged.events if self.staged else 0
+        accounted = valid + self.quarantined_rows + self.rows_ignored
         if accounted != self.rows_read:
             raise AssertionError(
-                f"batch accounting broken: read {self.rows_read} != events "
-                f"{self.events.height} + duplicates {self.duplicates_in_batch} "
+                f"batch accounting broken: read {self.rows_read} != valid rows {valid} "
                 f"+ quarantined {self.quarantined_rows} + ignored {self.rows_ignored}"
             )
 

@@ -137,6 +137,14 @@ class Settings(BaseSettings):
     spark_max_offsets_per_trigger: int = Field(
         default=200_000, ge=1, description="Spark with Kafka: messages per micro-batch."
     )
+    spark_environment: Path | None = Field(
+        default=None,
+        description="Spark on a cluster: the packed Python environment for executors"
+        " (`shopstream spark package`), shipped through spark.archives.",
+    )
+    spark_executor_memory: str | None = Field(
+        default=None, description="Spark on a cluster: heap per executor (spark.executor.memory)."
+    )
     spark_max_files_per_trigger: int = Field(
         default=10, ge=1, description="Spark: files per micro-batch unless --max-files-per-trigger."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -500,9 +501,21 @@ def _run_spark(
     """``run --engine spark``: a Structured Streaming query until idle or stopped."""
 
     from shopstream.engines.spark.job import KafkaConnectorMissingError, SparkJob, run_spark
-    from shopstream.engines.spark.session import JavaUnavailableError, spark_session
+    from shopstream.engines.spark.session import JavaUnavailableError, is_local, spark_session
     from shopstream.validation.current import current_rules
 
+    if (
+        not is_local(master)
+        and settings.spark_environment is None
+        and "PYSPARK_PYTHON" not in os.environ
+    ):
+        err.print(
+            "[red]a Spark cluster needs the executors' Python:[/red] run `shopstream spark"
+            " package` and set SHOPSTREAM_SPARK_ENVIRONMENT to the archive, or set"
+            " PYSPARK_PYTHON to a Python with ShopStream installed on every worker (a"
+            " container image)"
+        )
+        raise typer.Exit(2)
     if isinstance(source, Path):
         source = source.resolve()
     job = SparkJob(
@@ -528,6 +541,8 @@ def _run_spark(
                 driver_memory=settings.spark_driver_memory,
                 packages=settings.spark_packages,
                 jars=settings.spark_jars,
+                environment=settings.spark_environment,
+                executor_memory=settings.spark_executor_memory,
             )
         except JavaUnavailableError as error:
             err.print(f"[red]{error}[/red]")
@@ -1215,11 +1230,12 @@ def demo(
     )
 
 
-from shopstream.cli import history, lake, operations  # noqa: E402 - they need the helpers above
+from shopstream.cli import history, lake, operations, spark  # noqa: E402 - they need the helpers above
 
 operations.register(app)
 history.register(app)
 lake.register(app)
+spark.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

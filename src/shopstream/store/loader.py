@@ -13,13 +13,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
 import polars as pl
 import psycopg
-from psycopg import errors, sql
+from psycopg import errors
 
 from shopstream.contract import FileOutcome, FilePiece, FileStatus, ParsedBatch, SourceOffset
 from shopstream.errors import (
@@ -33,8 +33,15 @@ from shopstream.settings import Settings
 from shopstream.store.batch_ids import reserve_batch_id
 from shopstream.store.commit_order import CommitTurn, EarlierBatchFailed, TurnOverdue
 from shopstream.store.connection import DEFAULT_BUDGET, RetryBudget, connect, retry_transient
+from shopstream.store.copy import QUARANTINE_COLUMNS, copy_frame, quarantine_for_copy
 from shopstream.store.derived import Derived, derive, prepare_connection, write_derived
 from shopstream.store.ledger import files_held
+from shopstream.store.staging import (
+    MergedEvents,
+    drop_stage,
+    merge_staged,
+    move_staged_quarantine,
+)
 from shopstream.store.stored_ids import stored_ids, without
 from shopstream.validation.limits import DEFAULT_LIMITS
 
@@ -48,21 +55,6 @@ _EVENTS_KEY: Final = "events_pkey"
 # How long a transaction waits, locks held, for the batches before it (whose second half
 # normally takes well under a second).
 _TURN_WAIT_SECONDS: Final = 10.0
-_QUARANTINE_COLUMNS: Final = (
-    "batch_id",
-    "source",
-    "line_no",
-    "scope",
-    "rules",
-    "raw",
-    "raw_bytes",
-    "format",
-    "header",
-    "raw_size",
-    "raw_sha256",
-    "fields",
-    "records",
-)
 
 
 class LoadStatus(StrEnum):
@@ -177,6 +169,11 @@ class Loader:
     @property
     def url(self) -> str:
         return self._url
+
+    @property
+    def excerpt_bytes(self) -> int:
+        """How much of a quarantined record's raw content is kept."""
+        return self._excerpt_bytes
 
     def close(self) -> None:
         if self._conn is not None:
@@ -317,7 +314,11 @@ class Loader:
                once, flagged ``arrived_late`` when older than the late horizon. Should a
                concurrent writer commit one of those ids in between, the primary key
                rejects the COPY and the whole transaction is retried.
-            4. COPY the quarantined rows, each with its raw text and broken rules.
+               Rows its workers staged (``batch.staged``) move instead in one
+               INSERT … SELECT: the first row of each id (by source and line) that the
+               store does not hold, read back only when rollups or scoring need them.
+            4. COPY the quarantined rows, each with its raw text and broken rules (or
+               move the staged ones).
             5. Record every file in the ``ingested_files`` ledger; a file already there
                means the batch was committed before, and rolls the whole batch back.
             6. Wait for the turn (see :mod:`shopstream.store.commit_order`).
@@ -330,7 +331,7 @@ class Loader:
                batch's end, only if it is where this batch starts (a file's last piece
                also writes its ledger row); a conflict rolls the whole batch back.
             9. Insert the batch record; its CHECK constraint enforces
-               read = loaded + duplicates + quarantined.
+               read = loaded + duplicates + quarantined. Drop the batch's staging tables.
             10. Commit. Only after this may the source archive, delete or acknowledge
                 input, and the next batch take its turn.
         """
@@ -339,34 +340,30 @@ class Loader:
             # Step 1
             batch_id = plan.batch_id if plan.batch_id is not None else reserve_batch_id(conn)
 
-            # Step 2
-            events = batch.events
+            # Step 2, Step 3
             hint = plan.stored_ids if use_hint else None
-            known = hint if hint is not None else _duplicates(conn, batch, plan)
-            new_events = without(events, known)
-            inserted = new_events.height
-            duplicates_in_store = batch.events.height - inserted
-
-            # Step 3
-            late = _late_mask(new_events, datetime.now(UTC), self._late_horizon_seconds)
-            if inserted:
-                # Fields no row of the batch carries are left to their NULL default.
-                present = [n for n in FIELD_NAMES if new_events[n].null_count() < inserted]
-                _copy_frame(
-                    conn,
-                    "events",
-                    (*present, "batch_id", "arrived_late"),
-                    new_events.select(*present, pl.lit(batch_id).alias("batch_id"), late),
-                )
+            late_before = _late_before(datetime.now(UTC), self._late_horizon_seconds)
+            if batch.staged is None:
+                known = hint if hint is not None else _duplicates(conn, batch, plan)
+                merged = _insert_events(conn, batch, known, batch_id, late_before)
+            else:
+                merged = merge_staged(
+                    conn, batch.staged, batch_id, late_before,
+                    returning=self._rollups or self._fraud is not None,
+                )  # fmt: skip
+            new_events = merged.events
+            inserted = merged.inserted
 
             # Step 4
             if batch.quarantine.height:
-                _copy_frame(
+                copy_frame(
                     conn,
                     "quarantine",
-                    _QUARANTINE_COLUMNS,
-                    _quarantine_for_copy(batch.quarantine, batch_id, self._excerpt_bytes),
+                    QUARANTINE_COLUMNS,
+                    quarantine_for_copy(batch.quarantine, batch_id, self._excerpt_bytes),
                 )
+            if batch.staged is not None:
+                move_staged_quarantine(conn, batch.staged, batch_id)
 
             # Step 5
             whole_files = [f for f in batch.files if f.piece is None]
@@ -379,9 +376,11 @@ class Loader:
 
             # Step 7
             if self._rollups and inserted:
-                prepared = plan.derived if hint is not None else None
+                assert new_events is not None
+                prepared = plan.derived if hint is not None and batch.staged is None else None
                 write_derived(conn, prepared or derive(new_events))
             if self._fraud is not None and inserted:
+                assert new_events is not None
                 score_batch(conn, new_events, batch_id, self._fraud)
 
             # Step 8
@@ -395,16 +394,18 @@ class Loader:
 
             # Step 9
             _insert_batch_record(
-                conn, batch, batch_id, inserted, duplicates_in_store, int(late.sum()), started,
+                conn, batch, batch_id, merged, started,
                 derived_pending=inserted > 0 and not self._rollups,
             )  # fmt: skip
+            if batch.staged is not None:
+                drop_stage(conn, batch.staged.prefix)
         # Step 10: leaving the transaction block committed it.
         return BatchResult(
             batch_id=batch_id,
             rows_read=batch.rows_read,
             rows_loaded=inserted,
-            duplicates_in_batch=batch.duplicates_in_batch,
-            duplicates_in_store=duplicates_in_store,
+            duplicates_in_batch=merged.duplicates_in_batch,
+            duplicates_in_store=merged.duplicates_in_store,
             rows_quarantined=batch.quarantined_rows,
             load_seconds=time.perf_counter() - started,
             conflicted=not use_hint,
@@ -423,62 +424,41 @@ def _duplicates(
     return pl.concat([stored, ids.filter(ids.is_in(plan.in_flight_ids.implode()))])
 
 
-def _late_mask(events: pl.DataFrame, now: datetime, horizon_seconds: float) -> pl.Series:
-    """Events whose time is older than the horizon when they arrive (naive UTC times)."""
-    cutoff = now.timestamp() - horizon_seconds
-    return (events["event_timestamp"].dt.epoch("s") < cutoff).alias("arrived_late")
+def _late_before(now: datetime, horizon_seconds: float) -> datetime:
+    """Events older than this (naive UTC) arrive late."""
+    return (now - timedelta(seconds=horizon_seconds)).replace(tzinfo=None)
 
 
-def _copy_frame(
+def _insert_events(
     conn: psycopg.Connection[tuple[object, ...]],
-    table: str,
-    columns: tuple[str, ...],
-    frame: pl.DataFrame,
-) -> None:
-    """COPY a frame as CSV: serialised by Polars in Rust, no per-row Python."""
-    payload = frame.write_csv(
-        include_header=False,
-        datetime_format="%Y-%m-%d %H:%M:%S%.6f",
-        null_value="",
-        quote_style="necessary",
-    )
-    statement = sql.SQL("COPY {table} ({cols}) FROM STDIN (FORMAT csv)").format(
-        table=sql.Identifier(table),
-        cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
-    )
-    with conn.cursor().copy(statement) as copy:
-        copy.write(payload)
-
-
-def _quarantine_for_copy(
-    quarantine: pl.DataFrame, batch_id: int, excerpt_bytes: int
-) -> pl.DataFrame:
-    """Rows as stored: an excerpt of each record's raw content, with the whole record's
-    size (engines that kept the whole record leave it to this step) and, when the record
-    was longer than its excerpt, its SHA-256."""
-    whole = pl.coalesce(pl.col("raw_bytes"), pl.col("raw").cast(pl.Binary))
-    return quarantine.select(
-        pl.lit(batch_id, dtype=pl.Int64).alias("batch_id"),
-        "source",
-        "line_no",
-        "scope",
-        pl.concat_str(pl.lit("{"), pl.col("rules").list.join(","), pl.lit("}")).alias("rules"),
-        pl.col("raw").str.slice(0, excerpt_bytes),
-        pl.concat_str(
-            pl.lit("\\x"),
-            pl.col("raw_bytes")
-            .map_elements(lambda raw: raw[:excerpt_bytes], return_dtype=pl.Binary, skip_nulls=True)
-            .bin.encode("hex"),
-        ).alias("raw_bytes"),
-        "format",
-        "header",
-        pl.col("raw_size").fill_null(whole.bin.size()),
-        # The hash of a record stored whole is computed from it when asked for.
-        pl.when(pl.col("raw_size") > excerpt_bytes).then(pl.col("raw_sha256")),
-        pl.when(pl.col("fields").list.len() > 0).then(
-            pl.concat_str(pl.lit("{"), pl.col("fields").list.join(","), pl.lit("}"))
-        ),
-        "records",
+    batch: ParsedBatch,
+    known: pl.Series,
+    batch_id: int,
+    late_before: datetime,
+) -> MergedEvents:
+    """COPY the batch's events but the ``known`` ids, each flagged late or not."""
+    events = batch.events
+    new_events = without(events, known)
+    inserted = new_events.height
+    late = (pl.col("event_timestamp") < late_before).alias("arrived_late")
+    if inserted:
+        # Fields no row of the batch carries are left to their NULL default.
+        present = [n for n in FIELD_NAMES if new_events[n].null_count() < inserted]
+        copy_frame(
+            conn,
+            "events",
+            (*present, "batch_id", "arrived_late"),
+            new_events.select(*present, pl.lit(batch_id).alias("batch_id"), late),
+        )
+    when = pl.col("event_timestamp")
+    bounds = events.select(when.min().alias("first"), when.max().alias("last"))
+    return MergedEvents(
+        inserted=inserted,
+        duplicates_in_batch=batch.duplicates_in_batch,
+        duplicates_in_store=events.height - inserted,
+        late=int(new_events.select(late.sum()).item()) if inserted else 0,
+        time_range=bounds.row(0) if events.height else (None, None),
+        events=new_events,
     )
 
 
@@ -612,9 +592,7 @@ def _insert_batch_record(
     conn: psycopg.Connection[tuple[object, ...]],
     batch: ParsedBatch,
     batch_id: int,
-    inserted: int,
-    duplicates_in_store: int,
-    late_events: int,
+    merged: MergedEvents,
     started: float,
     *,
     derived_pending: bool,
@@ -624,12 +602,7 @@ def _insert_batch_record(
     for columns in unmapped:
         for column in columns:
             ignored[column] = ignored.get(column, 0) + 1
-    min_time = max_time = None
-    if batch.events.height:
-        bounds = batch.events.select(
-            pl.col("event_timestamp").min().alias("lo"), pl.col("event_timestamp").max().alias("hi")
-        ).row(0)
-        min_time, max_time = bounds
+    min_time, max_time = merged.time_range
     conn.execute(
         """INSERT INTO batches (batch_id, engine, source, source_batch_key, started_at, files,
                rows_read, rows_loaded, duplicates_in_batch, duplicates_in_store,
@@ -647,9 +620,9 @@ def _insert_batch_record(
             batch.started_at,
             len(batch.files),
             batch.rows_read,
-            inserted,
-            batch.duplicates_in_batch,
-            duplicates_in_store,
+            merged.inserted,
+            merged.duplicates_in_batch,
+            merged.duplicates_in_store,
             batch.quarantined_rows,
             json.dumps(dict(sorted(batch.quarantined_by_rule.items()))),
             json.dumps(ignored),
@@ -660,7 +633,7 @@ def _insert_batch_record(
             json.dumps({f"{o.topic}/{o.partition}": o.lag for o in batch.offsets})
             if batch.offsets
             else None,
-            late_events,
+            merged.late,
             batch.rows_ignored,
             derived_pending,
         ),

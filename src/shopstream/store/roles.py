@@ -49,6 +49,8 @@ _API_TABLES: Final[dict[str, str]] = {
 # Tables both write: the loader opens fraud alerts, analysts review them through the API.
 _SHARED_TABLES: Final[dict[str, str]] = {"fraud_alerts": "SELECT, UPDATE"}
 _INGEST_TABLE_RIGHTS: Final = "SELECT, INSERT, UPDATE, DELETE"
+# Where Spark executors create their per-batch staging tables (migration 0024).
+_STAGING_SCHEMA: Final = "shopstream_staging"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,11 @@ def grant_statements(schema: str = "public") -> list[sql.Composed]:
         sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(where, api),
         sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(where, api),
     ]
+    statements.append(
+        sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(
+            sql.Identifier(_STAGING_SCHEMA), ingest
+        )
+    )
     for table, rights in _API_TABLES.items():
         target = sql.Identifier(schema, table)
         statements.append(sql.SQL("REVOKE ALL ON {} FROM {}").format(target, ingest))
@@ -124,7 +131,11 @@ def _grants_complete(conn: psycopg.Connection[Any]) -> bool:
                        AND NOT has_table_privilege(%s, c.oid, 'INSERT')))""",
         (DatabaseRole.API.value, list(_API_TABLES), DatabaseRole.INGEST.value),
     ).fetchone()
-    return row is not None and int(row[0]) == 0
+    staging = conn.execute(
+        "SELECT has_schema_privilege(%s, %s, 'CREATE')",
+        (DatabaseRole.INGEST.value, _STAGING_SCHEMA),
+    ).fetchone()
+    return row is not None and int(row[0]) == 0 and staging is not None and bool(staging[0])
 
 
 def report(conn: psycopg.Connection[Any]) -> list[RoleReport]:

@@ -25,25 +25,33 @@ from typing import TYPE_CHECKING, Any, Final
 import polars as pl
 import pyarrow as pa
 
-from shopstream.contract import QUARANTINE_SCHEMA, FileOutcome, FileStatus, ParsedBatch
+from shopstream.contract import (
+    FileOutcome,
+    FileStatus,
+    ParsedBatch,
+    StagedPart,
+    StagedRows,
+    empty_quarantine,
+)
 from shopstream.engines.spark.parse import (
     FILE,
-    QUARANTINE,
     ROW,
     parse_files,
     parse_messages,
     spark_ddl,
 )
+from shopstream.engines.spark.stage import PART, stage_rows, summary_ddl
 from shopstream.errors import StopRequestedError
 from shopstream.logs import bind_batch
 from shopstream.parse.mapping import NO_CHOICE, MappingChoice
 from shopstream.parse.normalize import EVENT_SCHEMA
-from shopstream.parse.validate import with_fields_at_fault
-from shopstream.schema import DATA_SUFFIXES, FIELD_NAMES
+from shopstream.schema import DATA_SUFFIXES
 from shopstream.settings import Settings
 from shopstream.sources.select import KafkaSpec
+from shopstream.store.connection import connect
 from shopstream.store.ledger import paths_held
 from shopstream.store.loader import Loader, LoadPlan, LoadStatus
+from shopstream.store.staging import drop_stage
 from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits
 from shopstream.validation.rules import ROW_RULES
 
@@ -176,16 +184,22 @@ def batch_loader(
     choice = job.choice
     limits = job.limits
     kafka = isinstance(job.source, KafkaSpec)
+    cleaned: list[bool] = []
 
     def parse(batches: Any) -> Any:
         return parse_files(batches, choice, limits)
 
     def load_batch(batch_df: DataFrame, batch_id: int) -> None:
         with bind_batch(loader.reserve_batch_id()) as reserved:
+            if not cleaned:  # a replay after a crash: the query's stages left behind go
+                _drop_stage(loader.url, _stage_prefix(query_id()))
+                cleaned.append(True)
             load_bound(batch_df, batch_id, reserved)
 
     def load_bound(batch_df: DataFrame, batch_id: int, reserved: int) -> None:
         started = time.perf_counter()
+        prefix = f"{_stage_prefix(query_id())}{batch_id}_"
+        _drop_stage(loader.url, prefix)  # an earlier attempt at this batch
         if kafka:
             parsed = batch_df.select("topic", "partition", "offset", "value").mapInArrow(
                 functools.partial(parse_messages, limits=limits, choice=choice), spark_ddl()
@@ -195,11 +209,16 @@ def batch_loader(
             known = _committed_files(loader.url, listed)
             fresh = batch_df.filter(~sf.col("path").isin(list(known))) if known else batch_df
             parsed = fresh.select("path", "content").mapInArrow(parse, spark_ddl())
-        table = _validated(parsed, predicates).toArrow()
-        batch = _parsed_batch(
-            table,
+        stage = functools.partial(
+            stage_rows, url=loader.url, prefix=prefix, batch_id=reserved,
+            excerpt_bytes=loader.excerpt_bytes,
+        )  # fmt: skip
+        summary = _validated(parsed, predicates).mapInArrow(stage, summary_ddl()).toArrow()
+        batch = _staged_batch(
+            summary,
             source=job.label,
             key=f"spark:{query_id()}:{batch_id}",
+            prefix=prefix,
             parse_seconds=time.perf_counter() - started,
             file_ledger=not kafka,
         )
@@ -207,6 +226,7 @@ def batch_loader(
         if outcome.status is LoadStatus.ABANDONED:
             raise StopRequestedError(f"spark batch {batch_id}")  # Spark replays it on restart
         if outcome.status is not LoadStatus.COMMITTED:
+            _drop_stage(loader.url, prefix)
             if outcome.committed_files is None:
                 log.info("spark batch %d was committed before; nothing to do", batch_id)
                 return
@@ -270,15 +290,21 @@ def _validated(parsed: DataFrame, predicates: dict[str, str]) -> DataFrame:
 _QUARANTINE_ONLY = ("raw", "raw_bytes", "header", "format", "raw_size", "raw_sha256", "fields")
 
 
-def _parsed_batch(
-    table: pa.Table, *, source: str, key: str, parse_seconds: float, file_ledger: bool = True
+def _staged_batch(
+    summary: pa.Table,
+    *,
+    source: str,
+    key: str,
+    prefix: str,
+    parse_seconds: float,
+    file_ledger: bool = True,
 ) -> ParsedBatch:
-    """The driver's batch. ``file_ledger`` False (Kafka): the per-chunk outcomes only
-    count rows read; the position is the checkpoint's, guarded by the batch key."""
-    frame = pl.from_arrow(table)
+    """The driver's batch, from the tasks' summaries: its rows wait in staging.
+    ``file_ledger`` False (Kafka): the per-chunk outcomes only count rows read; the
+    position is the checkpoint's, guarded by the batch key."""
+    frame = pl.from_arrow(summary)
     assert isinstance(frame, pl.DataFrame)
-    kind = pl.col("kind")
-    files = frame.filter(kind == FILE)
+    files = frame.filter(pl.col("kind") == FILE)
     outcomes = [
         FileOutcome(
             row["source"],
@@ -292,54 +318,50 @@ def _parsed_batch(
         )
         for row in files.iter_rows(named=True)
     ]
-    rows = frame.filter(kind == ROW).sort("source", "line_no")
-    failing = with_fields_at_fault(rows.filter(pl.col("rules").list.len() > 0).drop("fields"))
-    passing = rows.filter(pl.col("rules").list.len() == 0)
-    quarantine = pl.concat(
-        [
-            part.select(
-                "source",
-                "line_no",
-                pl.lit("row").alias("scope"),
-                "rules",
-                "raw",
-                "raw_bytes",
-                "format",
-                "header",
-                "raw_size",
-                "raw_sha256",
-                "fields",
-                pl.col("records").fill_null(1),
-            ).cast(pl.Schema(QUARANTINE_SCHEMA))
-            for part in (frame.filter(kind == QUARANTINE), failing)
-        ]
-    )
-    quarantine = quarantine.with_columns(
-        pl.when(pl.col("line_no").is_null()).then(pl.lit("file")).otherwise("scope").alias("scope")
-    )
-    first = passing.select(pl.col("event_id").is_first_distinct()).to_series()
-    events = passing.filter(first).select(
-        pl.col(name).cast(EVENT_SCHEMA[name]) for name in FIELD_NAMES
-    )
+    parts = frame.filter(pl.col("kind") == PART)
     counts: Counter[str] = Counter()
-    for rules in quarantine["rules"].to_list():
-        counts.update(rules)
+    for names, numbers in zip(parts["rule_names"], parts["rule_counts"], strict=True):
+        counts.update(dict(zip(names, numbers, strict=True)))
+    staged = StagedRows(
+        prefix,
+        tuple(
+            StagedPart(
+                row["events_table"],
+                row["quarantine_table"],
+                int(row["staged_events"]),
+                int(row["quarantine_rows"]),
+                int(row["quarantined_records"]),
+            )
+            for row in parts.iter_rows(named=True)
+        ),
+    )
     batch = ParsedBatch(
         engine="spark",
         source=source,
         started_at=datetime.now(UTC),
-        events=events,
-        quarantine=quarantine,
+        events=pl.DataFrame(schema=EVENT_SCHEMA),
+        quarantine=empty_quarantine(),
         files=outcomes if file_ledger else [],
         rows_read=sum(o.rows_read for o in outcomes),
         rows_ignored=sum(o.rows_ignored for o in outcomes),
-        duplicates_in_batch=passing.height - events.height,
+        duplicates_in_batch=0,
         quarantined_by_rule=counts,
         parse_seconds=parse_seconds,
         source_batch_key=key,
+        staged=staged,
     )
     batch.check_accounting()
     return batch
+
+
+def _stage_prefix(query_id: str) -> str:
+    """Staging tables of a query's batches start with this (then ``<batch id>_``)."""
+    return f"s{_digest(query_id)}_"
+
+
+def _drop_stage(url: str, prefix: str) -> None:
+    with connect(url) as conn:
+        drop_stage(conn, prefix)
 
 
 def run_spark(

@@ -9,12 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit
+
+from shopstream.engines.spark.package import ENV_NAME
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 SUPPORTED_JAVA: Final = (17, 21)
 _LOOPBACK: Final = "127.0.0.1"
+_LOOPBACK_HOSTS: Final = frozenset({_LOOPBACK, "localhost", "::1"})
 
 
 class JavaUnavailableError(Exception):
@@ -64,6 +68,18 @@ def _java_major(home: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def is_local(master: str) -> bool:
+    return master.startswith("local")
+
+
+def on_loopback(master: str) -> bool:
+    """A local master, or a cluster whose master listens on this machine's loopback."""
+    if is_local(master):
+        return True
+    host = urlsplit(master.removeprefix("k8s://")).hostname or ""
+    return host in _LOOPBACK_HOSTS
+
+
 def spark_session(
     master: str,
     app_name: str = "shopstream",
@@ -71,23 +87,34 @@ def spark_session(
     *,
     packages: str | None = None,
     jars: str | None = None,
+    environment: Path | None = None,
+    executor_memory: str | None = None,
 ) -> SparkSession:
     """``packages`` (Maven coordinates) and ``jars`` (local files) add connectors such as
-    Spark's Kafka source. A ``local`` master stays on loopback: by default Spark binds the
-    driver (and its UI) to the machine's outward address."""
+    Spark's Kafka source. ``environment``: the packed executor environment (see
+    :mod:`shopstream.engines.spark.package`), unpacked by each executor; a local master
+    runs the driver's own Python instead. A local master, or a cluster on loopback, keeps
+    the driver, its block manager and UI on loopback: by default Spark binds them to the
+    machine's outward address."""
     os.environ["JAVA_HOME"] = java_home()
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers run this Python
     from pyspark.sql import SparkSession
 
-    cores = os.cpu_count() or 2
     builder = SparkSession.builder
-    if master.startswith("local"):
+    if environment is not None and not is_local(master):
+        builder = builder.config("spark.archives", f"{environment.resolve()}#{ENV_NAME}")
+        os.environ["PYSPARK_PYTHON"] = f"./{ENV_NAME}/bin/python"
+    else:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers run this Python
+    cores = os.cpu_count() or 2
+    if on_loopback(master):
         os.environ.setdefault("SPARK_LOCAL_IP", _LOOPBACK)
         builder = (
             builder.config("spark.driver.host", _LOOPBACK)
             .config("spark.driver.bindAddress", _LOOPBACK)
             .config("spark.ui.enabled", "false")
         )
+    if executor_memory:
+        builder = builder.config("spark.executor.memory", executor_memory)
     if packages:
         builder = builder.config("spark.jars.packages", packages)
     if jars:

@@ -1,0 +1,148 @@
+"""Executor side, after validation: each task writes its partition's rows into staging
+tables of its own (:mod:`shopstream.store.staging`) and hands the driver only a summary —
+its files' ledger outcomes and one row of counts. No event row reaches the driver.
+
+A task splits its partition as the embedded engine splits a batch: rows that broke a
+rule (with the fields at fault) and structural rejections go to quarantine in their stored
+form; the rest are the batch's valid rows, duplicates included (the driver's commit keeps
+the first row of each id, by source and line, as the embedded engine does).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Final
+
+import polars as pl
+import pyarrow as pa
+
+from shopstream.contract import QUARANTINE_SCHEMA
+from shopstream.engines.spark.parse import FILE, QUARANTINE, ROW
+from shopstream.parse.normalize import EVENT_SCHEMA
+from shopstream.parse.validate import with_fields_at_fault
+from shopstream.schema import FIELD_NAMES
+from shopstream.store.connection import connect
+from shopstream.store.copy import quarantine_for_copy
+from shopstream.store.staging import stage_partition
+
+PART: Final = "part"
+SUMMARY_SCHEMA: Final = pa.schema(
+    [
+        ("kind", pa.string()),  # FILE (a ledger outcome) or PART (a task's counts)
+        ("source", pa.string()),
+        ("content_hash", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("status", pa.string()),
+        ("rows_read", pa.int64()),
+        ("rows_ignored", pa.int64()),
+        ("input_format", pa.string()),
+        ("ignored_columns", pa.list_(pa.string())),
+        ("events_table", pa.string()),
+        ("quarantine_table", pa.string()),
+        ("staged_events", pa.int64()),
+        ("quarantine_rows", pa.int64()),
+        ("quarantined_records", pa.int64()),
+        ("rule_names", pa.list_(pa.string())),
+        ("rule_counts", pa.list_(pa.int64())),
+    ]
+)
+_OUTCOME_COLUMNS: Final = SUMMARY_SCHEMA.names[:9]
+
+
+def summary_ddl() -> str:
+    """``SUMMARY_SCHEMA`` as a Spark DDL string."""
+    names = {
+        pa.string(): "STRING",
+        pa.int64(): "BIGINT",
+        pa.list_(pa.string()): "ARRAY<STRING>",
+        pa.list_(pa.int64()): "ARRAY<BIGINT>",
+    }
+    return ", ".join(f"`{f.name}` {names[f.type]}" for f in SUMMARY_SCHEMA)
+
+
+def stage_rows(
+    batches: Iterator[pa.RecordBatch],
+    *,
+    url: str,
+    prefix: str,
+    batch_id: int,
+    excerpt_bytes: int,
+) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body: validated parse rows in, :data:`SUMMARY_SCHEMA` rows out."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    part = context.partitionId() if context is not None else 0
+    received = [pl.from_arrow(batch) for batch in batches if batch.num_rows]
+    frames = [f for f in received if isinstance(f, pl.DataFrame)]
+    if not frames:
+        yield _summary(pl.DataFrame(), _part_row(None, None, 0, 0, 0, Counter()))
+        return
+    frame = pl.concat(frames)
+    kind = pl.col("kind")
+    rows = frame.filter(kind == ROW)
+    failing = with_fields_at_fault(rows.filter(pl.col("rules").list.len() > 0).drop("fields"))
+    quarantine = split_quarantine(frame.filter(kind == QUARANTINE), failing)
+    passing = rows.filter(pl.col("rules").list.len() == 0)
+    events = passing.select(
+        *(pl.col(name).cast(EVENT_SCHEMA[name]) for name in FIELD_NAMES), "source", "line_no"
+    )
+    with connect(url) as conn:
+        staged = stage_partition(
+            conn, prefix, part, events, quarantine_for_copy(quarantine, batch_id, excerpt_bytes)
+        )
+    counts: Counter[str] = Counter()
+    for rules in quarantine["rules"].to_list():
+        counts.update(rules)
+    yield _summary(
+        frame.filter(kind == FILE),
+        _part_row(
+            staged.events_table, staged.quarantine_table, staged.events,
+            staged.quarantine_rows, staged.quarantined_records, counts,
+        ),
+    )  # fmt: skip
+
+
+def split_quarantine(structural: pl.DataFrame, failing: pl.DataFrame) -> pl.DataFrame:
+    """Structural rejections and rows that broke a rule, as one quarantine frame (a row
+    without a line stands for its whole file)."""
+    quarantine = pl.concat(
+        [
+            part.select(
+                "source", "line_no", pl.lit("row").alias("scope"), "rules", "raw", "raw_bytes",
+                "format", "header", "raw_size", "raw_sha256", "fields",
+                pl.col("records").fill_null(1),
+            ).cast(pl.Schema(QUARANTINE_SCHEMA))
+            for part in (structural, failing)
+        ]
+    )  # fmt: skip
+    return quarantine.with_columns(
+        pl.when(pl.col("line_no").is_null()).then(pl.lit("file")).otherwise("scope").alias("scope")
+    )
+
+
+def _part_row(
+    events_table: str | None,
+    quarantine_table: str | None,
+    events: int,
+    quarantine_rows: int,
+    quarantined_records: int,
+    counts: Counter[str],
+) -> dict[str, object]:
+    return {
+        "kind": PART,
+        "events_table": events_table,
+        "quarantine_table": quarantine_table,
+        "staged_events": events,
+        "quarantine_rows": quarantine_rows,
+        "quarantined_records": quarantined_records,
+        "rule_names": list(counts),
+        "rule_counts": list(counts.values()),
+    }
+
+
+def _summary(files: pl.DataFrame, part: dict[str, object]) -> pa.RecordBatch:
+    outcomes = files.select(_OUTCOME_COLUMNS).to_dicts() if files.height else []
+    rows = [*outcomes, part]
+    return pa.RecordBatch.from_pylist(rows, schema=SUMMARY_SCHEMA)

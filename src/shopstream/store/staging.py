@@ -1,0 +1,268 @@
+"""Per-batch staging for engines whose workers write their rows themselves (Spark
+executors), so that no row passes through the driver.
+
+Each worker task COPYs its partition's valid rows and quarantine rows into UNLOGGED tables
+of its own in schema ``shopstream_staging``, named by the batch's stage prefix and the
+task's partition. A retried or speculative attempt replaces them whole (lock, drop,
+create, COPY, commit in one transaction), so a task run twice stages its rows once. The
+loader then moves the staged rows into the store inside the batch's commit and drops the
+tables in the same transaction (see :meth:`shopstream.store.loader.Loader.load`). A batch
+that died on the way leaves tables that the next attempt at the same stage, or the next
+start of the query, drops (:func:`drop_stage`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from shopstream.contract import StagedPart, StagedRows
+from shopstream.parse.normalize import EVENT_SCHEMA
+from shopstream.schema import EVENT_FIELDS, FIELD_NAMES
+from shopstream.store.copy import QUARANTINE_COLUMNS, copy_frame
+
+STAGING_SCHEMA: Final = "shopstream_staging"
+# Where a staged row came from: the first of several rows with one event id wins, as in
+# the embedded engine (which keeps the first by source and line).
+_ORIGIN: Final = ("source", "line_no")
+# How the inserted rows come back for deriving rollups and scoring (typed as the engines
+# build them: text ids and JSON, naive UTC microseconds, float money).
+_RETURNED: Final = {
+    "uuid": "{}::text",
+    "timestamp": "(extract(epoch FROM {}) * 1000000)::bigint",
+    "money": "{}::float8",
+    "json": "{}::text",
+}
+_RETURNED_TYPES: Final[dict[str, pl.DataType]] = {
+    "timestamp": pl.Int64(),
+    "money": pl.Float64(),
+    "integer": pl.Int64(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MergedEvents:
+    """What moving a batch's staged events did. ``events``: the inserted rows, when asked
+    for (to derive rollups and score orders from); ``time_range``: of the batch's distinct
+    valid rows, as the batch record keeps it."""
+
+    inserted: int
+    duplicates_in_batch: int
+    duplicates_in_store: int
+    late: int
+    time_range: tuple[datetime | None, datetime | None]
+    events: pl.DataFrame | None
+
+
+def part_tables(prefix: str, part: int) -> tuple[str, str]:
+    """The events and quarantine staging tables of one partition of a stage."""
+    return f"{prefix}p{part}_e", f"{prefix}p{part}_q"
+
+
+def stage_partition(
+    conn: psycopg.Connection[tuple[object, ...]],
+    prefix: str,
+    part: int,
+    events: pl.DataFrame,
+    quarantine: pl.DataFrame,
+) -> StagedPart:
+    """Replace partition ``part``'s staging tables with ``events`` (FIELD_NAMES plus
+    source and line) and ``quarantine`` (stored form, QUARANTINE_COLUMNS); commits."""
+    events_table, quarantine_table = part_tables(prefix, part)
+    with conn.transaction():
+        conn.execute("SET LOCAL TIME ZONE 'UTC'")
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{STAGING_SCHEMA}.{events_table}",)
+        )
+        for name in (events_table, quarantine_table):
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_staged(name)))
+        if events.height:
+            conn.execute(
+                sql.SQL(
+                    "CREATE UNLOGGED TABLE {} AS SELECT {}, NULL::text AS source,"
+                    " NULL::bigint AS line_no FROM events WITH NO DATA"
+                ).format(_staged(events_table), _columns(FIELD_NAMES))
+            )
+            copy_frame(conn, _staged(events_table), (*FIELD_NAMES, *_ORIGIN), events)
+        if quarantine.height:
+            conn.execute(
+                sql.SQL(
+                    "CREATE UNLOGGED TABLE {} AS SELECT {} FROM quarantine WITH NO DATA"
+                ).format(_staged(quarantine_table), _columns(QUARANTINE_COLUMNS))
+            )
+            copy_frame(conn, _staged(quarantine_table), QUARANTINE_COLUMNS, quarantine)
+    return StagedPart(
+        events_table if events.height else None,
+        quarantine_table if quarantine.height else None,
+        events.height,
+        quarantine.height,
+        int(quarantine["records"].sum()) if quarantine.height else 0,
+    )
+
+
+def drop_stage(conn: psycopg.Connection[tuple[object, ...]], prefix: str) -> int:
+    """Drop every staging table whose name starts with ``prefix``; returns how many. Runs
+    in the caller's transaction, if any."""
+    names = [
+        str(row[0])
+        for row in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s AND starts_with(tablename, %s)",
+            (STAGING_SCHEMA, prefix),
+        ).fetchall()
+    ]
+    if names:
+        conn.execute(
+            sql.SQL("DROP TABLE IF EXISTS {}").format(
+                sql.SQL(", ").join(_staged(name) for name in names)
+            )
+        )
+    return len(names)
+
+
+class StagingMismatchError(Exception):
+    """The staging tables do not hold what the workers reported staging."""
+
+
+def merge_staged(
+    conn: psycopg.Connection[tuple[object, ...]],
+    staged: StagedRows,
+    batch_id: int,
+    late_before: datetime,
+    *,
+    returning: bool,
+) -> MergedEvents:
+    """Insert the first row of each staged event id that the store does not hold yet,
+    flagged late when older than ``late_before`` (naive UTC); inside the caller's
+    transaction."""
+    tables = [p.events_table for p in staged.parts if p.events_table]
+    if not tables:
+        return MergedEvents(0, 0, 0, 0, (None, None), _empty_events() if returning else None)
+    rows = _union(tables, (*FIELD_NAMES, *_ORIGIN))
+    conn.execute("SET LOCAL work_mem = '256MB'")  # sort the batch in memory, not on disk
+    counted = conn.execute(
+        sql.SQL(
+            "SELECT count(*), count(DISTINCT event_id), min(event_timestamp AT TIME ZONE 'UTC'),"
+            " max(event_timestamp AT TIME ZONE 'UTC') FROM ({}) s"
+        ).format(rows)
+    ).fetchone()
+    assert counted is not None
+    total, distinct = int(str(counted[0])), int(str(counted[1]))
+    if total != staged.events:
+        raise StagingMismatchError(
+            f"stage {staged.prefix} holds {total} valid rows; its workers staged {staged.events}"
+        )
+    insert = sql.SQL(
+        "INSERT INTO events ({fields}, batch_id, arrived_late)"
+        " SELECT DISTINCT ON (event_id) {fields}, {batch}, event_timestamp < {late}"
+        " FROM ({rows}) s ORDER BY event_id, source, line_no"
+        " ON CONFLICT (event_id) DO NOTHING"
+    ).format(
+        fields=_columns(FIELD_NAMES),
+        batch=sql.Literal(batch_id),
+        late=sql.Literal(late_before.isoformat(sep=" "))
+        + sql.SQL("::timestamp AT TIME ZONE 'UTC'"),
+        rows=rows,
+    )
+    events = _inserted_rows(conn, insert) if returning else None
+    if events is not None:
+        inserted, late = events.height, int(events["arrived_late"].sum())
+        events = events.drop("arrived_late")
+    else:
+        row = conn.execute(
+            sql.SQL(
+                "WITH ins AS ({} RETURNING arrived_late)"
+                " SELECT count(*), count(*) FILTER (WHERE arrived_late) FROM ins"
+            ).format(insert)
+        ).fetchone()
+        assert row is not None
+        inserted, late = int(str(row[0])), int(str(row[1]))
+    return MergedEvents(
+        inserted=inserted,
+        duplicates_in_batch=total - distinct,
+        duplicates_in_store=distinct - inserted,
+        late=late,
+        time_range=(counted[2], counted[3]),  # type: ignore[arg-type]
+        events=events,
+    )
+
+
+def move_staged_quarantine(
+    conn: psycopg.Connection[tuple[object, ...]], staged: StagedRows, batch_id: int
+) -> int:
+    """Insert the staged quarantine rows under ``batch_id``; returns how many."""
+    tables = [p.quarantine_table for p in staged.parts if p.quarantine_table]
+    if not tables:
+        return 0
+    rest = QUARANTINE_COLUMNS[1:]
+    moved = conn.execute(
+        sql.SQL(
+            "INSERT INTO quarantine ({columns}) SELECT {batch}, {rest} FROM ({rows}) s"
+            " ORDER BY source, line_no NULLS FIRST"
+        ).format(
+            columns=_columns(QUARANTINE_COLUMNS),
+            batch=sql.Literal(batch_id),
+            rest=_columns(rest),
+            rows=_union(tables, rest),
+        )
+    ).rowcount
+    expected = sum(p.quarantine_rows for p in staged.parts)
+    if moved != expected:
+        raise StagingMismatchError(
+            f"stage {staged.prefix} holds {moved} quarantine rows; its workers staged {expected}"
+        )
+    return moved
+
+
+def _inserted_rows(
+    conn: psycopg.Connection[tuple[object, ...]], insert: sql.Composed
+) -> pl.DataFrame:
+    """Run ``insert`` and read back the rows it inserted, as CSV through COPY (parsed by
+    Polars in Rust: no per-row Python)."""
+    kinds = {f.name: f.kind for f in EVENT_FIELDS}
+    returned = sql.SQL(", ").join(
+        sql.SQL(_RETURNED.get(kinds[name], "{}")).format(sql.Identifier(name))
+        + sql.SQL(" AS ")
+        + sql.Identifier(name)
+        for name in FIELD_NAMES
+    )
+    statement = sql.SQL("COPY ({} RETURNING {}, arrived_late) TO STDOUT (FORMAT csv)").format(
+        insert, returned
+    )
+    payload = bytearray()
+    with conn.cursor().copy(statement) as copy:
+        for chunk in copy:
+            payload += chunk
+    if not payload:  # every id was stored before
+        return _empty_events().with_columns(pl.lit(value=False).alias("arrived_late"))
+    schema = {name: _RETURNED_TYPES.get(kinds[name], pl.String()) for name in FIELD_NAMES}
+    frame = pl.read_csv(
+        bytes(payload), has_header=False, new_columns=[*FIELD_NAMES, "arrived_late"],
+        schema_overrides={**schema, "arrived_late": pl.String()},
+    )  # fmt: skip
+    return frame.with_columns(
+        *(pl.col(n).cast(pl.Datetime("us")) for n in FIELD_NAMES if kinds[n] == "timestamp"),
+        (pl.col("arrived_late") == "t").alias("arrived_late"),
+    )
+
+
+def _empty_events() -> pl.DataFrame:
+    return pl.DataFrame(schema=EVENT_SCHEMA)
+
+
+def _union(tables: list[str], columns: tuple[str, ...]) -> sql.Composed:
+    return sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT {} FROM {}").format(_columns(columns), _staged(name)) for name in tables
+    )
+
+
+def _columns(names: tuple[str, ...]) -> sql.Composed:
+    return sql.SQL(", ").join(map(sql.Identifier, names))
+
+
+def _staged(name: str) -> sql.Identifier:
+    return sql.Identifier(STAGING_SCHEMA, name)
