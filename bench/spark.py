@@ -65,6 +65,7 @@ def main() -> None:
             url = fresh_database(base_url, "bench_seed")
             seconds = seed_style(url, inbox, work / f"ckpt-{partitions}", args, partitions)
             figures[name] = rows / seconds
+        parsers = parse_paths(inbox, args.master)
         masters = {"": args.master}
         cluster = None
         if args.cluster:
@@ -107,6 +108,48 @@ def main() -> None:
                 print(f"{name} / tuned seed-style job: {rate / tuned:.2f}"
                       f" (goal >= {goal})")  # fmt: skip
         print(f"tuned / default shuffle partitions: {tuned / figures[next(iter(figures))]:.2f}")
+        print("\nparsing alone (rows/s, the same files, one session, counted not loaded):")
+        for name, seconds in parsers.items():
+            print(f"  {name:<58} {rows / seconds:10,.0f}")
+
+
+def parse_paths(inbox: Path, master: str) -> dict[str, float]:
+    """Seconds to parse every file: Spark's CSV reader with an explicit schema (malformed
+    rows kept in a corrupt-record column) against the shared parser on executors."""
+    from pyspark.sql import functions as sf
+
+    from shopstream.engines.spark.parse import parse_files, spark_ddl
+
+    spark = spark_session(master, "parse-paths")
+    schema = (
+        "event_id STRING, event_type STRING, product_id STRING, user_id STRING,"
+        " event_timestamp STRING, session_id STRING, category STRING, price STRING,"
+        " quantity STRING, _corrupt STRING"
+    )
+    timings = {}
+    for attempt in ("warm-up", "measured"):
+        started = time.perf_counter()
+        frame = (
+            spark.read.option("header", "true").option("mode", "PERMISSIVE")
+            .option("columnNameOfCorruptRecord", "_corrupt").schema(schema).csv(str(inbox))
+            .select("*", sf.try_to_timestamp("event_timestamp").alias("ts"),
+                    sf.col("price").try_cast("decimal(10,2)").alias("amount"))
+        )  # fmt: skip
+        frame.agg(sf.count("*"), sf.count("ts"), sf.sum("amount")).collect()
+        timings["Spark's CSV reader, explicit schema, typed"] = time.perf_counter() - started
+        started = time.perf_counter()
+        parsed = (
+            spark.read.format("binaryFile").load(str(inbox)).select("path", "content")
+            .mapInArrow(parse_files, spark_ddl())
+        )  # fmt: skip
+        parsed.agg(sf.count("*")).collect()
+        timings["shared parser on executors (mapInArrow), typed + raw lines"] = (
+            time.perf_counter() - started
+        )
+        if attempt == "warm-up":
+            timings.clear()
+    spark.stop()
+    return timings
 
 
 def shopstream_run(
@@ -136,8 +179,13 @@ def shopstream_run(
     seconds = time.perf_counter() - started
     read, window = committed_window(url)
     with psycopg.connect(url) as conn:
-        first = conn.execute("SELECT extract(epoch FROM min(started_at)) FROM batches").fetchone()
+        first = conn.execute(
+            "SELECT extract(epoch FROM min(started_at)), sum(parse_ms) / 1000,"
+            " sum(load_ms) / 1000, count(*) FROM batches"
+        ).fetchone()
     assert first is not None
+    print(f"  {engine} {master or ''} rollups {rollups}: {first[3]} batches, parse/stage"
+          f" {first[1]:.1f} s, commit {first[2]:.1f} s, wall {seconds:.1f} s")  # fmt: skip
     return seconds, read / window, float(first[0]) - began
 
 
