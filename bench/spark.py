@@ -164,7 +164,8 @@ def shopstream_run(
     """One ``shopstream run`` over the inbox: wall seconds, steady events/s and start-up
     seconds (process start to the first batch's start)."""
     url = fresh_database(base_url, "bench_shopstream")
-    run_env = env_for(url, work / f"home-{engine}-{rollups}-{bool(cluster)}")
+    place = "cluster" if master.startswith("spark://") else "local"
+    run_env = env_for(url, work / f"home-{engine}-{rollups}-{place}")
     run_env["SHOPSTREAM_ROLLUPS"] = rollups
     command = [*SHOPSTREAM, "run", "--source", str(inbox), "--until-idle"]
     if engine == "spark":

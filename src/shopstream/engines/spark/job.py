@@ -1,6 +1,6 @@
-"""The Spark job: a file stream of whole files (or Spark's Kafka source), parsed on
-executors, validated by Spark from the shared rule definitions, and handed per micro-batch
-to the exactly-once loader.
+"""The Spark job: a file stream of whole files (or Spark's Kafka source), parsed,
+validated and staged in PostgreSQL by the executors, and committed per micro-batch by the
+exactly-once loader on the driver.
 
 Exactly once: each micro-batch commits in one PostgreSQL transaction whose batch record is
 keyed ``spark:<query id>:<batch id>`` (unique), so the replay of a batch that Spark's
@@ -33,14 +33,14 @@ from shopstream.contract import (
     StagedRows,
     empty_quarantine,
 )
-from shopstream.engines.spark.parse import (
-    FILE,
-    ROW,
-    parse_files,
-    parse_messages,
-    spark_ddl,
+from shopstream.engines.spark.parse import FILE
+from shopstream.engines.spark.stage import (
+    PART,
+    StagePlan,
+    stage_files,
+    stage_messages,
+    summary_ddl,
 )
-from shopstream.engines.spark.stage import PART, stage_rows, summary_ddl
 from shopstream.errors import StopRequestedError
 from shopstream.logs import bind_batch
 from shopstream.parse.mapping import NO_CHOICE, MappingChoice
@@ -53,7 +53,6 @@ from shopstream.store.ledger import paths_held
 from shopstream.store.loader import Loader, LoadPlan, LoadStatus
 from shopstream.store.staging import drop_stage
 from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits
-from shopstream.validation.rules import ROW_RULES
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -177,17 +176,12 @@ def _kafka_stream(
 def batch_loader(
     job: SparkJob, loader: Loader, predicates: dict[str, str], query_id: Callable[[], str]
 ) -> Callable[[DataFrame, int], None]:
-    """The ``foreachBatch`` body: parse on the executors, validate with Spark, and commit
-    the micro-batch through the loader in one transaction."""
+    """The ``foreachBatch`` body: executors parse, validate and stage their rows; the
+    driver commits the micro-batch through the loader in one transaction."""
     from pyspark.sql import functions as sf
 
-    choice = job.choice
-    limits = job.limits
     kafka = isinstance(job.source, KafkaSpec)
     cleaned: list[bool] = []
-
-    def parse(batches: Any) -> Any:
-        return parse_files(batches, choice, limits)
 
     def load_batch(batch_df: DataFrame, batch_id: int) -> None:
         with bind_batch(loader.reserve_batch_id()) as reserved:
@@ -200,20 +194,22 @@ def batch_loader(
         started = time.perf_counter()
         prefix = f"{_stage_prefix(query_id())}{batch_id}_"
         _drop_stage(loader.url, prefix)  # an earlier attempt at this batch
+        plan = StagePlan(
+            url=loader.url, prefix=prefix, batch_id=reserved, predicates=predicates,
+            choice=job.choice, limits=job.limits, excerpt_bytes=loader.excerpt_bytes,
+        )  # fmt: skip
         if kafka:
-            parsed = batch_df.select("topic", "partition", "offset", "value").mapInArrow(
-                functools.partial(parse_messages, limits=limits, choice=choice), spark_ddl()
+            tasks = batch_df.select("topic", "partition", "offset", "value").mapInArrow(
+                functools.partial(stage_messages, plan=plan), summary_ddl()
             )
         else:
             listed = [row.path for row in batch_df.select("path").collect()]
             known = _committed_files(loader.url, listed)
             fresh = batch_df.filter(~sf.col("path").isin(list(known))) if known else batch_df
-            parsed = fresh.select("path", "content").mapInArrow(parse, spark_ddl())
-        stage = functools.partial(
-            stage_rows, url=loader.url, prefix=prefix, batch_id=reserved,
-            excerpt_bytes=loader.excerpt_bytes,
-        )  # fmt: skip
-        summary = _validated(parsed, predicates).mapInArrow(stage, summary_ddl()).toArrow()
+            tasks = fresh.select("path", "content").mapInArrow(
+                functools.partial(stage_files, plan=plan), summary_ddl()
+            )
+        summary = tasks.toArrow()
         batch = _staged_batch(
             summary,
             source=job.label,
@@ -261,33 +257,6 @@ def _committed_files(url: str, paths: list[str]) -> set[str]:
 
     local = {local_path(p): p for p in paths}
     return {local[path] for path in paths_held(url, list(local))}
-
-
-def _validated(parsed: DataFrame, predicates: dict[str, str]) -> DataFrame:
-    """Row rules evaluated by Spark: ``rules`` lists every rule a row breaks (NULL counts
-    as broken, as on every engine); only rows that broke one keep their raw text."""
-    from pyspark.sql import functions as sf
-
-    blocking = [r.name for r in ROW_RULES if r.severity == "quarantine" and r.name in predicates]
-    broken = sf.filter(
-        sf.array(
-            *(
-                sf.when(~sf.coalesce(sf.expr(predicates[name]), sf.lit(False)), sf.lit(name))
-                for name in blocking
-            )
-        ),
-        lambda rule: rule.isNotNull(),
-    )
-    is_row = sf.col("kind") == ROW
-    checked = parsed.withColumn("rules", sf.when(is_row, broken).otherwise(sf.col("rules")))
-    keep = ~is_row | (sf.size("rules") > 0)  # the driver needs these for quarantine only
-    return checked.select(
-        *(sf.when(keep, sf.col(c)).alias(c) if c in _QUARANTINE_ONLY else sf.col(c)
-          for c in checked.columns)
-    )  # fmt: skip
-
-
-_QUARANTINE_ONLY = ("raw", "raw_bytes", "header", "format", "raw_size", "raw_sha256", "fields")
 
 
 def _staged_batch(
