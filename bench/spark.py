@@ -167,6 +167,7 @@ def shopstream_run(
     place = "cluster" if master.startswith("spark://") else "local"
     run_env = env_for(url, work / f"home-{engine}-{rollups}-{place}")
     run_env["SHOPSTREAM_ROLLUPS"] = rollups
+    run_env["SHOPSTREAM_FRAUD"] = rollups  # "rollups off": no derived work at all, as the seed job
     command = [*SHOPSTREAM, "run", "--source", str(inbox), "--until-idle"]
     if engine == "spark":
         command += ["--engine", "spark", "--master", master]

@@ -191,7 +191,7 @@ def batch_loader(
             load_bound(batch_df, batch_id, reserved)
 
     def load_bound(batch_df: DataFrame, batch_id: int, reserved: int) -> None:
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), datetime.now(UTC)
         prefix = f"{_stage_prefix(query_id())}{batch_id}_"
         _drop_stage(loader.url, prefix)  # an earlier attempt at this batch
         plan = StagePlan(
@@ -215,6 +215,7 @@ def batch_loader(
             source=job.label,
             key=f"spark:{query_id()}:{batch_id}",
             prefix=prefix,
+            started_at=started_at,
             parse_seconds=time.perf_counter() - started,
             file_ledger=not kafka,
         )
@@ -265,6 +266,7 @@ def _staged_batch(
     source: str,
     key: str,
     prefix: str,
+    started_at: datetime,
     parse_seconds: float,
     file_ledger: bool = True,
 ) -> ParsedBatch:
@@ -307,7 +309,7 @@ def _staged_batch(
     batch = ParsedBatch(
         engine="spark",
         source=source,
-        started_at=datetime.now(UTC),
+        started_at=started_at,
         events=pl.DataFrame(schema=EVENT_SCHEMA),
         quarantine=empty_quarantine(),
         files=outcomes if file_ledger else [],
