@@ -52,7 +52,8 @@ def main() -> None:
         subprocess.run([*SHOPSTREAM, "db", "migrate"], env=env, check=True, capture_output=True)
         costs = measure(sorted(inbox.glob("*.csv")), url)
     rows = costs.pop("rows")
-    print(f"{rows:,.0f} input rows, one core each stage\n")
+    wal = costs.pop("wal bytes per merged row")
+    print(f"{rows:,.0f} input rows, one core each stage; {wal:,.0f} WAL bytes per merged row\n")
     print(f"{'stage':<52} {'seconds':>8} {'rows/s/core':>12} {'µs/row':>8}")
     for name, seconds in costs.items():
         print(f"{name:<52} {seconds:8.2f} {rows / seconds:12,.0f} {seconds / rows * 1e6:8.2f}")
@@ -89,10 +90,12 @@ def measure(files: list[Path], url: str) -> dict[str, float]:
         # Each measure rolls back (psycopg.Rollback), so the next one finds an empty store.
         started = time.perf_counter()
         with conn.transaction():
-            merge_staged(conn, staged, 1, datetime(2000, 1, 1), returning=False)
+            before = _wal_position(conn)
+            merged = merge_staged(conn, staged, 1, datetime(2000, 1, 1), returning=False)
             costs["driver commit: merge into events (dedupe, PK, WAL)"] = (
                 time.perf_counter() - started
             )
+            wal_per_row = (_wal_position(conn) - before) / merged.inserted
             raise psycopg.Rollback
         started = time.perf_counter()
         with conn.transaction():
@@ -107,7 +110,14 @@ def measure(files: list[Path], url: str) -> dict[str, float]:
         with conn.transaction():
             drop_stage(conn, "sbench_")
     costs["rows"] = rows
+    costs["wal bytes per merged row"] = wal_per_row
     return costs
+
+
+def _wal_position(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+    row = conn.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn").fetchone()
+    assert row is not None
+    return int(str(row[0]))
 
 
 if __name__ == "__main__":

@@ -119,50 +119,6 @@ def test_spark_scores_fraud_like_the_embedded_engine(
 
 
 @pytest.mark.slow
-def test_a_batch_that_fails_after_staging_leaves_no_rows_and_its_staging_goes(
-    tmp_path: Path, database_url: str, pg_server: EmbeddedPostgres
-) -> None:
-    inbox = tmp_path / "in"
-    reference_url = fresh_database(pg_server, "staging_reference")
-    reference_env = cli_env(reference_url, tmp_path / "reference")
-    shopstream("generate", "--out", str(inbox), "--events", "6000", "--seed", "12",
-               "--dirty", "0.03", "--duplicates", "0.03", "--file-rows", "1500",
-               env=reference_env)  # fmt: skip
-    shopstream("run", "--source", str(inbox), "--until-idle", env=reference_env)
-    env = cli_env(database_url, tmp_path / "home")
-    shopstream("db", "migrate", env=env)
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            """CREATE FUNCTION refuse_events() RETURNS trigger LANGUAGE plpgsql AS
-               $$ BEGIN RAISE EXCEPTION 'injected: the merge fails'; END $$"""
-        )
-        conn.execute(
-            "CREATE TRIGGER refuse BEFORE INSERT ON events"
-            " FOR EACH STATEMENT EXECUTE FUNCTION refuse_events()"
-        )
-    args = ("run", "--source", str(inbox), "--until-idle", *SPARK)
-
-    failed = shopstream(*args, env=env, check=False)
-    assert failed.returncode == 1, failed.stderr
-    with psycopg.connect(database_url) as conn:
-        stored = conn.execute("SELECT count(*) FROM events").fetchone()
-        staged = conn.execute(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'shopstream_staging'"
-        ).fetchone()
-    assert stored == (0,) and staged is not None and staged[0] > 0  # staged, never merged
-
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("DROP TRIGGER refuse ON events")
-    shopstream(*args, env=env)
-    assert outcome(database_url) == outcome(reference_url)
-    with psycopg.connect(database_url) as conn:
-        left = conn.execute(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'shopstream_staging'"
-        ).fetchone()
-    assert left == (0,)
-
-
-@pytest.mark.slow
 def test_a_million_row_micro_batch_fits_a_one_gigabyte_driver(
     tmp_path: Path, database_url: str
 ) -> None:

@@ -105,6 +105,43 @@ def test_the_cluster_loads_what_the_embedded_engine_loads_with_the_packed_python
     assert unpacked, "no executor unpacked the packed environment"
 
 
+def test_a_batch_that_fails_after_staging_leaves_no_rows_and_its_staging_goes(
+    cluster: SparkCluster, tmp_path: Path, pg_server: EmbeddedPostgres
+) -> None:
+    database_url = fresh_database(pg_server, "cluster_staging")
+    inbox = tmp_path / "in"
+    reference_url = fresh_database(pg_server, "staging_reference")
+    reference_env = cli_env(reference_url, tmp_path / "reference")
+    shopstream("generate", "--out", str(inbox), "--events", "6000", "--seed", "12",
+               "--dirty", "0.03", "--duplicates", "0.03", "--file-rows", "1500",
+               env=reference_env)  # fmt: skip
+    shopstream("run", "--source", str(inbox), "--until-idle", env=reference_env)
+    env = _spark_env(database_url, tmp_path / "home", cluster)
+    shopstream("db", "migrate", env=env)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            """CREATE FUNCTION refuse_events() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN RAISE EXCEPTION 'injected: the merge fails'; END $$"""
+        )
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events"
+            " FOR EACH STATEMENT EXECUTE FUNCTION refuse_events()"
+        )
+    args = _run_args(inbox, cluster)
+
+    failed = shopstream(*args, env=env, check=False)
+    assert failed.returncode == 1, failed.stderr
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute("SELECT count(*) FROM events").fetchone()
+    assert stored == (0,) and _staging_tables(database_url) > 0  # staged, never merged
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP TRIGGER refuse ON events")
+    shopstream(*args, env=env)
+    assert outcome(database_url) == outcome(reference_url)
+    assert _staging_tables(database_url) == 0
+
+
 def test_a_killed_worker_and_a_killed_driver_lose_and_duplicate_nothing(
     cluster: SparkCluster,
     dirty_inbox: Path,
