@@ -106,16 +106,13 @@ def test_the_cluster_loads_what_the_embedded_engine_loads_with_the_packed_python
 
 
 def test_a_batch_that_fails_after_staging_leaves_no_rows_and_its_staging_goes(
-    cluster: SparkCluster, tmp_path: Path, pg_server: EmbeddedPostgres
+    cluster: SparkCluster,
+    dirty_inbox: Path,
+    reference: str,
+    pg_server: EmbeddedPostgres,
+    tmp_path: Path,
 ) -> None:
     database_url = fresh_database(pg_server, "cluster_staging")
-    inbox = tmp_path / "in"
-    reference_url = fresh_database(pg_server, "staging_reference")
-    reference_env = cli_env(reference_url, tmp_path / "reference")
-    shopstream("generate", "--out", str(inbox), "--events", "6000", "--seed", "12",
-               "--dirty", "0.03", "--duplicates", "0.03", "--file-rows", "1500",
-               env=reference_env)  # fmt: skip
-    shopstream("run", "--source", str(inbox), "--until-idle", env=reference_env)
     env = _spark_env(database_url, tmp_path / "home", cluster)
     shopstream("db", "migrate", env=env)
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -127,7 +124,7 @@ def test_a_batch_that_fails_after_staging_leaves_no_rows_and_its_staging_goes(
             "CREATE TRIGGER refuse BEFORE INSERT ON events"
             " FOR EACH STATEMENT EXECUTE FUNCTION refuse_events()"
         )
-    args = _run_args(inbox, cluster)
+    args = _run_args(dirty_inbox, cluster)
 
     failed = shopstream(*args, env=env, check=False)
     assert failed.returncode == 1, failed.stderr
@@ -138,7 +135,7 @@ def test_a_batch_that_fails_after_staging_leaves_no_rows_and_its_staging_goes(
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("DROP TRIGGER refuse ON events")
     shopstream(*args, env=env)
-    assert outcome(database_url) == outcome(reference_url)
+    assert outcome(database_url) == outcome(reference)
     assert _staging_tables(database_url) == 0
 
 

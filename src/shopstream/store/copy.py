@@ -32,18 +32,23 @@ def copy_frame(
     table: str | sql.Identifier,
     columns: tuple[str, ...],
     frame: pl.DataFrame,
+    *,
+    freeze: bool = False,
 ) -> None:
     """COPY a frame as CSV: serialised by Polars in Rust, no per-row Python. ``table``: a
-    name in the search path, or an identifier (schema-qualified)."""
+    name in the search path, or an identifier (schema-qualified). ``freeze``: the rows are
+    written frozen (the table must be created in this transaction), so their first reader
+    does not rewrite every page to set hint bits."""
     payload = frame.write_csv(
         include_header=False,
         datetime_format="%Y-%m-%d %H:%M:%S%.6f",
         null_value="",
         quote_style="necessary",
     )
-    statement = sql.SQL("COPY {table} ({cols}) FROM STDIN (FORMAT csv)").format(
+    statement = sql.SQL("COPY {table} ({cols}) FROM STDIN (FORMAT csv{freeze})").format(
         table=sql.Identifier(table) if isinstance(table, str) else table,
         cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        freeze=sql.SQL(", FREEZE") if freeze else sql.SQL(""),
     )
     with conn.cursor().copy(statement) as copy:
         copy.write(payload)

@@ -88,14 +88,14 @@ def stage_partition(
                     " NULL::bigint AS line_no FROM events WITH NO DATA"
                 ).format(_staged(events_table), _columns(FIELD_NAMES))
             )
-            copy_frame(conn, _staged(events_table), (*FIELD_NAMES, *_ORIGIN), events)
+            copy_frame(conn, _staged(events_table), (*FIELD_NAMES, *_ORIGIN), events, freeze=True)
         if quarantine.height:
             conn.execute(
                 sql.SQL(
                     "CREATE UNLOGGED TABLE {} AS SELECT {} FROM quarantine WITH NO DATA"
                 ).format(_staged(quarantine_table), _columns(QUARANTINE_COLUMNS))
             )
-            copy_frame(conn, _staged(quarantine_table), QUARANTINE_COLUMNS, quarantine)
+            copy_frame(conn, _staged(quarantine_table), QUARANTINE_COLUMNS, quarantine, freeze=True)
     return StagedPart(
         events_table if events.height else None,
         quarantine_table if quarantine.height else None,

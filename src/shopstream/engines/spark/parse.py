@@ -46,17 +46,21 @@ _EVENT_TYPES: Final[dict[str, pa.DataType]] = {
     **{f"raw_{name}": pa.string() for name in TYPED_FIELDS},
     **{name: _ARROW[dtype] for name, dtype in ADAPTER_SCHEMA.items()},
 }
+# A row's kind, its source, and the fields of a file's ledger outcome (FILE rows only).
+OUTCOME_FIELDS: Final[list[tuple[str, pa.DataType]]] = [
+    ("kind", pa.string()),
+    ("source", pa.string()),
+    ("content_hash", pa.string()),
+    ("size_bytes", pa.int64()),
+    ("status", pa.string()),
+    ("rows_read", pa.int64()),
+    ("rows_ignored", pa.int64()),
+    ("input_format", pa.string()),
+    ("ignored_columns", pa.list_(pa.string())),
+]
 PARSED_SCHEMA: Final = pa.schema(
     [
-        ("kind", pa.string()),
-        ("source", pa.string()),
-        ("content_hash", pa.string()),
-        ("size_bytes", pa.int64()),
-        ("status", pa.string()),
-        ("rows_read", pa.int64()),
-        ("rows_ignored", pa.int64()),
-        ("input_format", pa.string()),
-        ("ignored_columns", pa.list_(pa.string())),
+        *OUTCOME_FIELDS,
         ("line_no", pa.int64()),
         ("rules", pa.list_(pa.string())),
         ("raw", pa.string()),
@@ -72,8 +76,8 @@ PARSED_SCHEMA: Final = pa.schema(
 )
 
 
-def spark_ddl() -> str:
-    """``PARSED_SCHEMA`` as a Spark DDL string."""
+def spark_ddl(schema: pa.Schema = PARSED_SCHEMA) -> str:
+    """An Arrow schema (by default ``PARSED_SCHEMA``) as a Spark DDL string."""
     names = {
         pa.string(): "STRING",
         pa.int64(): "BIGINT",
@@ -81,8 +85,9 @@ def spark_ddl() -> str:
         pa.binary(): "BINARY",
         pa.timestamp("us"): "TIMESTAMP_NTZ",
         pa.list_(pa.string()): "ARRAY<STRING>",
+        pa.list_(pa.int64()): "ARRAY<BIGINT>",
     }
-    return ", ".join(f"`{f.name}` {names[f.type]}" for f in PARSED_SCHEMA)
+    return ", ".join(f"`{f.name}` {names[f.type]}" for f in schema)
 
 
 def local_path(path: str) -> str:

@@ -23,7 +23,15 @@ import polars as pl
 import pyarrow as pa
 
 from shopstream.contract import QUARANTINE_SCHEMA
-from shopstream.engines.spark.parse import FILE, QUARANTINE, ROW, parse_files, parse_messages
+from shopstream.engines.spark.parse import (
+    FILE,
+    OUTCOME_FIELDS,
+    QUARANTINE,
+    ROW,
+    parse_files,
+    parse_messages,
+    spark_ddl,
+)
 from shopstream.parse.mapping import MappingChoice
 from shopstream.parse.normalize import EVENT_SCHEMA
 from shopstream.parse.validate import split_valid
@@ -51,15 +59,7 @@ class StagePlan:
 
 SUMMARY_SCHEMA: Final = pa.schema(
     [
-        ("kind", pa.string()),  # FILE (a ledger outcome) or PART (a task's counts)
-        ("source", pa.string()),
-        ("content_hash", pa.string()),
-        ("size_bytes", pa.int64()),
-        ("status", pa.string()),
-        ("rows_read", pa.int64()),
-        ("rows_ignored", pa.int64()),
-        ("input_format", pa.string()),
-        ("ignored_columns", pa.list_(pa.string())),
+        *OUTCOME_FIELDS,  # kind FILE: a ledger outcome; kind PART: a task's counts below
         ("events_table", pa.string()),
         ("quarantine_table", pa.string()),
         ("staged_events", pa.int64()),
@@ -69,18 +69,12 @@ SUMMARY_SCHEMA: Final = pa.schema(
         ("rule_counts", pa.list_(pa.int64())),
     ]
 )
-_OUTCOME_COLUMNS: Final = SUMMARY_SCHEMA.names[:9]
+_OUTCOME_COLUMNS: Final = [name for name, _ in OUTCOME_FIELDS]
 
 
 def summary_ddl() -> str:
     """``SUMMARY_SCHEMA`` as a Spark DDL string."""
-    names = {
-        pa.string(): "STRING",
-        pa.int64(): "BIGINT",
-        pa.list_(pa.string()): "ARRAY<STRING>",
-        pa.list_(pa.int64()): "ARRAY<BIGINT>",
-    }
-    return ", ".join(f"`{f.name}` {names[f.type]}" for f in SUMMARY_SCHEMA)
+    return spark_ddl(SUMMARY_SCHEMA)
 
 
 def stage_files(
