@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/backup.py
 	@test -f /usr/share/java/postgresql.jar || $(SUDO) apt-get install -y -qq libpostgresql-jdbc-java >/dev/null
 	$(BIN)/python bench/spark.py
+	$(BIN)/python bench/scaling.py
 
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) .shopstream .pytest_cache .mypy_cache .ruff_cache
