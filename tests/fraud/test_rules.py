@@ -31,7 +31,7 @@ RULES = render_fraud_rules(FraudParams())
     ("values", "reasons"),
     [
         ({}, []),
-        ({"user_orders_10m": 3}, ["velocity_user"]),
+        ({"user_orders_10m": 5}, ["velocity_user"]),
         ({"ip_orders_1h": 12}, ["velocity_ip"]),
         ({"amount": 4.0, "ip_small_accounts_10m": 3}, ["card_testing"]),
         ({"amount": 2_000.0, "amount_z": 6.0, "amount_ratio": 40.0}, ["amount_anomaly"]),

@@ -46,7 +46,7 @@ def event(kind: str, user: str, minutes: float, **fields: object) -> dict[str, A
 def sequences() -> list[dict[str, Any]]:
     """One short story per rule, and quiet customers around them."""
     rows = [event("purchase", f"quiet{n}", n * 7.0) for n in range(30)]
-    rows += [event("purchase", "fast", m) for m in (0, 2, 4)]  # velocity_user (3rd)
+    rows += [event("purchase", "fast", m) for m in (0, 2, 4, 6, 8)]  # velocity_user (5th)
     rows += [  # card_testing: tiny orders from one IP and device across accounts
         event("purchase", f"victim{n}", 100 + n, price=2.0, ip_address="6.6.6.6",
               user_agent="bot", payment_method=f"stolen{n}")
@@ -89,6 +89,16 @@ def load_all(url: str, parts: list[list[dict[str, Any]]]) -> None:
         loader.close()
 
 
+def alerts(url: str) -> dict[str, tuple[str, ...]]:
+    """Each alert's order (by its user) and reasons."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT a.user_id, s.event_timestamp, a.reasons FROM fraud_alerts a"
+            " JOIN fraud_scores s USING (event_id) ORDER BY 1, 2"
+        ).fetchall()
+    return {f"{r[0]}@{r[1]:%H:%M}": tuple(r[2]) for r in rows}
+
+
 def scores(url: str) -> dict[str, tuple[object, ...]]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
@@ -125,6 +135,23 @@ def test_each_rule_fires_on_its_story(database_url: str) -> None:
     assert alerted == above and above is not None and above[0] >= 5
 
 
+def test_a_burst_once_revealed_alerts_its_earlier_orders_too(database_url: str) -> None:
+    """The first orders of a burst score low (the burst does not exist yet); the order that
+    reveals it opens alerts for them as well, in the same commit."""
+    rows = sorted(sequences(), key=lambda r: r["event_timestamp"])
+    load_all(database_url, [rows])
+    opened = alerts(database_url)
+    by_user: dict[str, list[tuple[str, ...]]] = {}
+    for key, reasons in opened.items():
+        by_user.setdefault(key.split("@")[0], []).append(reasons)
+    assert len(by_user["fast"]) == 5  # the 5th order fires, the four before it join
+    assert sum("velocity_user_burst" in r for r in by_user["fast"]) == 4
+    victims = [by_user.get(f"victim{n}", []) for n in range(4)]
+    assert all(any("card_testing_burst" in r for r in v) for v in victims[:2])
+    assert sum("refund_abuse_burst" in r for r in by_user["returner"]) == 1
+    assert not any(user.startswith("quiet") for user in by_user)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_scores_do_not_depend_on_batch_boundaries_or_arrival_within_a_batch(
     seed: int, database_url: str, pg_server: EmbeddedPostgres
@@ -139,6 +166,7 @@ def test_scores_do_not_depend_on_batch_boundaries_or_arrival_within_a_batch(
     load_all(whole, [rows])
     load_all(database_url, parts)
     assert scores(database_url) == scores(whole)
+    assert alerts(database_url) == alerts(whole)
 
 
 def test_a_duplicate_or_a_second_delivery_is_never_scored_again(database_url: str) -> None:

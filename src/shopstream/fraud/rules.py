@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from string import Template
-from typing import Final
+from typing import Final, Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +93,32 @@ FRAUD_RULES: Final[tuple[FraudRule, ...]] = (
         0.75,
     ),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Burst:
+    """A rule that fires on a burst only once the burst has grown: the order that breaks it
+    also reveals the burst's earlier orders, scored before the burst existed. Those open
+    alerts too (reason ``<rule>_burst``), in the same commit: members share the firing
+    order's ``same`` context, are of ``kind``, lie within ``window`` before it, and (with
+    ``small_only``) are small orders. Whether an order is a member depends on stored
+    activity only, never on how events were split into batches."""
+
+    rule: str
+    same: Literal["user_id", "ip_address", "device"]
+    kind: Literal["purchase", "refund"]
+    window: str  # a PostgreSQL interval
+    small_only: bool = False
+
+
+BURSTS: Final[tuple[Burst, ...]] = (
+    Burst("velocity_user", "user_id", "purchase", "10 minutes"),
+    Burst("card_testing", "ip_address", "purchase", "10 minutes", small_only=True),
+    Burst("card_testing", "device", "purchase", "10 minutes", small_only=True),
+    Burst("refund_abuse", "user_id", "refund", "24 hours"),
+)
+BURST_SUFFIX: Final = "_burst"
+
 # The learned model's reason code; its weight joins the rules' like theirs.
 MODEL_REASON: Final = "model_anomaly"
 MODEL_WEIGHT: Final = 0.35
@@ -102,9 +128,9 @@ MODEL_WEIGHT: Final = 0.35
 class FraudParams:
     """The rules' limits (``SHOPSTREAM_FRAUD_PARAMS`` overrides any by name)."""
 
-    user_orders_10m: int = 3
-    user_orders_1h: int = 6
-    user_orders_24h: int = 50
+    user_orders_10m: int = 5
+    user_orders_1h: int = 10
+    user_orders_24h: int = 100
     shared_orders_1h: int = 12
     small_amount: float = 10.0
     testing_accounts: int = 3

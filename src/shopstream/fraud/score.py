@@ -22,6 +22,8 @@ from shopstream.fraud.features import (
 )
 from shopstream.fraud.model import RULES_ONLY, ModelCache
 from shopstream.fraud.rules import (
+    BURST_SUFFIX,
+    BURSTS,
     MODEL_REASON,
     MODEL_WEIGHT,
     FraudParams,
@@ -128,7 +130,53 @@ def score_batch(
             WHERE event_id = ANY(%s::uuid[]) AND score >= %s ORDER BY event_id""",
         (order_ids, setup.alert_threshold),
     ).rowcount
+    if alerted:
+        alerted += _alert_bursts(conn, batch_id, setup)
     return FraudOutcome(scores.height, alerted)
+
+
+def _alert_bursts(conn: psycopg.Connection[Any], batch_id: int, setup: FraudSetup) -> int:
+    """Alerts for the earlier members of the bursts this batch's alerts reveal (see
+    :class:`~shopstream.fraud.rules.Burst`); each member alerts once, with the revealing
+    order's score."""
+    members = sql.SQL(" UNION ALL ").join(
+        sql.SQL(
+            """SELECT m.event_id, m.user_id, t.score,
+                      array_append(m.reasons, {reason}) AS reasons
+                 FROM fraud_scores t
+                 JOIN fraud_activity ta ON ta.event_id = t.event_id
+                 JOIN fraud_activity ma ON ma.{same} = ta.{same}
+                      AND ma.event_type = {kind}
+                      AND ma.event_timestamp >= ta.event_timestamp - {window}::interval
+                      AND ma.event_timestamp <= ta.event_timestamp
+                      AND ma.event_id <> t.event_id {small}
+                 JOIN fraud_scores m ON m.event_id = ma.event_id
+                WHERE t.batch_id = {batch} AND t.score >= {threshold}
+                  AND {rule} = ANY(t.reasons)"""
+        ).format(
+            reason=sql.Literal(burst.rule + BURST_SUFFIX),
+            same=sql.Identifier(burst.same),
+            kind=sql.Literal(burst.kind),
+            window=sql.Literal(burst.window),
+            small=sql.SQL("AND ma.amount <= {}").format(sql.Literal(setup.small_amount))
+            if burst.small_only
+            else sql.SQL(""),
+            batch=sql.Literal(batch_id),
+            threshold=sql.Literal(setup.alert_threshold),
+            rule=sql.Literal(burst.rule),
+        )
+        for burst in BURSTS
+    )
+    return conn.execute(
+        sql.SQL(
+            """INSERT INTO fraud_alerts (event_id, user_id, score, reasons, batch_id)
+               SELECT DISTINCT ON (event_id) event_id, user_id, score, reasons, {batch}
+                 FROM ({members}) burst
+                WHERE NOT EXISTS (SELECT 1 FROM fraud_alerts a WHERE a.event_id = burst.event_id)
+                ORDER BY event_id, score DESC
+               ON CONFLICT (event_id) DO NOTHING"""
+        ).format(members=members, batch=sql.Literal(batch_id))
+    ).rowcount
 
 
 def judge(
