@@ -130,13 +130,22 @@ def score_batch(
             WHERE event_id = ANY(%s::uuid[]) AND score >= %s ORDER BY event_id""",
         (order_ids, setup.alert_threshold),
     ).rowcount
-    if alerted:
-        alerted += _alert_bursts(conn, batch_id, setup)
+    revealing = judged.filter(
+        (pl.col("score") >= setup.alert_threshold)
+        & pl.col("reasons").list.eval(pl.element().is_in(list(_BURST_RULES))).list.any()
+    )["event_id"]
+    if revealing.len():
+        alerted += _alert_bursts(conn, revealing.to_list(), batch_id, setup)
     return FraudOutcome(scores.height, alerted)
 
 
-def _alert_bursts(conn: psycopg.Connection[Any], batch_id: int, setup: FraudSetup) -> int:
-    """Alerts for the earlier members of the bursts this batch's alerts reveal (see
+_BURST_RULES: Final = frozenset(burst.rule for burst in BURSTS)
+
+
+def _alert_bursts(
+    conn: psycopg.Connection[Any], revealing: list[str], batch_id: int, setup: FraudSetup
+) -> int:
+    """Alerts for the earlier members of the bursts the ``revealing`` orders show (see
     :class:`~shopstream.fraud.rules.Burst`); each member alerts once, with the revealing
     order's score."""
     members = sql.SQL(" UNION ALL ").join(
@@ -151,8 +160,7 @@ def _alert_bursts(conn: psycopg.Connection[Any], batch_id: int, setup: FraudSetu
                       AND ma.event_timestamp <= ta.event_timestamp
                       AND ma.event_id <> t.event_id {small}
                  JOIN fraud_scores m ON m.event_id = ma.event_id
-                WHERE t.batch_id = {batch} AND t.score >= {threshold}
-                  AND {rule} = ANY(t.reasons)"""
+                WHERE t.event_id = ANY({revealing}::uuid[]) AND {rule} = ANY(t.reasons)"""
         ).format(
             reason=sql.Literal(burst.rule + BURST_SUFFIX),
             same=sql.Identifier(burst.same),
@@ -161,8 +169,7 @@ def _alert_bursts(conn: psycopg.Connection[Any], batch_id: int, setup: FraudSetu
             small=sql.SQL("AND ma.amount <= {}").format(sql.Literal(setup.small_amount))
             if burst.small_only
             else sql.SQL(""),
-            batch=sql.Literal(batch_id),
-            threshold=sql.Literal(setup.alert_threshold),
+            revealing=sql.Placeholder("revealing"),
             rule=sql.Literal(burst.rule),
         )
         for burst in BURSTS
@@ -175,7 +182,8 @@ def _alert_bursts(conn: psycopg.Connection[Any], batch_id: int, setup: FraudSetu
                 WHERE NOT EXISTS (SELECT 1 FROM fraud_alerts a WHERE a.event_id = burst.event_id)
                 ORDER BY event_id, score DESC
                ON CONFLICT (event_id) DO NOTHING"""
-        ).format(members=members, batch=sql.Literal(batch_id))
+        ).format(members=members, batch=sql.Literal(batch_id)),
+        {"revealing": revealing},
     ).rowcount
 
 
