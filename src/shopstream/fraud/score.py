@@ -146,12 +146,11 @@ def _alert_bursts(
     conn: psycopg.Connection[Any], revealing: list[str], batch_id: int, setup: FraudSetup
 ) -> int:
     """Alerts for the earlier members of the bursts the ``revealing`` orders show (see
-    :class:`~shopstream.fraud.rules.Burst`); each member alerts once, with the revealing
-    order's score."""
+    :class:`~shopstream.fraud.rules.Burst`); each member alerts once, with the highest
+    revealing order's score and every burst it belongs to."""
     members = sql.SQL(" UNION ALL ").join(
         sql.SQL(
-            """SELECT m.event_id, m.user_id, t.score,
-                      array_append(m.reasons, {reason}) AS reasons
+            """SELECT m.event_id, m.user_id, t.score, m.reasons, {reason} AS burst
                  FROM fraud_scores t
                  JOIN fraud_activity ta ON ta.event_id = t.event_id
                  JOIN fraud_activity ma ON ma.{same} = ta.{same}
@@ -177,10 +176,12 @@ def _alert_bursts(
     return conn.execute(
         sql.SQL(
             """INSERT INTO fraud_alerts (event_id, user_id, score, reasons, batch_id)
-               SELECT DISTINCT ON (event_id) event_id, user_id, score, reasons, {batch}
-                 FROM ({members}) burst
-                WHERE NOT EXISTS (SELECT 1 FROM fraud_alerts a WHERE a.event_id = burst.event_id)
-                ORDER BY event_id, score DESC
+               SELECT event_id, user_id, max(score),
+                      reasons || array_agg(DISTINCT burst ORDER BY burst), {batch}
+                 FROM ({members}) member
+                WHERE NOT EXISTS (SELECT 1 FROM fraud_alerts a WHERE a.event_id = member.event_id)
+                GROUP BY event_id, user_id, reasons
+                ORDER BY event_id
                ON CONFLICT (event_id) DO NOTHING"""
         ).format(members=members, batch=sql.Literal(batch_id)),
         {"revealing": revealing},
