@@ -165,20 +165,11 @@ def _delete_events(conn: psycopg.Connection[Any], lake: Lake, days: list[date]) 
     deleted = 0
     for day in days:
         start = datetime.combine(day, datetime.min.time(), UTC)
-        day_range = (start, start + timedelta(days=1))
         with conn.transaction():
             cursor = conn.execute(
                 "DELETE FROM events WHERE event_timestamp >= %s AND event_timestamp < %s",
-                day_range,
+                (start, start + timedelta(days=1)),
             )
-            # The fraud state of those events goes with them (their alerts with the scores).
-            for table in ("fraud_scores", "fraud_activity"):
-                conn.execute(
-                    sql.SQL(
-                        "DELETE FROM {} WHERE event_timestamp >= %s AND event_timestamp < %s"
-                    ).format(sql.Identifier(table)),
-                    day_range,
-                )
             conn.execute(
                 """INSERT INTO archived_event_days (day, events, lake_root) VALUES (%s, %s, %s)
                    ON CONFLICT (day) DO UPDATE
