@@ -25,7 +25,14 @@ from shopstream.api.app import create_app
 from shopstream.api.keys import Role, create_key
 from shopstream.contract import ParsedBatch
 from shopstream.engines.embedded.runner import Runner, RunSummary
-from shopstream.generate.writer import Faults, FileWriter, generate_backlog, stream_live
+from shopstream.generate.catalog import Shop, build_shop
+from shopstream.generate.writer import (
+    Faults,
+    FileWriter,
+    generate_backlog,
+    shop_customers,
+    stream_live,
+)
 from shopstream.jobs.catalog import Jobs
 from shopstream.jobs.scheduler import build as build_scheduler
 from shopstream.schema import InputFormat
@@ -41,6 +48,7 @@ SERVER_START_S: Final = 30.0
 LOG_LINES: Final = 6  # the newest log lines the live panel shows
 HISTORY_FILE_ROWS: Final = 50_000
 HISTORY_FRAUD_SHARE: Final = 0.005  # of the orders: the fraud page and alerts have cases
+DEMO_SHOP_SEED: Final = 20261202
 
 
 @dataclass
@@ -97,7 +105,7 @@ class _PanelLog(logging.Handler):
 
 
 def _load_history(
-    settings: Settings, url: str, *, days: float, events: int, console: Console
+    settings: Settings, url: str, *, days: float, events: int, shop: Shop, console: Console
 ) -> None:
     """Generate ``days`` of past traffic and load it through the normal pipeline, so the
     dashboard has history (segments, daily aggregates, quality baselines) from the start.
@@ -114,7 +122,7 @@ def _load_history(
     with Progress(*columns, console=console) as progress:
         written = progress.add_task(f"generating {days:g} days of history", total=events)
         summary = generate_backlog(
-            FileWriter(folder, InputFormat.CANONICAL), events=events, seed=None,
+            FileWriter(folder, InputFormat.CANONICAL), events=events, seed=None, shop=shop,
             faults=Faults(dirty=0.005, duplicates=0.01), file_rows=HISTORY_FILE_ROWS,
             span=timedelta(days=days), fraud=HISTORY_FRAUD_SHARE,
             progress=lambda rows: progress.advance(written, rows),
@@ -173,8 +181,13 @@ def _run_demo(
     scheduler: bool,
 ) -> None:
     url = urls("ingest")
+    # One catalog and customer base for history and live traffic, the same on every start
+    # (a restarted demo keeps its history): customers keep their devices, addresses and
+    # cards, as real ones do, instead of looking new to the fraud rules on every live order.
+    shop = build_shop(DEMO_SHOP_SEED, customers=shop_customers(history_events))
     if history_days > 0 and history_events > 0:
-        _load_history(settings, url, days=history_days, events=history_events, console=console)
+        _load_history(settings, url, days=history_days, events=history_events, shop=shop,
+                      console=console)  # fmt: skip
     jobs = build_scheduler(Jobs(settings, url), blocking=False) if scheduler else None
     inbox = settings.home_dir / "demo" / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
@@ -197,6 +210,7 @@ def _run_demo(
             "rate": rate,
             "duration": duration,
             "seed": None,
+            "shop": shop,
             "faults": Faults(dirty=0.01, duplicates=0.02, late=0.01),
             "stop": stop,
             "progress": count_generated,

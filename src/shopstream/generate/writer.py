@@ -138,20 +138,21 @@ def generate_backlog(
     progress: Callable[[int], None] | None = None,
     fraud: float = 0.0,
     fraud_labels: Path | None = None,
+    shop: Shop | None = None,
 ) -> WriteSummary:
     """A backlog of ``events`` events (plus duplicates) in chunks; reproducible with a seed.
     With ``fraud`` a share of the orders is labelled fraud, the labels written as CSV to
-    ``fraud_labels`` (event_id, pattern, instance)."""
+    ``fraud_labels`` (event_id, pattern, instance). ``shop``: the catalog and customers to
+    use (default: built from the seed, sized by ``shop_customers(events)``)."""
     clock = time.perf_counter()
     if start is None:
         start = REPRODUCIBLE_START if seed is not None else datetime.now(UTC) - span
     rng = np.random.default_rng(seed)
-    # About twenty events per customer: a million-event day comes from 50,000 customers,
-    # not a few thousand each ordering dozens of times.
-    shop = build_shop(
-        seed if seed is not None else int(rng.integers(0, 2**31)),
-        customers=max(_MIN_CUSTOMERS, events // _EVENTS_PER_CUSTOMER),
-    )
+    if shop is None:
+        shop = build_shop(
+            seed if seed is not None else int(rng.integers(0, 2**31)),
+            customers=shop_customers(events),
+        )
     simulated = simulate(shop, rng, events, start, span.total_seconds())
     if fraud:
         injected = inject_fraud(simulated, shop, rng, fraud)
@@ -177,6 +178,12 @@ def generate_backlog(
     return summary
 
 
+def shop_customers(events: int) -> int:
+    """About twenty events per customer: a million-event day comes from 50,000 customers,
+    not a few thousand each ordering dozens of times."""
+    return max(_MIN_CUSTOMERS, events // _EVENTS_PER_CUSTOMER)
+
+
 def stream_live(
     sink: RowSink,
     *,
@@ -187,10 +194,14 @@ def stream_live(
     interval: float = 0.2,
     stop: threading.Event | None = None,
     progress: Callable[[int], None] | None = None,
+    shop: Shop | None = None,
 ) -> WriteSummary:
-    """Live traffic: every ``interval`` a chunk of ``rate * interval`` events stamped now."""
+    """Live traffic: every ``interval`` a chunk of ``rate * interval`` events stamped now.
+    ``shop``: the catalog and customers to use, e.g. the history's, so that customers keep
+    their devices, addresses and cards (default: built from the seed)."""
     rng = np.random.default_rng(seed)
-    shop: Shop = build_shop(seed if seed is not None else int(rng.integers(0, 2**31)))
+    if shop is None:
+        shop = build_shop(seed if seed is not None else int(rng.integers(0, 2**31)))
     summary = WriteSummary()
     began = time.monotonic()
     owed = 0.0
