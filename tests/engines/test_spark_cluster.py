@@ -68,6 +68,16 @@ def _spark_env(url: str, home: Path, cluster: SparkCluster) -> dict[str, str]:
     return env
 
 
+def _migrated(
+    pg_server: EmbeddedPostgres, name: str, tmp_path: Path, cluster: SparkCluster
+) -> tuple[str, dict[str, str]]:
+    """A fresh, migrated database and the environment of a Spark run on the cluster."""
+    url = fresh_database(pg_server, name)
+    env = _spark_env(url, tmp_path / "home", cluster)
+    shopstream("db", "migrate", env=env)
+    return url, env
+
+
 def _run_args(inbox: Path, cluster: SparkCluster, *extra: str) -> tuple[str, ...]:
     return ("run", "--source", str(inbox), "--until-idle", "--engine", "spark",
             "--master", cluster.master_url, *extra)  # fmt: skip
@@ -112,9 +122,7 @@ def test_a_batch_that_fails_after_staging_leaves_no_rows_and_its_staging_goes(
     pg_server: EmbeddedPostgres,
     tmp_path: Path,
 ) -> None:
-    database_url = fresh_database(pg_server, "cluster_staging")
-    env = _spark_env(database_url, tmp_path / "home", cluster)
-    shopstream("db", "migrate", env=env)
+    database_url, env = _migrated(pg_server, "cluster_staging", tmp_path, cluster)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             """CREATE FUNCTION refuse_events() RETURNS trigger LANGUAGE plpgsql AS
@@ -146,9 +154,7 @@ def test_a_killed_worker_and_a_killed_driver_lose_and_duplicate_nothing(
     pg_server: EmbeddedPostgres,
     tmp_path: Path,
 ) -> None:
-    url = fresh_database(pg_server, "cluster_faults")
-    env = _spark_env(url, tmp_path / "home", cluster)
-    shopstream("db", "migrate", env=env)
+    url, env = _migrated(pg_server, "cluster_faults", tmp_path, cluster)
     args = _run_args(dirty_inbox, cluster, "--max-files-per-trigger", "2")
     expected = outcome(reference)
 
