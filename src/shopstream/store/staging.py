@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 from shopstream.contract import StagedPart, StagedRows
+from shopstream.errors import TerminalError
 from shopstream.parse.normalize import EVENT_SCHEMA
 from shopstream.schema import EVENT_FIELDS, FIELD_NAMES
 from shopstream.store.copy import QUARANTINE_COLUMNS, copy_frame
@@ -124,8 +125,9 @@ def drop_stage(conn: psycopg.Connection[tuple[object, ...]], prefix: str) -> int
     return len(names)
 
 
-class StagingMismatchError(Exception):
-    """The staging tables do not hold what the workers reported staging."""
+class StagingMismatchError(TerminalError):
+    """The staging tables do not hold what the workers reported staging: committing would
+    break the batch's accounting, and a retry of the same commit reads the same tables."""
 
 
 def merge_staged(
