@@ -185,3 +185,31 @@ def test_a_duplicate_or_a_second_delivery_is_never_scored_again(database_url: st
             "SELECT count(*) - count(DISTINCT event_id) FROM fraud_alerts"
         ).fetchone()
     assert dup == (0,)
+
+
+def test_fraud_rows_follow_their_events_without_row_level_keys(database_url: str) -> None:
+    """Migration 0025's statement-level checks: a fraud row naming no event fails like a
+    foreign key (23503); deleted or truncated events take their fraud rows along."""
+    rows = sorted(sequences(), key=lambda r: r["event_timestamp"])
+    load_all(database_url, [rows])
+    with psycopg.connect(database_url) as conn:
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute(
+                "INSERT INTO fraud_activity (event_id, event_type, event_timestamp, user_id,"
+                " order_key, batch_id) VALUES (gen_random_uuid(), 'login', now(), 'u', 'k', 1)"
+            )
+        conn.rollback()
+        conn.execute("DELETE FROM events WHERE user_id = 'fast'")
+        left = conn.execute(
+            "SELECT (SELECT count(*) FROM fraud_scores WHERE user_id = 'fast'),"
+            " (SELECT count(*) FROM fraud_activity WHERE user_id = 'fast'),"
+            " (SELECT count(*) FROM fraud_alerts WHERE user_id = 'fast'),"
+            " (SELECT count(*) FROM fraud_scores)"
+        ).fetchone()
+        assert left is not None and left[:3] == (0, 0, 0) and left[3] > 0
+        conn.execute("TRUNCATE events")
+        emptied = conn.execute(
+            "SELECT (SELECT count(*) FROM fraud_scores) + (SELECT count(*) FROM fraud_activity)"
+            " + (SELECT count(*) FROM fraud_alerts)"
+        ).fetchone()
+        assert emptied == (0,)
