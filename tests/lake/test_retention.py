@@ -118,6 +118,14 @@ def test_retention_archives_verifies_then_deletes_and_refuses_without_archive(
     # The rebuild folds the days that left from the lake: nothing derived is lost.
     shopstream("rebuild", env=env)
     assert derived_tables(database_url) == derived
+    # So does a range rebuild across the horizon: its customers' history is in both places.
+    first, last = (cutoff - timedelta(days=2)).date(), (cutoff + timedelta(days=1)).date()
+    with psycopg.connect(database_url) as conn:
+        days = (first, last)
+        conn.execute("UPDATE product_analytics SET views = 0 WHERE day BETWEEN %s AND %s", days)
+        conn.execute("DELETE FROM user_sessions WHERE session_start::date BETWEEN %s AND %s", days)
+    shopstream("rebuild", "--from", str(first), "--to", str(last), env=env)
+    assert derived_tables(database_url) == derived
 
     # An event re-sent from before the horizon can no longer be told from a duplicate (its
     # first copy left PostgreSQL): it is quarantined, not loaded a second time.

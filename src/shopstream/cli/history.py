@@ -3,9 +3,9 @@ database."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -14,6 +14,9 @@ from shopstream.cli import _databases, _mapping_choice, _run_embedded_source, co
 from shopstream.schema import InputFormat
 from shopstream.settings import Settings
 from shopstream.store.server import EmbeddedDatabaseError
+
+if TYPE_CHECKING:
+    from shopstream.store.rebuild import DayRange, RangeRebuilt
 
 backup_app = typer.Typer(no_args_is_help=True, help="Back up and restore the database.")
 
@@ -146,16 +149,45 @@ def rebuild(
     chunk_rows: Annotated[
         int, typer.Option(min=1, help="Events folded at once (memory follows this).")
     ] = 500_000,
+    first: Annotated[
+        datetime | None,
+        typer.Option("--from", formats=["%Y-%m-%d"], help="First UTC day to rebuild."),
+    ] = None,
+    last: Annotated[
+        datetime | None,
+        typer.Option("--to", formats=["%Y-%m-%d"], help="Last UTC day to rebuild (included)."),
+    ] = None,
 ) -> None:
     """Recompute rollups, sessions, funnels and customer metrics from events (one
     transaction; the dashboard shows the old figures until it commits). Days retention
-    moved to the lake are read from the lake."""
+    moved to the lake are read from the lake. With --from/--to, only what those days'
+    events feed: their minute, product and funnel rows, and their customers' metrics and
+    sessions from all of those customers' events."""
+    from shopstream.store.rebuild import DayRange
+
+    days = None
+    if first is not None or last is not None:
+        try:
+            days = DayRange(
+                (first or datetime.min).date(), (last or datetime.max - timedelta(days=1)).date()
+            )
+        except ValueError as error:
+            err.print(f"[red]{error}[/red]")
+            raise typer.Exit(2) from error
     with _databases(Settings()) as urls:
-        folded = _rebuilt(urls("ingest"), chunk_rows)
-    console.print(f"rebuilt the derived tables from {folded:,} events")
+        outcome = _rebuilt(urls("ingest"), chunk_rows, days)
+    if isinstance(outcome, int):
+        console.print(f"rebuilt the derived tables from {outcome:,} events")
+    else:
+        assert days is not None
+        console.print(
+            f"rebuilt {days.first} to {days.last}: {outcome.events:,} events into the"
+            f" minute, product and funnel rows; {outcome.customers:,} customers' metrics and"
+            f" sessions from their {outcome.customer_events:,} events"
+        )
 
 
-def _rebuilt(url: str, chunk_rows: int) -> int:
+def _rebuilt(url: str, chunk_rows: int, days: DayRange | None = None) -> int | RangeRebuilt:
     """Rebuild with the lake's archived days; a failure exits 1, nothing changed."""
     from deltalake.exceptions import DeltaError
 
@@ -163,10 +195,13 @@ def _rebuilt(url: str, chunk_rows: int) -> int:
     from shopstream.lake.history import archived_events
     from shopstream.store.connection import connect
     from shopstream.store.rebuild import rebuild as rebuild_derived
+    from shopstream.store.rebuild import rebuild_range
 
     try:
         with connect(url) as conn:
-            return rebuild_derived(conn, chunk_rows, archived_events)
+            if days is None:
+                return rebuild_derived(conn, chunk_rows, archived_events)
+            return rebuild_range(conn, days, chunk_rows, archived_events)
     except (TerminalError, DeltaError, OSError) as error:
         err.print(f"[red]rebuild failed, nothing changed:[/red] {error}")
         raise typer.Exit(1) from error

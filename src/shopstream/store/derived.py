@@ -7,7 +7,9 @@ different set (a concurrent writer took some ids), it derives again inside the t
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Final
 
 import polars as pl
 import psycopg
@@ -35,10 +37,21 @@ class Derived:
     lock_buckets: list[int]
 
 
-def derive(events: pl.DataFrame) -> Derived:
+# What a range rebuild folds apart: tables keyed by time take the range's events; tables
+# keyed by customer (funnel_sessions follow user_sessions) take its customers' events.
+WINDOWED_TABLES: Final = frozenset({"realtime_metrics", "product_analytics"})
+CUSTOMER_TABLES: Final = frozenset({"customer_metrics", "user_sessions"})
+
+
+def derive(events: pl.DataFrame, tables: Collection[str] | None = None) -> Derived:
+    """Deltas for every derived table, or only for ``tables`` (the rest left empty)."""
     measured = with_measures(events)  # user hashes and money, once for everything below
+    with_sessions = tables is None or "user_sessions" in tables
+    sessioned = measured if with_sessions else measured.clear()
     return Derived(
-        rollup_deltas(measured), batch_sessions(measured), lock_buckets(measured["_user"])
+        rollup_deltas(measured, tables),
+        batch_sessions(sessioned),
+        lock_buckets(sessioned["_user"]),
     )
 
 
@@ -49,10 +62,11 @@ def prepare_connection(conn: psycopg.Connection[tuple[object, ...]]) -> None:
 
 
 def reset_stages(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    """Empty the session's staging tables, as a commit does (they are ON COMMIT DELETE
-    ROWS): for writing several batches' worth in one transaction."""
+    """Empty the session's staging tables (``stage_*``), as a commit does (they are ON
+    COMMIT DELETE ROWS): for writing several batches' worth in one transaction."""
     names = conn.execute(
-        "SELECT relname FROM pg_class WHERE relnamespace = pg_my_temp_schema() AND relkind = 'r'"
+        "SELECT relname FROM pg_class WHERE relnamespace = pg_my_temp_schema()"
+        " AND relkind = 'r' AND relname LIKE 'stage\\_%'"
     ).fetchall()
     if names:
         conn.execute(

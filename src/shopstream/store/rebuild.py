@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from datetime import date
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
 
 import polars as pl
@@ -24,7 +25,19 @@ import psycopg
 from psycopg import sql
 
 from shopstream.errors import TerminalError
-from shopstream.store.derived import derive, prepare_connection, reset_stages, write_derived
+from shopstream.store.derived import (
+    CUSTOMER_TABLES,
+    WINDOWED_TABLES,
+    derive,
+    prepare_connection,
+    reset_stages,
+    write_derived,
+)
+from shopstream.store.sessions import (
+    customer_session_days,
+    drop_customer_sessions,
+    recount_funnels,
+)
 
 DERIVED_TABLES: Final = (
     "realtime_metrics", "product_analytics", "customer_metrics", "user_sessions",
@@ -42,7 +55,7 @@ _READ: Final = """
 SELECT event_id::text, event_type, user_id, product_id,
        (event_timestamp AT TIME ZONE 'UTC'), session_id, category, price::float8, quantity,
        currency
-  FROM events ORDER BY event_timestamp, event_id
+  FROM events WHERE {} ORDER BY event_timestamp, event_id
 """
 
 
@@ -54,6 +67,41 @@ class ArchivedHistoryError(TerminalError):
     """Events retention moved to the lake are needed, and no way to read them was given."""
 
 
+@dataclass(frozen=True, slots=True)
+class DayRange:
+    """UTC days ``first`` to ``last``, both included."""
+
+    first: date
+    last: date
+
+    def __post_init__(self) -> None:
+        if self.first > self.last:
+            raise ValueError(f"the range ends ({self.last}) before it starts ({self.first})")
+
+    @property
+    def bounds(self) -> tuple[datetime, datetime]:
+        """The first moment in the range and the first after it."""
+        start = datetime.combine(self.first, time(), UTC)
+        return start, datetime.combine(self.last, time(), UTC) + timedelta(days=1)
+
+    def holds(self, day: date) -> bool:
+        return self.first <= day <= self.last
+
+    def each(self) -> Iterator[date]:
+        return (self.first + timedelta(days=n) for n in range((self.last - self.first).days + 1))
+
+
+@dataclass(frozen=True, slots=True)
+class RangeRebuilt:
+    events: int  # the range's events, folded into the tables keyed by time
+    customers: int  # customers with an event in the range (and those sharing a session)
+    customer_events: int  # all their events, folded into the tables keyed by customer
+
+
+class PendingBatchesError(TerminalError):
+    """Batches loaded with rollups deferred are folded by a full rebuild only."""
+
+
 def rebuild(
     conn: psycopg.Connection[tuple[object, ...]],
     chunk_rows: int = CHUNK_ROWS,
@@ -62,29 +110,170 @@ def rebuild(
     """Recompute every derived table; returns the events folded."""
     folded = 0
     with conn.transaction():
-        conn.execute("LOCK TABLE events IN SHARE MODE")
-        moved = _archived_days(conn)
-        if moved and archived is None:
-            days = [d for ds in moved.values() for d in ds]
-            raise ArchivedHistoryError(
-                f"the events of {len(days)} days ({min(days)} to {max(days)}) left PostgreSQL"
-                " for the lake: a rebuild needs the lake to keep them"
-            )
+        moved = _locked(conn, archived)
         # DELETE, not TRUNCATE: readers keep seeing the old rows until the commit (TRUNCATE
         # would lock them out), and the ingest role needs no extra right.
         for table in DERIVED_TABLES:
             conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
         prepare_connection(conn)
-        from_lake = _coalesced(
-            (day for root, days in moved.items() if archived for day in archived(root, days)),
-            chunk_rows,
-        )
+        from_lake = _lake(moved, archived, chunk_rows)
         for events in itertools.chain(from_lake, _chunks(conn, chunk_rows)):
-            write_derived(conn, derive(events))
-            reset_stages(conn)
+            _fold(conn, events)
             folded += events.height
         conn.execute("UPDATE batches SET derived_pending = false WHERE derived_pending")
     return folded
+
+
+def rebuild_range(
+    conn: psycopg.Connection[tuple[object, ...]],
+    days: DayRange,
+    chunk_rows: int = CHUNK_ROWS,
+    archived: ArchivedEvents | None = None,
+) -> RangeRebuilt:
+    """Recompute what the events of ``days`` feed, leaving the rest as it is: the tables
+    keyed by time (minute rollups, product days) for those days from their events; the
+    tables keyed by customer (customer metrics, sessions) for every customer with an event
+    in those days, from all of that customer's events; and the funnels of every day whose
+    sessions that changed. Customers who share a session id go together, so every session
+    is rebuilt whole or not at all. One transaction, like :func:`rebuild`."""
+    with conn.transaction():
+        moved = _locked(conn, archived)
+        pending = pending_batches(conn)
+        if pending:
+            raise PendingBatchesError(
+                f"{pending:,} batches were loaded with rollups deferred and are folded by a"
+                " full rebuild only: run `shopstream rebuild` without --from/--to"
+            )
+        lo, hi = days.bounds
+        # Step 1: empty the range's rows of the tables keyed by time.
+        conn.execute(
+            "DELETE FROM realtime_metrics WHERE window_start >= %s AND window_start < %s",
+            (lo, hi),
+        )
+        conn.execute(
+            "DELETE FROM product_analytics WHERE day BETWEEN %s AND %s", (days.first, days.last)
+        )
+        prepare_connection(conn)
+        # Step 2: fold the range's events into them, noting whose events they are.
+        in_range = sql.SQL("event_timestamp >= {} AND event_timestamp < {}").format(
+            sql.Literal(lo), sql.Literal(hi)
+        )
+        lake_days = {root: [d for d in ds if days.holds(d)] for root, ds in moved.items()}
+        seen: set[str] = set()
+        folded = 0
+        for events in itertools.chain(
+            _lake(lake_days, archived, chunk_rows), _chunks(conn, chunk_rows, in_range)
+        ):
+            seen.update(events["user_id"].unique().to_list())
+            _fold(conn, events, WINDOWED_TABLES)
+            folded += events.height
+        # Step 3: add the customers who share a session id with them, until none joins.
+        customers = _sharing_sessions(seen, _session_pairs(conn, moved, archived))
+        # Step 4: drop their sessions and their metrics.
+        conn.execute(
+            sql.SQL("CREATE TEMP TABLE {} (user_id text PRIMARY KEY) ON COMMIT DROP").format(
+                _CUSTOMERS
+            )
+        )
+        with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(_CUSTOMERS)) as copy:
+            for user in customers:
+                copy.write_row((user,))
+        conn.execute(sql.SQL("ANALYZE {}").format(_CUSTOMERS))
+        conn.execute(
+            sql.SQL("DELETE FROM customer_metrics m USING {} c WHERE m.user_id = c.user_id").format(
+                _CUSTOMERS
+            )
+        )
+        dropped_days = drop_customer_sessions(conn, _CUSTOMERS)
+        # Step 5: fold all their events into the tables keyed by customer.
+        theirs = sql.SQL("user_id IN (SELECT user_id FROM {})").format(_CUSTOMERS)
+        refolded = 0
+        for events in itertools.chain(
+            (
+                frame.filter(pl.col("user_id").is_in(customers))
+                for frame in _lake(moved, archived, chunk_rows)
+            ),
+            _chunks(conn, chunk_rows, theirs),
+        ):
+            _fold(conn, events, CUSTOMER_TABLES)
+            refolded += events.height
+        # Step 6: count again the funnels of every day whose sessions changed: the range's,
+        # and those the customers' sessions started on before and after.
+        changed = set(days.each()) | dropped_days | customer_session_days(conn, _CUSTOMERS)
+        recount_funnels(conn, sorted(changed))
+    return RangeRebuilt(folded, len(customers), refolded)
+
+
+_CUSTOMERS: Final = sql.Identifier("rebuild_customers")
+_EVERY_EVENT: Final = sql.SQL("TRUE")
+
+
+def _locked(
+    conn: psycopg.Connection[Any], archived: ArchivedEvents | None
+) -> dict[str, list[date]]:
+    """Lock out writers to ``events`` until the commit; the days the lake holds instead
+    (refused without a way to read them)."""
+    conn.execute("LOCK TABLE events IN SHARE MODE")
+    moved = _archived_days(conn)
+    if moved and archived is None:
+        days = [d for ds in moved.values() for d in ds]
+        raise ArchivedHistoryError(
+            f"the events of {len(days)} days ({min(days)} to {max(days)}) left PostgreSQL"
+            " for the lake: a rebuild needs the lake to keep them"
+        )
+    return moved
+
+
+def _fold(
+    conn: psycopg.Connection[tuple[object, ...]],
+    events: pl.DataFrame,
+    tables: frozenset[str] | None = None,
+) -> None:
+    write_derived(conn, derive(events, tables))
+    reset_stages(conn)
+
+
+def _lake(
+    moved: dict[str, list[date]], archived: ArchivedEvents | None, chunk_rows: int
+) -> Iterator[pl.DataFrame]:
+    """The archived days' events, in chunks of about ``chunk_rows``."""
+    if archived is None:
+        return iter(())
+    return _coalesced(
+        (frame for root, days in moved.items() if days for frame in archived(root, days)),
+        chunk_rows,
+    )
+
+
+def _session_pairs(
+    conn: psycopg.Connection[Any], moved: dict[str, list[date]], archived: ArchivedEvents | None
+) -> pl.DataFrame:
+    """Every (user_id, session_id) an event carries, in PostgreSQL and the lake."""
+    schema = {"user_id": pl.String, "session_id": pl.String}
+    stored = pl.DataFrame(
+        conn.execute(
+            "SELECT DISTINCT user_id, session_id FROM events WHERE session_id IS NOT NULL"
+        ).fetchall(),
+        schema=schema,
+        orient="row",
+    )
+    archived_pairs = [
+        frame.filter(pl.col("session_id").is_not_null()).select(*schema).unique()
+        for frame in _lake(moved, archived, CHUNK_ROWS)
+    ]
+    return pl.concat([stored, *archived_pairs]).unique()
+
+
+def _sharing_sessions(customers: set[str], pairs: pl.DataFrame) -> list[str]:
+    """``customers`` and, transitively, every customer sharing a session id with them."""
+    closed = pl.Series("user_id", sorted(customers), dtype=pl.String)
+    while True:
+        sessions = pairs.filter(pl.col("user_id").is_in(closed))["session_id"]
+        joined = pairs.filter(pl.col("session_id").is_in(sessions))["user_id"]
+        grown = pl.concat([closed, joined]).unique()
+        if grown.len() == closed.len():
+            return sorted(grown.to_list())
+        closed = grown
 
 
 def _coalesced(frames: Iterator[pl.DataFrame], chunk_rows: int) -> Iterator[pl.DataFrame]:
@@ -116,11 +305,13 @@ def pending_batches(conn: psycopg.Connection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
-def _chunks(conn: psycopg.Connection[Any], chunk_rows: int) -> Iterator[pl.DataFrame]:
-    """The stored events, oldest first, ``chunk_rows`` at a time (a server-side cursor:
-    memory follows the chunk, not the store)."""
+def _chunks(
+    conn: psycopg.Connection[Any], chunk_rows: int, where: sql.Composable = _EVERY_EVENT
+) -> Iterator[pl.DataFrame]:
+    """The stored events ``where`` holds, oldest first, ``chunk_rows`` at a time (a
+    server-side cursor: memory follows the chunk, not the store)."""
     with conn.cursor(name="shopstream_rebuild") as cursor:
         cursor.itersize = chunk_rows
-        cursor.execute(_READ)
+        cursor.execute(sql.SQL(_READ).format(where))
         while rows := cursor.fetchmany(chunk_rows):
             yield pl.DataFrame(rows, schema=EVENT_COLUMNS, orient="row")

@@ -8,7 +8,7 @@ table. Every measure is additive, so arrival order does not matter.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Final
 
@@ -162,6 +162,7 @@ def customer_deltas(events: pl.DataFrame) -> pl.DataFrame:
 class _Rollup:
     """A delta frame's staging table (session-local) and its merge into the rollup table."""
 
+    table: str
     stage: str
     columns: str  # staging table definition
     merge: str  # INSERT … SELECT FROM the stage … ON CONFLICT DO UPDATE
@@ -191,10 +192,20 @@ class StagedDelta:
     payload: str
 
 
-def rollup_deltas(measured: pl.DataFrame) -> list[StagedDelta]:
+_NO_DELTA: Final = StagedDelta((), 0, "")
+
+
+def rollup_deltas(
+    measured: pl.DataFrame, tables: Collection[str] | None = None
+) -> list[StagedDelta]:
     """Every rollup's delta, ready to COPY (same order as _ROLLUPS), from events passed
-    through :func:`with_measures`."""
-    return [rollup.staged(rollup.deltas(measured)) for rollup in _ROLLUPS]
+    through :func:`with_measures`; with ``tables``, the others' deltas are left empty."""
+    return [
+        rollup.staged(rollup.deltas(measured))
+        if tables is None or rollup.table in tables
+        else _NO_DELTA
+        for rollup in _ROLLUPS
+    ]
 
 
 def create_stages(conn: psycopg.Connection[tuple[object, ...]]) -> None:
@@ -236,6 +247,7 @@ def write_rollups(
 _SESSION_COUNTS: Final = "stage_session_counts"
 _ROLLUPS: Final = (
     _Rollup(
+        table="realtime_metrics",
         stage="stage_realtime",
         columns="""window_start timestamp, category text, event_type text, currency text,
                    events bigint, units bigint, cents bigint, purchases bigint,
@@ -256,6 +268,7 @@ _ROLLUPS: Final = (
         deltas=realtime_deltas,
     ),
     _Rollup(
+        table="product_analytics",
         stage="stage_products",
         columns="""day date, product_id text, currency text, views bigint, add_to_cart bigint,
                    remove_from_cart bigint, wishlist bigint, purchases bigint, refunds bigint,
@@ -278,6 +291,7 @@ _ROLLUPS: Final = (
         deltas=product_deltas,
     ),
     _Rollup(
+        table="customer_metrics",
         stage="stage_customers",
         columns="""user_id text, first_seen timestamp, last_seen timestamp, events bigint,
                    orders bigint, refunds bigint, units bigint, cents bigint,

@@ -9,7 +9,7 @@ merged rows replace the old ones. Per-user advisory locks keep concurrent writer
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Final
 
 import polars as pl
@@ -181,6 +181,57 @@ def update_sessions(
         )
         .filter(pl.col("sessions") != 0)
     )
+
+
+def drop_customer_sessions(
+    conn: psycopg.Connection[tuple[object, ...]], customers: sql.Composable
+) -> set[date]:
+    """Delete the sessions of the customers in table ``customers`` (``user_id``), whose
+    events a range rebuild folds again; returns the days they started on, whose funnels
+    :func:`recount_funnels` must then count again."""
+    rows = conn.execute(
+        sql.SQL(
+            """DELETE FROM user_sessions s USING {} c WHERE s.user_id = c.user_id
+               RETURNING (s.session_start AT TIME ZONE 'UTC')::date"""
+        ).format(customers)
+    ).fetchall()
+    return {row[0] for row in rows if isinstance(row[0], date)}
+
+
+def customer_session_days(
+    conn: psycopg.Connection[tuple[object, ...]], customers: sql.Composable
+) -> set[date]:
+    """The days the sessions of the customers in table ``customers`` start on."""
+    rows = conn.execute(
+        sql.SQL(
+            """SELECT DISTINCT (s.session_start AT TIME ZONE 'UTC')::date
+                 FROM user_sessions s JOIN {} c USING (user_id)"""
+        ).format(customers)
+    ).fetchall()
+    return {row[0] for row in rows if isinstance(row[0], date)}
+
+
+def recount_funnels(conn: psycopg.Connection[tuple[object, ...]], days: list[date]) -> None:
+    """Count the funnels of ``days`` again from every session that starts on them."""
+    conn.execute("DELETE FROM funnel_sessions WHERE day = ANY(%s)", (days,))
+    rows = conn.execute(
+        """SELECT session_start AT TIME ZONE 'UTC', entry_category, views, add_to_cart,
+                  purchases
+             FROM user_sessions
+            WHERE (session_start AT TIME ZONE 'UTC')::date = ANY(%s)""",
+        (days,),
+    ).fetchall()
+    sessions = pl.DataFrame(rows, schema=_FUNNEL_INPUT, orient="row")
+    _update_funnels(conn, added=sessions, removed=sessions.clear())
+
+
+_FUNNEL_INPUT: Final[dict[str, pl.DataType]] = {
+    "session_start": pl.Datetime("us"),
+    "entry_category": pl.String(),
+    "views": pl.Int64(),
+    "add_to_cart": pl.Int64(),
+    "purchases": pl.Int64(),
+}
 
 
 def funnel_deltas(added: pl.DataFrame, removed: pl.DataFrame) -> pl.DataFrame:
