@@ -87,6 +87,14 @@ def main() -> None:
         deferred = stored / (load_seconds + rebuild_seconds)
         print(f"rollups off + rebuild      {deferred:>10,.0f} events/s"
               f"  (rebuild {rebuild_seconds:.1f} s)")  # fmt: skip
+        with psycopg.connect(url) as conn:
+            middle = conn.execute(
+                "SELECT (min(event_timestamp) + (max(event_timestamp) - min(event_timestamp)) / 2)"
+                "::date FROM events"
+            ).fetchone()
+        day = str(middle[0]) if middle else ""
+        range_seconds, out = timed(["rebuild", "--from", day, "--to", day], env)
+        print(f"rebuild --from/--to 1 day  {range_seconds:>10.1f} s  ({' '.join(out.split())})")
         with psycopg.connect(url, autocommit=True) as conn:  # the rebuild's aftermath settles
             conn.execute("VACUUM ANALYZE")
             conn.execute("CHECKPOINT")

@@ -127,7 +127,12 @@ SELECT o.event_id::text AS representative, u.orders_10m AS user_orders_10m,
        i.orders_1h AS ip_orders_1h, i.small_accounts AS ip_small_accounts_10m,
        d.orders_1h AS device_orders_1h, d.small_accounts AS device_small_accounts_10m,
        c.orders_1h AS payment_orders_1h
-  FROM fraud_activity o
+  -- Each of the batch's orders by its key (OFFSET 0 keeps it a lookup: with the array's
+  -- length known, the planner would rather hash the whole table).
+  FROM unnest(%(ids)s::uuid[]) AS scored (event_id)
+  CROSS JOIN LATERAL (
+      SELECT * FROM fraud_activity a WHERE a.event_id = scored.event_id OFFSET 0
+  ) o
   -- The customer, in one index range scan over their latest activity: windows end at
   -- the order, itself included; history is strictly before it, other orders only.
   CROSS JOIN LATERAL (
@@ -166,7 +171,6 @@ SELECT o.event_id::text AS representative, u.orders_10m AS user_orders_10m,
             sql.SQL(_SHARED_LOOKBACK).format(column=sql.Identifier(column), alias=sql.SQL(alias))
             for column, alias in (("ip_address", "i"), ("device", "d"), ("payment_method", "c"))
         ),
-        sql.SQL(" WHERE o.event_id = ANY(%(ids)s::uuid[])"),
     ]
 )
 

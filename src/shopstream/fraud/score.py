@@ -91,17 +91,43 @@ def fraud_setup(settings: Settings) -> FraudSetup:
     )
 
 
-def score_batch(
-    conn: psycopg.Connection[Any], events: pl.DataFrame, batch_id: int, setup: FraudSetup
-) -> FraudOutcome:
-    """Write the batch's fraud state, then its orders' scores and alerts (in this order:
-    an order's features read the activity of its own batch)."""
+@dataclass(frozen=True, slots=True)
+class RecordedActivity:
+    """A batch's order lines and the ``fraud_activity`` rows written for them."""
+
+    lines: pl.DataFrame
+    rows: pl.DataFrame
+
+
+def record_activity(
+    conn: psycopg.Connection[Any], events: pl.DataFrame, batch_id: int
+) -> RecordedActivity | None:
+    """Write the batch's fraud state (its orders, refunds and logins with their context).
+
+    Rows of this batch alone, so the loader writes them before its turn to commit: no
+    other batch sees them until the commit, and this batch's own scoring reads them."""
     lines = order_lines(events)
     if not lines.height:
-        return NOTHING_SCORED
+        return None
     rows = activity(lines, batch_id)
     _copy(conn, "fraud_activity", ACTIVITY_COLUMNS, rows)
-    orders = rows.filter(pl.col("event_type").is_in(SCORED_TYPES))
+    return RecordedActivity(lines, rows)
+
+
+def score_batch(
+    conn: psycopg.Connection[Any],
+    events: pl.DataFrame,
+    recorded: RecordedActivity | None,
+    batch_id: int,
+    setup: FraudSetup,
+) -> FraudOutcome:
+    """Score the batch's orders and open their alerts, once every earlier batch has
+    committed (its activity, :func:`record_activity`, is written already: an order's
+    features read the activity of its own batch)."""
+    if recorded is None:
+        return NOTHING_SCORED
+    lines = recorded.lines
+    orders = recorded.rows.filter(pl.col("event_type").is_in(SCORED_TYPES))
     if not orders.height:
         return NOTHING_SCORED
     features = order_features(conn, orders, lines, setup.small_amount)

@@ -27,7 +27,7 @@ from shopstream.errors import (
     RetryBudgetSpentError,
     StopRequestedError,
 )
-from shopstream.fraud.score import FraudSetup, fraud_setup, score_batch
+from shopstream.fraud.score import FraudSetup, fraud_setup, record_activity, score_batch
 from shopstream.schema import FIELD_NAMES
 from shopstream.settings import Settings
 from shopstream.store.batch_ids import reserve_batch_id
@@ -321,11 +321,13 @@ class Loader:
                move the staged ones).
             5. Record every file in the ``ingested_files`` ledger; a file already there
                means the batch was committed before, and rolls the whole batch back.
+               With fraud scoring, write the inserted orders', refunds' and logins'
+               ``fraud_activity`` rows (this batch's own, read by its scoring in step 7).
             6. Wait for the turn (see :mod:`shopstream.store.commit_order`).
             7. Fold exactly the inserted rows into the rollups (additive upserts) and into
                the sessions (merged with the stored sessions they join); score the
-               inserted purchases and refunds for fraud (their context joins
-               ``fraud_activity`` first, so each order sees its own batch), opening alerts.
+               inserted purchases and refunds for fraud against every earlier batch's
+               activity and their own, opening alerts.
             8. Close the quarantine rows a replay re-ran, and move every stream
                partition's stored offset, and every large file's position, to this
                batch's end, only if it is where this batch starts (a file's last piece
@@ -369,6 +371,10 @@ class Loader:
             whole_files = [f for f in batch.files if f.piece is None]
             if whole_files:
                 _insert_ledger(conn, whole_files, batch_id)
+            recorded = None
+            if self._fraud is not None and inserted:
+                assert new_events is not None
+                recorded = record_activity(conn, new_events, batch_id)
 
             # Step 6
             if turn is not None:
@@ -381,7 +387,7 @@ class Loader:
                 write_derived(conn, prepared or derive(new_events))
             if self._fraud is not None and inserted:
                 assert new_events is not None
-                score_batch(conn, new_events, batch_id, self._fraud)
+                score_batch(conn, new_events, recorded, batch_id, self._fraud)
 
             # Step 8
             if batch.replayed_quarantine_ids:
