@@ -131,7 +131,6 @@ def score_batch(
     if not orders.height:
         return NOTHING_SCORED
     features = order_features(conn, orders, lines, setup.small_amount)
-    order_ids = features["event_id"].to_list()
     model = setup.models.newest(conn)
     judged = judge(features, setup.rules, model.anomaly(features) if model else None,
                    model.cutoff if model else None)  # fmt: skip
@@ -150,12 +149,17 @@ def score_batch(
         pl.lit(batch_id, dtype=pl.Int64).alias("batch_id"),
     )
     _copy(conn, "fraud_scores", _SCORE_COLUMNS, scores)
-    alerted = conn.execute(
-        """INSERT INTO fraud_alerts (event_id, user_id, score, reasons, batch_id)
-           SELECT event_id, user_id, score, reasons, batch_id FROM fraud_scores
-            WHERE event_id = ANY(%s::uuid[]) AND score >= %s ORDER BY event_id""",
-        (order_ids, setup.alert_threshold),
-    ).rowcount
+    alarming = scores.filter(pl.col("score") >= setup.alert_threshold)["event_id"]
+    alerted = (
+        conn.execute(
+            """INSERT INTO fraud_alerts (event_id, user_id, score, reasons, batch_id)
+               SELECT event_id, user_id, score, reasons, batch_id FROM fraud_scores
+                WHERE event_id = ANY(%s::uuid[]) AND score >= %s ORDER BY event_id""",
+            (alarming.to_list(), setup.alert_threshold),
+        ).rowcount
+        if alarming.len()
+        else 0
+    )
     revealing = judged.filter(
         (pl.col("score") >= setup.alert_threshold)
         & pl.col("reasons").list.eval(pl.element().is_in(list(_BURST_RULES))).list.any()
