@@ -94,6 +94,12 @@ def test_rebuild_of_a_day_range_restores_it_and_leaves_the_rest(
     assert derived(database_url) == streamed
     assert_rollups_match_events(database_url)
 
+    with psycopg.connect(database_url) as conn:  # an open end reaches the last day
+        conn.execute("UPDATE product_analytics SET views = views + 100 WHERE day = %s", (later,))
+    opened = shopstream("rebuild", "--from", str(later), env=env)
+    assert f"rebuilt from {later} on" in opened.stdout
+    assert derived(database_url) == streamed
+
     backwards = shopstream("rebuild", "--from", str(later), "--to", str(day), env=env, check=False)
     assert backwards.returncode == 2 and "before it starts" in backwards.stderr
     with psycopg.connect(database_url) as conn:

@@ -180,8 +180,15 @@ def rebuild(
         console.print(f"rebuilt the derived tables from {outcome:,} events")
     else:
         assert days is not None
+        span = (
+            f"{days.first} to {days.last}"
+            if first and last
+            else f"from {days.first} on"
+            if first
+            else f"up to {days.last}"
+        )
         console.print(
-            f"rebuilt {days.first} to {days.last}: {outcome.events:,} events into the"
+            f"rebuilt {span}: {outcome.events:,} events into the"
             f" minute, product and funnel rows; {outcome.customers:,} customers' metrics and"
             f" sessions from their {outcome.customer_events:,} events"
         )

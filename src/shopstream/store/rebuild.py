@@ -88,9 +88,6 @@ class DayRange:
     def holds(self, day: date) -> bool:
         return self.first <= day <= self.last
 
-    def each(self) -> Iterator[date]:
-        return (self.first + timedelta(days=n) for n in range((self.last - self.first).days + 1))
-
 
 @dataclass(frozen=True, slots=True)
 class RangeRebuilt:
@@ -193,9 +190,18 @@ def rebuild_range(
         ):
             _fold(conn, events, CUSTOMER_TABLES)
             refolded += events.height
-        # Step 6: count again the funnels of every day whose sessions changed: the range's,
-        # and those the customers' sessions started on before and after.
-        changed = set(days.each()) | dropped_days | customer_session_days(conn, _CUSTOMERS)
+        # Step 6: count again the funnels of every day whose sessions changed: the range's
+        # (every session starting there is one of the customers'), and those the customers'
+        # sessions started on before and after.
+        funnel_days = conn.execute(
+            "SELECT DISTINCT day FROM funnel_sessions WHERE day BETWEEN %s AND %s",
+            (days.first, days.last),
+        ).fetchall()
+        changed = (
+            {row[0] for row in funnel_days if isinstance(row[0], date)}
+            | dropped_days
+            | customer_session_days(conn, _CUSTOMERS)
+        )
         recount_funnels(conn, sorted(changed))
     return RangeRebuilt(folded, len(customers), refolded)
 
