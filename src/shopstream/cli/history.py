@@ -230,7 +230,12 @@ def backfill(
     it loads what is left, then rebuilds."""
     from shopstream.sources.select import parse_kafka
     from shopstream.store.connection import connect
-    from shopstream.store.rebuild import CHUNK_ROWS, pending_batches
+    from shopstream.store.rebuild import (
+        CHUNK_ROWS,
+        holds_every_event,
+        pending_batches,
+        pending_days,
+    )
 
     try:
         kafka = parse_kafka(source)
@@ -245,11 +250,20 @@ def backfill(
     )  # fmt: skip
     with _databases(settings) as urls:
         with connect(urls("ingest")) as conn:
-            pending = pending_batches(conn)
-        folded = _rebuilt(urls("ingest"), CHUNK_ROWS) if pending else 0
-    console.print(
-        f"backfill: {pending:,} deferred batches folded; derived tables rebuilt from"
-        f" {folded:,} events"
-        if pending
-        else "backfill: nothing deferred, derived tables current"
+            pending, days = pending_batches(conn), pending_days(conn)
+            everything = days is not None and holds_every_event(conn, days)
+        if days is None:
+            console.print("backfill: nothing deferred, derived tables current")
+            return
+        outcome = _rebuilt(urls("ingest"), CHUNK_ROWS, None if everything else days)
+    done = (
+        f"backfill: {pending:,} deferred batches folded (their events: {days.first} to {days.last})"
     )
+    if isinstance(outcome, int):
+        console.print(f"{done}; derived tables rebuilt from all {outcome:,} events")
+    else:
+        console.print(
+            f"{done}; rebuilt those days: {outcome.events:,} events into the minute, product"
+            f" and funnel rows, {outcome.customers:,} customers' metrics and sessions from"
+            f" their {outcome.customer_events:,} events"
+        )

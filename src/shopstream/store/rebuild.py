@@ -97,7 +97,7 @@ class RangeRebuilt:
 
 
 class PendingBatchesError(TerminalError):
-    """Batches loaded with rollups deferred are folded by a full rebuild only."""
+    """A range rebuild must cover every day that deferred batches' events fall on."""
 
 
 def rebuild(
@@ -135,14 +135,17 @@ def rebuild_range(
     tables keyed by customer (customer metrics, sessions) for every customer with an event
     in those days, from all of that customer's events; and the funnels of every day whose
     sessions that changed. Customers who share a session id go together, so every session
-    is rebuilt whole or not at all. One transaction, like :func:`rebuild`."""
+    is rebuilt whole or not at all. Batches loaded with rollups deferred are folded too,
+    when the range covers their events' days (refused otherwise). One transaction, like
+    :func:`rebuild`."""
     with conn.transaction():
         moved = _locked(conn, archived)
-        pending = pending_batches(conn)
-        if pending:
+        pending = pending_days(conn)
+        if pending is not None and not (days.holds(pending.first) and days.holds(pending.last)):
             raise PendingBatchesError(
-                f"{pending:,} batches were loaded with rollups deferred and are folded by a"
-                " full rebuild only: run `shopstream rebuild` without --from/--to"
+                "batches loaded with rollups deferred hold events from"
+                f" {pending.first} to {pending.last}: rebuild a range that covers those days"
+                " (or everything)"
             )
         lo, hi = days.bounds
         # Step 1: empty the range's rows of the tables keyed by time.
@@ -203,6 +206,9 @@ def rebuild_range(
             | customer_session_days(conn, _CUSTOMERS)
         )
         recount_funnels(conn, sorted(changed))
+        # Step 7: every deferred batch's events lay in the range: all folded now.
+        if pending is not None:
+            conn.execute("UPDATE batches SET derived_pending = false WHERE derived_pending")
     return RangeRebuilt(folded, len(customers), refolded)
 
 
@@ -313,6 +319,33 @@ def _archived_days(conn: psycopg.Connection[Any]) -> dict[str, list[date]]:
     ).fetchall():
         moved.setdefault(str(root), []).append(day)
     return moved
+
+
+def pending_days(conn: psycopg.Connection[Any]) -> DayRange | None:
+    """The UTC days the events of batches loaded with rollups deferred fall on, if any:
+    the range a rebuild must cover to fold them (what ``backfill`` rebuilds)."""
+    row = conn.execute(
+        """SELECT min(event_timestamp AT TIME ZONE 'UTC')::date,
+                  max(event_timestamp AT TIME ZONE 'UTC')::date
+             FROM events
+            WHERE batch_id IN (SELECT batch_id FROM batches WHERE derived_pending)"""
+    ).fetchone()
+    if row is None or not isinstance(row[0], date) or not isinstance(row[1], date):
+        return None
+    return DayRange(row[0], row[1])
+
+
+def holds_every_event(conn: psycopg.Connection[Any], days: DayRange) -> bool:
+    """Whether no stored or archived event lies outside ``days``: a full rebuild then does
+    what a range rebuild would, reading the events once instead of twice."""
+    lo, hi = days.bounds
+    row = conn.execute(
+        """SELECT NOT EXISTS (SELECT 1 FROM events
+                               WHERE event_timestamp < %s OR event_timestamp >= %s)
+              AND NOT EXISTS (SELECT 1 FROM archived_event_days WHERE day < %s OR day > %s)""",
+        (lo, hi, days.first, days.last),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def pending_batches(conn: psycopg.Connection[Any]) -> int:
