@@ -67,6 +67,18 @@ def test_retention_archives_verifies_then_deletes_and_refuses_without_archive(
     assert before[1] > 5_000 and aged > 0
     derived = derived_tables(database_url)
 
+    # Events a rebuild has not folded yet (a backfill stopped before it) do not leave.
+    deferred = "SELECT min(batch_id) FROM batches"
+    with psycopg.connect(database_url) as conn:
+        conn.execute(f"UPDATE batches SET derived_pending = true WHERE batch_id = ({deferred})")
+    unfolded = shopstream("retention", "apply", env=env, check=False)
+    assert unfolded.returncode == 1 and "no rebuild has folded" in " ".join(
+        (unfolded.stdout + unfolded.stderr).split()
+    )
+    assert state(database_url, cutoff) == before
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE batches SET derived_pending = false")
+
     # The lake is unreachable: the export fails, so nothing is deleted.
     unreachable = env | {
         "SHOPSTREAM_LAKE_URI": "s3://nowhere/lake",

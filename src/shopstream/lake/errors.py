@@ -11,3 +11,7 @@ class LakeConfigurationError(TerminalError):
 
 class ArchiveIncompleteError(TerminalError):
     """Retention found rows it would delete that the lake does not hold: nothing deleted."""
+
+
+class UnfoldedEventsError(TerminalError):
+    """Retention would delete events no rebuild has folded into the derived tables yet."""

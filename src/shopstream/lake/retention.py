@@ -3,6 +3,8 @@
 Policies are settings (``SHOPSTREAM_RETENTION_*``); cut-offs fall on UTC midnights so whole
 days leave at once. Applying them goes:
 
+0. Refuse, deleting nothing, while events past the cut-off are in batches loaded with
+   rollups deferred: deleted before a rebuild folds them, the derived tables never would.
 1. Export: the lake takes every committed batch it lacks (events and quarantine).
 2. Verify, before anything is deleted: every event (quarantined record) past its cut-off
    belongs to a batch the ledger shows committed to this lake, and for every day past it
@@ -26,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
-from shopstream.lake.errors import ArchiveIncompleteError
+from shopstream.lake.errors import ArchiveIncompleteError, UnfoldedEventsError
 from shopstream.lake.export import SPECS, ExportOutcome, TableSpec, export_table
 from shopstream.lake.location import LAKE_TABLES, Lake
 from shopstream.settings import Settings
@@ -82,6 +84,8 @@ def apply_retention(
 ) -> RetentionOutcome:
     """Apply the policies; ``dry_run`` counts what would leave and exports nothing."""
     cutoffs = Cutoffs.of(settings, now)
+    if cutoffs.events is not None and not dry_run:  # Step 0
+        _refuse_unfolded(conn, cutoffs.events)
     exported: tuple[ExportOutcome, ...] = ()
     if not dry_run:  # Step 1
         exported = tuple(
@@ -105,6 +109,23 @@ def apply_retention(
         conn, "realtime_metrics", "window_start", cutoffs.minute_rollups, "", dry_run
     )
     return RetentionOutcome(dry_run, cutoffs, exported, removed, tuple(days))
+
+
+def _refuse_unfolded(conn: psycopg.Connection[Any], cutoff: datetime) -> None:
+    """Events of batches loaded with rollups deferred stay until a rebuild has folded them:
+    deleted first, the derived tables would never count them."""
+    row = conn.execute(
+        """SELECT count(*) FROM events
+            WHERE event_timestamp < %s
+              AND batch_id IN (SELECT batch_id FROM batches WHERE derived_pending)""",
+        (cutoff,),
+    ).fetchone()
+    if row and row[0]:
+        raise UnfoldedEventsError(
+            f"{row[0]:,} events before {cutoff:%Y-%m-%d} are in batches loaded with rollups"
+            " deferred that no rebuild has folded yet: nothing deleted (run `shopstream"
+            " backfill` again, or `shopstream rebuild`, first)"
+        )
 
 
 def _verified(
