@@ -107,4 +107,7 @@ def test_rebuild_of_a_day_range_restores_it_and_leaves_the_rest(
         conn.execute(f"UPDATE batches SET derived_pending = true WHERE batch_id = {first}")
     pending = shopstream("rebuild", "--from", str(day), env=env, check=False)
     assert pending.returncode == 1 and "covers those days" in " ".join(pending.stderr.split())
+    told = " ".join(shopstream("status", env=env).stdout.split())
+    assert f"batches awaiting rebuild hold events from {days[0]}" in told
+    assert "shopstream rebuild --from" in told
     assert derived(database_url) == streamed

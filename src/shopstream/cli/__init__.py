@@ -859,6 +859,7 @@ def status(
     from shopstream.lake.location import Lake
     from shopstream.store import queries
     from shopstream.store.connection import connect
+    from shopstream.store.rebuild import pending_days
 
     settings = Settings()
     lake = Lake.from_settings(settings)
@@ -867,6 +868,7 @@ def status(
         recent = queries.recent_batches(conn, batches)
         positions = queries.stream_positions(conn)
         unarchived, unarchived_events = queries.outside_lake(conn, lake.table_uri("events"))
+        deferred = pending_days(conn) if total.awaiting_rebuild else None
     summary = Table(title="ShopStream totals", show_header=False)
     for label, value in (
         ("batches", total.batches),
@@ -885,6 +887,12 @@ def status(
     ):
         summary.add_row(label, f"{value:,}")
     console.print(summary)
+    if deferred is not None:
+        console.print(
+            f"batches awaiting rebuild hold events from {deferred.first} to {deferred.last}:"
+            f" run `shopstream backfill` again, or `shopstream rebuild --from {deferred.first}"
+            f" --to {deferred.last}`"
+        )
     table = Table(title="Recent batches")
     for column in ("batch", "engine", "committed", "files", "read", "loaded", "dup", "quar.", "ms"):
         table.add_column(column, justify="right")
