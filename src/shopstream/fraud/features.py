@@ -59,6 +59,23 @@ MODEL_FEATURES: Final = (
 ORDER_MOMENT: Final = ("user_id", "order_key", "event_type", "event_timestamp")
 
 
+def copy_rows(
+    conn: psycopg.Connection[Any],
+    table: sql.Identifier,
+    columns: tuple[str, ...],
+    frame: pl.DataFrame,
+) -> None:
+    """``frame``'s ``columns`` into ``table`` by one COPY."""
+    payload = frame.select(columns).write_csv(
+        include_header=False, datetime_format="%Y-%m-%d %H:%M:%S%.6f", null_value=""
+    )
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        table, sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with conn.cursor().copy(statement) as copy:
+        copy.write(payload)
+
+
 def order_lines(events: pl.DataFrame) -> pl.DataFrame:
     """The batch's inserted events that are fraud state, one row each."""
     kind = pl.col("event_type")
@@ -97,6 +114,28 @@ def activity(lines: pl.DataFrame, batch_id: int) -> pl.DataFrame:
     )
 
 
+# The features are read on a connection of the scorer's own (see score.FeatureReader),
+# which cannot see the batch's uncommitted activity: the batch's rows go into a temporary
+# table of that connection, read together with the committed ones.
+BATCH_ACTIVITY: Final = sql.Identifier("shopstream_batch_activity")
+_ACTIVITY: Final = sql.SQL("(SELECT * FROM fraud_activity UNION ALL SELECT * FROM {})").format(
+    BATCH_ACTIVITY
+)
+_BATCH_TABLE: Final = (
+    sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE fraud_activity INCLUDING DEFAULTS)").format(
+        BATCH_ACTIVITY
+    ),
+    *(
+        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}, event_timestamp)").format(
+            sql.Identifier(f"shopstream_batch_activity_{column}"),
+            BATCH_ACTIVITY,
+            sql.Identifier(column),
+        )
+        for column in ("user_id", "ip_address", "device", "payment_method")
+    ),
+)
+
+
 # A shared IP, device or card (an office NAT, a common browser string) is read for its
 # latest rows only: the counts saturate there, the rules need far fewer.
 _SHARED_LOOKBACK: Final = """
@@ -108,7 +147,7 @@ _SHARED_LOOKBACK: Final = """
                    AND x.event_timestamp > o.event_timestamp - interval '10 minutes')
                  AS small_accounts
         FROM (SELECT a.order_key, a.event_type, a.user_id, a.amount, a.event_timestamp
-                FROM fraud_activity a
+                FROM {activity} a
                WHERE a.{column} = o.{column}
                  AND a.event_timestamp > o.event_timestamp - interval '1 hour'
                  AND (a.event_timestamp, a.event_id) <= (o.event_timestamp, o.event_id)
@@ -127,12 +166,8 @@ SELECT o.event_id::text AS representative, u.orders_10m AS user_orders_10m,
        i.orders_1h AS ip_orders_1h, i.small_accounts AS ip_small_accounts_10m,
        d.orders_1h AS device_orders_1h, d.small_accounts AS device_small_accounts_10m,
        c.orders_1h AS payment_orders_1h
-  -- Each of the batch's orders by its key (OFFSET 0 keeps it a lookup: with the array's
-  -- length known, the planner would rather hash the whole table).
-  FROM unnest(%(ids)s::uuid[]) AS scored (event_id)
-  CROSS JOIN LATERAL (
-      SELECT * FROM fraud_activity a WHERE a.event_id = scored.event_id OFFSET 0
-  ) o
+  -- The batch's orders, from its own activity (see order_features).
+  FROM {batch} o
   -- The customer, in one index range scan over their latest activity: windows end at
   -- the order, itself included; history is strictly before it, other orders only.
   CROSS JOIN LATERAL (
@@ -161,34 +196,43 @@ SELECT o.event_id::text AS representative, u.orders_10m AS user_orders_10m,
              max(a.event_timestamp) FILTER (WHERE a.order_key <> o.order_key) AS previous_at,
              (array_agg(a.country ORDER BY a.event_timestamp DESC, a.event_id DESC)
                  FILTER (WHERE a.order_key <> o.order_key))[1] AS previous_country
-        FROM (SELECT * FROM fraud_activity h
+        FROM (SELECT * FROM {activity} h
                WHERE h.user_id = o.user_id
                  AND (h.event_timestamp, h.event_id) <= (o.event_timestamp, o.event_id)
                ORDER BY h.event_timestamp DESC LIMIT %(history_rows)s) AS a
   ) u
-"""),
+""").format(batch=BATCH_ACTIVITY, activity=_ACTIVITY),
         *(
-            sql.SQL(_SHARED_LOOKBACK).format(column=sql.Identifier(column), alias=sql.SQL(alias))
+            sql.SQL(_SHARED_LOOKBACK).format(
+                column=sql.Identifier(column), alias=sql.SQL(alias), activity=_ACTIVITY
+            )
             for column, alias in (("ip_address", "i"), ("device", "d"), ("payment_method", "c"))
         ),
+        sql.SQL(" WHERE o.event_type IN ('purchase', 'refund')"),
     ]
 )
 
 
 def order_features(
-    conn: psycopg.Connection[Any], orders: pl.DataFrame, lines: pl.DataFrame, small_amount: float
+    conn: psycopg.Connection[Any],
+    activity_rows: pl.DataFrame,
+    lines: pl.DataFrame,
+    small_amount: float,
 ) -> pl.DataFrame:
-    """Features of each scored line: its order moment's (``orders``: ``fraud_activity``
-    rows, written already), amount included. Which lines share a batch changes nothing."""
-    params = {
-        "ids": orders["event_id"].to_list(),
-        "small": small_amount,
-        "shared_rows": SHARED_ROWS,
-        "history_rows": HISTORY_ROWS,
-    }
+    """Features of each scored line: its order moment's, amount included, read on ``conn``,
+    a connection that sees every earlier batch's committed activity but not this batch's
+    (``activity_rows``, its ``fraud_activity`` rows, which it is given). Which lines share
+    a batch changes nothing."""
+    for statement in _BATCH_TABLE:
+        conn.execute(statement)
+    conn.execute(sql.SQL("TRUNCATE {}").format(BATCH_ACTIVITY))
+    copy_rows(conn, BATCH_ACTIVITY, ACTIVITY_COLUMNS, activity_rows)
+    conn.execute(sql.SQL("ANALYZE {}").format(BATCH_ACTIVITY))
+    params = {"small": small_amount, "shared_rows": SHARED_ROWS, "history_rows": HISTORY_ROWS}
     looked_back = pl.DataFrame(
         conn.execute(_FEATURES, params).fetchall(), schema=_RAW_SCHEMA, orient="row"
     )
+    orders = activity_rows.filter(pl.col("event_type").is_in(SCORED_TYPES))
     moments = orders.select(
         *ORDER_MOMENT,
         "country",

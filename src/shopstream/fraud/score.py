@@ -5,6 +5,7 @@ replayed event is never scored twice, and a crash before the commit leaves no sc
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -17,6 +18,7 @@ from shopstream.fraud.features import (
     MODEL_FEATURES,
     SCORED_TYPES,
     activity,
+    copy_rows,
     order_features,
     order_lines,
 )
@@ -98,6 +100,11 @@ class RecordedActivity:
     lines: pl.DataFrame
     rows: pl.DataFrame
 
+    @property
+    def has_orders(self) -> bool:
+        """Whether any of it is scored (purchases, refunds), not logins alone."""
+        return bool(self.rows["event_type"].is_in(SCORED_TYPES).any())
+
 
 def record_activity(
     conn: psycopg.Connection[Any], events: pl.DataFrame, batch_id: int
@@ -110,29 +117,56 @@ def record_activity(
     if not lines.height:
         return None
     rows = activity(lines, batch_id)
-    _copy(conn, "fraud_activity", ACTIVITY_COLUMNS, rows)
+    copy_rows(conn, sql.Identifier("fraud_activity"), ACTIVITY_COLUMNS, rows)
     return RecordedActivity(lines, rows)
+
+
+class FeatureReader:
+    """Reads a batch's order features on a connection of its own, in a thread of its own.
+
+    The features must wait for every earlier batch's commit (an order sees all activity
+    before it), as must the loader's rollups and sessions: read apart, PostgreSQL works on
+    both at once instead of one after the other on the loader's connection. This
+    connection cannot see the batch's uncommitted activity, so it is handed over (see
+    :func:`~shopstream.fraud.features.order_features`)."""
+
+    def __init__(self, url: str, small_amount: float) -> None:
+        self._url = url
+        self._small_amount = small_amount
+        self._conn: psycopg.Connection[Any] | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fraud-features")
+
+    def start(self, recorded: RecordedActivity) -> Future[pl.DataFrame]:
+        """Begin reading; call once every earlier batch has committed."""
+        return self._thread.submit(self._read, recorded)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _read(self, recorded: RecordedActivity) -> pl.DataFrame:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(
+                self._url, autocommit=True, connect_timeout=5, application_name="shopstream"
+            )
+        return order_features(self._conn, recorded.rows, recorded.lines, self._small_amount)
 
 
 def score_batch(
     conn: psycopg.Connection[Any],
     events: pl.DataFrame,
-    recorded: RecordedActivity | None,
     batch_id: int,
     setup: FraudSetup,
+    features: Future[pl.DataFrame],
 ) -> FraudOutcome:
-    """Score the batch's orders and open their alerts, once every earlier batch has
-    committed (its activity, :func:`record_activity`, is written already: an order's
-    features read the activity of its own batch)."""
-    if recorded is None:
-        return NOTHING_SCORED
-    lines = recorded.lines
-    orders = recorded.rows.filter(pl.col("event_type").is_in(SCORED_TYPES))
-    if not orders.height:
-        return NOTHING_SCORED
-    features = order_features(conn, orders, lines, setup.small_amount)
+    """Score the batch's orders, whose ``features`` :meth:`FeatureReader.start` is reading,
+    and open their alerts, once every earlier batch has committed."""
+    features_read = features.result()
     model = setup.models.newest(conn)
-    judged = judge(features, setup.rules, model.anomaly(features) if model else None,
+    judged = judge(features_read, setup.rules,
+                   model.anomaly(features_read) if model else None,
                    model.cutoff if model else None)  # fmt: skip
     orders = events.select(pl.col("event_id").cast(pl.String), "order_id")
     scores = judged.join(orders, on="event_id", how="left").select(
@@ -148,7 +182,7 @@ def score_batch(
         pl.struct(*_STORED).struct.json_encode().alias("features"),
         pl.lit(batch_id, dtype=pl.Int64).alias("batch_id"),
     )
-    _copy(conn, "fraud_scores", _SCORE_COLUMNS, scores)
+    copy_rows(conn, sql.Identifier("fraud_scores"), _SCORE_COLUMNS, scores)
     alarming = scores.filter(pl.col("score") >= setup.alert_threshold)["event_id"]
     alerted = (
         conn.execute(
@@ -244,16 +278,3 @@ def judge(
     return features.with_columns(
         (1 - survival.exp()).alias("score"), reasons.alias("reasons")
     ).drop("_anomaly", strict=False)
-
-
-def _copy(
-    conn: psycopg.Connection[Any], table: str, columns: tuple[str, ...], frame: pl.DataFrame
-) -> None:
-    payload = frame.select(columns).write_csv(
-        include_header=False, datetime_format="%Y-%m-%d %H:%M:%S%.6f", null_value=""
-    )
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
-    )
-    with conn.cursor().copy(statement) as copy:
-        copy.write(payload)

@@ -27,7 +27,13 @@ from shopstream.errors import (
     RetryBudgetSpentError,
     StopRequestedError,
 )
-from shopstream.fraud.score import FraudSetup, fraud_setup, record_activity, score_batch
+from shopstream.fraud.score import (
+    FeatureReader,
+    FraudSetup,
+    fraud_setup,
+    record_activity,
+    score_batch,
+)
 from shopstream.schema import FIELD_NAMES
 from shopstream.settings import Settings
 from shopstream.store.batch_ids import reserve_batch_id
@@ -151,6 +157,7 @@ class Loader:
         self._budget = budget
         self._should_stop = should_stop
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._feature_reader: FeatureReader | None = None
 
     @classmethod
     def from_settings(
@@ -176,9 +183,19 @@ class Loader:
         return self._excerpt_bytes
 
     def close(self) -> None:
+        if self._feature_reader is not None:
+            self._feature_reader.close()
+            self._feature_reader = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def _features(self) -> FeatureReader:
+        """The fraud features' own connection and thread (see :class:`FeatureReader`)."""
+        assert self._fraud is not None
+        if self._feature_reader is None:
+            self._feature_reader = FeatureReader(self._url, self._fraud.small_amount)
+        return self._feature_reader
 
     def reserve_batch_id(self) -> int:
         """Reserve the id of the next batch ahead of :meth:`load` (see ``batch_id``)."""
@@ -381,13 +398,18 @@ class Loader:
                 turn.wait(timeout=_TURN_WAIT_SECONDS)
 
             # Step 7
+            features = (
+                self._features().start(recorded)
+                if recorded is not None and recorded.has_orders
+                else None
+            )
             if self._rollups and inserted:
                 assert new_events is not None
                 prepared = plan.derived if hint is not None and batch.staged is None else None
                 write_derived(conn, prepared or derive(new_events))
-            if self._fraud is not None and inserted:
+            if self._fraud is not None and features is not None:
                 assert new_events is not None
-                score_batch(conn, new_events, recorded, batch_id, self._fraud)
+                score_batch(conn, new_events, batch_id, self._fraud, features)
 
             # Step 8
             if batch.replayed_quarantine_ids:
