@@ -93,7 +93,7 @@ def alerts(url: str) -> dict[str, tuple[str, ...]]:
     """Each alert's order (by its user) and reasons."""
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "SELECT a.user_id, s.event_timestamp, a.reasons FROM fraud_alerts a"
+            "SELECT a.user_id, s.event_timestamp AT TIME ZONE 'UTC', a.reasons FROM fraud_alerts a"
             " JOIN fraud_scores s USING (event_id) ORDER BY 1, 2"
         ).fetchall()
     return {f"{r[0]}@{r[1]:%H:%M}": tuple(r[2]) for r in rows}
@@ -213,3 +213,24 @@ def test_fraud_rows_follow_their_events_without_row_level_keys(database_url: str
             " + (SELECT count(*) FROM fraud_alerts)"
         ).fetchone()
         assert emptied == (0,)
+
+
+def test_scores_do_not_depend_on_the_servers_time_zone(
+    database_url: str, pg_server: EmbeddedPostgres
+) -> None:
+    """The features are read on a connection of the scorer's own: it must read the batch's
+    handed-over rows in UTC like the loader, whatever the database's default zone."""
+    rows = sorted(sequences(), key=lambda r: r["event_timestamp"])
+    elsewhere = fresh_database(pg_server, "scores_in_kolkata")
+    with psycopg.connect(elsewhere, autocommit=True) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()
+        assert name is not None
+        conn.execute(
+            psycopg.sql.SQL("ALTER DATABASE {} SET timezone = 'Asia/Kolkata'").format(
+                psycopg.sql.Identifier(str(name[0]))
+            )
+        )
+    load_all(database_url, [rows])
+    load_all(elsewhere, [rows])
+    assert scores(elsewhere) == scores(database_url)
+    assert alerts(elsewhere) == alerts(database_url)

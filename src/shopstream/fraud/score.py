@@ -151,6 +151,8 @@ class FeatureReader:
             self._conn = psycopg.connect(
                 self._url, autocommit=True, connect_timeout=5, application_name="shopstream"
             )
+            # The batch's rows travel as UTC wall-clock times, as on the loader's connection.
+            self._conn.execute("SET TIME ZONE 'UTC'")
         return order_features(self._conn, recorded.rows, recorded.lines, self._small_amount)
 
 

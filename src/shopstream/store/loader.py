@@ -344,7 +344,8 @@ class Loader:
             7. Fold exactly the inserted rows into the rollups (additive upserts) and into
                the sessions (merged with the stored sessions they join); score the
                inserted purchases and refunds for fraud against every earlier batch's
-               activity and their own, opening alerts.
+               activity and their own (their features read meanwhile on the scorer's own
+               connection, see ``FeatureReader``), opening alerts.
             8. Close the quarantine rows a replay re-ran, and move every stream
                partition's stored offset, and every large file's position, to this
                batch's end, only if it is where this batch starts (a file's last piece
