@@ -1,6 +1,8 @@
 """Score a batch's inserted orders inside its transaction: activity, features, rules and
 model, scores, alerts. Only rows the batch inserted are scored, so a duplicate or a
-replayed event is never scored twice, and a crash before the commit leaves no score."""
+replayed event is never scored twice, and a crash before the commit leaves no score. (The
+features alone are read on a connection of their own, :class:`FeatureReader`: reads that
+write nothing, so they take no part in the transaction's outcome.)"""
 
 from __future__ import annotations
 
