@@ -213,18 +213,26 @@ SELECT o.event_id::text AS representative, u.orders_10m AS user_orders_10m,
 )
 
 
+def prepare_feature_connection(conn: psycopg.Connection[Any]) -> None:
+    """Once per connection :func:`order_features` reads on: UTC, as on the loader's
+    connection (the batch's rows travel as UTC wall-clock times), and the indexed
+    temporary table the batch's rows are handed over in."""
+    conn.execute("SET TIME ZONE 'UTC'")
+    for statement in _BATCH_TABLE:
+        conn.execute(statement)
+
+
 def order_features(
     conn: psycopg.Connection[Any],
     activity_rows: pl.DataFrame,
     lines: pl.DataFrame,
     small_amount: float,
 ) -> pl.DataFrame:
-    """Features of each scored line: its order moment's, amount included, read on ``conn``,
-    a connection that sees every earlier batch's committed activity but not this batch's
-    (``activity_rows``, its ``fraud_activity`` rows, which it is given). Which lines share
-    a batch changes nothing."""
-    for statement in _BATCH_TABLE:
-        conn.execute(statement)
+    """Features of each scored line: its order moment's, amount included, read on ``conn``
+    (prepared by :func:`prepare_feature_connection`), a connection that sees every earlier
+    batch's committed activity but not this batch's (``activity_rows``, its
+    ``fraud_activity`` rows, which it is given). Which lines share a batch changes
+    nothing."""
     conn.execute(sql.SQL("TRUNCATE {}").format(BATCH_ACTIVITY))
     copy_rows(conn, BATCH_ACTIVITY, ACTIVITY_COLUMNS, activity_rows)
     conn.execute(sql.SQL("ANALYZE {}").format(BATCH_ACTIVITY))

@@ -23,6 +23,7 @@ from shopstream.fraud.features import (
     copy_rows,
     order_features,
     order_lines,
+    prepare_feature_connection,
 )
 from shopstream.fraud.model import RULES_ONLY, ModelCache
 from shopstream.fraud.rules import (
@@ -80,9 +81,6 @@ class FraudSetup:
 class FraudOutcome:
     scored: int
     alerts: int
-
-
-NOTHING_SCORED: Final = FraudOutcome(0, 0)
 
 
 def fraud_setup(settings: Settings) -> FraudSetup:
@@ -153,8 +151,7 @@ class FeatureReader:
             self._conn = psycopg.connect(
                 self._url, autocommit=True, connect_timeout=5, application_name="shopstream"
             )
-            # The batch's rows travel as UTC wall-clock times, as on the loader's connection.
-            self._conn.execute("SET TIME ZONE 'UTC'")
+            prepare_feature_connection(self._conn)
         return order_features(self._conn, recorded.rows, recorded.lines, self._small_amount)
 
 
