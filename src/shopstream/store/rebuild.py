@@ -171,7 +171,7 @@ def rebuild_range(
             _fold(conn, events, WINDOWED_TABLES)
             folded += events.height
         # Step 3: add the customers who share a session id with them, until none joins.
-        customers = _sharing_sessions(seen, _session_pairs(conn, moved, archived))
+        customers = _sharing_sessions(seen, _session_pairs(reader, moved, archived))
         # Step 4: drop their sessions and their metrics.
         for connection in (conn, reader):
             _list_customers(connection, customers)
@@ -268,22 +268,26 @@ def _lake(
 
 
 def _session_pairs(
-    conn: psycopg.Connection[Any], moved: dict[str, list[date]], archived: ArchivedEvents | None
+    reader: psycopg.Connection[Any],
+    moved: dict[str, list[date]],
+    archived: ArchivedEvents | None,
 ) -> pl.DataFrame:
     """Every (user_id, session_id) an event carries, in PostgreSQL and the lake."""
-    schema = {"user_id": pl.String, "session_id": pl.String}
-    stored = pl.DataFrame(
-        conn.execute(
-            "SELECT DISTINCT user_id, session_id FROM events WHERE session_id IS NOT NULL"
-        ).fetchall(),
-        schema=schema,
-        orient="row",
+    schema: dict[str, pl.DataType | type[pl.DataType]] = {
+        "user_id": pl.String,
+        "session_id": pl.String,
+    }
+    stored = _copied(
+        reader,
+        sql.SQL("SELECT DISTINCT user_id, session_id FROM events WHERE session_id IS NOT NULL"),
+        schema,
+        CHUNK_ROWS,
     )
     archived_pairs = [
         frame.filter(pl.col("session_id").is_not_null()).select(*schema).unique()
         for frame in _lake(moved, archived, CHUNK_ROWS)
     ]
-    return pl.concat([stored, *archived_pairs]).unique()
+    return pl.concat([pl.DataFrame(schema=schema), *stored, *archived_pairs]).unique()
 
 
 def _sharing_sessions(customers: set[str], pairs: pl.DataFrame) -> list[str]:
@@ -357,26 +361,36 @@ def pending_batches(conn: psycopg.Connection[Any]) -> int:
 def _chunks(
     reader: psycopg.Connection[Any], chunk_rows: int, where: sql.Composable = _EVERY_EVENT
 ) -> Iterator[pl.DataFrame]:
-    """The stored events ``where`` holds, oldest first, ``chunk_rows`` at a time: one COPY
-    (a row per message) cut into chunks for Polars' CSV reader, three times faster than
-    fetching rows as Python tuples. It needs a connection of its own, since the rebuild
-    writes between chunks while the COPY is still streaming; memory follows the chunk."""
-    statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(sql.SQL(_READ).format(where))
+    """The stored events ``where`` holds, oldest first, ``chunk_rows`` at a time."""
+    return _copied(reader, sql.SQL(_READ).format(where), EVENT_COLUMNS, chunk_rows)
+
+
+def _copied(
+    reader: psycopg.Connection[Any],
+    query: sql.Composable,
+    schema: dict[str, pl.DataType | type[pl.DataType]],
+    chunk_rows: int,
+) -> Iterator[pl.DataFrame]:
+    """``query``'s rows, ``chunk_rows`` at a time: one COPY (a row per message) cut into
+    chunks for Polars' CSV reader, three times faster than fetching rows as Python tuples.
+    It needs a connection of its own, since the rebuild writes between chunks while the
+    COPY is still streaming; memory follows the chunk."""
+    statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(query)
     with reader.cursor().copy(statement) as copy:
         rows: list[bytes] = []
         for row in copy:
             rows.append(bytes(row))
             if len(rows) == chunk_rows:
-                yield _parsed(rows)
+                yield _parsed(rows, schema)
                 rows = []
         if rows:
-            yield _parsed(rows)
+            yield _parsed(rows, schema)
 
 
-def _parsed(rows: list[bytes]) -> pl.DataFrame:
+def _parsed(rows: list[bytes], schema: dict[str, pl.DataType | type[pl.DataType]]) -> pl.DataFrame:
     return pl.read_csv(
         io.BytesIO(b"".join(rows)),
         has_header=False,
-        new_columns=list(EVENT_COLUMNS),
-        schema_overrides=EVENT_COLUMNS,
+        new_columns=list(schema),
+        schema_overrides=schema,
     )
