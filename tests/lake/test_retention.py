@@ -126,6 +126,22 @@ def test_retention_archives_verifies_then_deletes_and_refuses_without_archive(
             (cutoff,),
         ).fetchone()
     assert cleared is not None and cleared[0] == cleared[1]
+    # The month before the cut-off's left whole, by dropping its partition, with the keys
+    # of every deleted event; the cut-off's own month keeps its partition.
+    with psycopg.connect(database_url) as conn:
+        partitions = {
+            str(r[0])
+            for r in conn.execute(
+                "SELECT inhrelid::regclass::text FROM pg_inherits"
+                " WHERE inhparent = 'events'::regclass"
+            )
+        }
+        keys = conn.execute(
+            "SELECT count(*) FROM event_ids WHERE event_id = ANY(%s::uuid[])", (list(old_ids),)
+        ).fetchone()
+    whole_month = (cutoff.date().replace(day=1) - timedelta(days=1)).replace(day=1)
+    assert f"events_{whole_month:%Y_%m}" not in partitions
+    assert f"events_{cutoff:%Y_%m}" in partitions and keys == (0,)
 
     # The rebuild folds the days that left from the lake: nothing derived is lost.
     shopstream("rebuild", env=env)

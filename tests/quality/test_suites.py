@@ -99,7 +99,6 @@ def test_ids_duplicated_behind_the_loaders_back_fail_uniqueness(
 ) -> None:
     url, env = loaded
     with psycopg.connect(url) as conn:
-        conn.execute("ALTER TABLE events DROP CONSTRAINT events_pkey CASCADE")
         conn.execute(
             """INSERT INTO events SELECT * FROM events
                 WHERE event_timestamp >= %(d)s::date AND event_timestamp < %(d)s::date + 1

@@ -9,7 +9,9 @@ days leave at once. Applying them goes:
 2. Verify, before anything is deleted: every event (quarantined record) past its cut-off
    belongs to a batch the ledger shows committed to this lake, and for every day past it
    the lake holds at least as many rows as PostgreSQL. Either failing deletes nothing.
-3. Delete events day by day (one transaction each, so none grows with the history).
+3. Delete events: a month wholly past the cut-off by dropping its partition of ``events``
+   (nothing rewritten, no dead rows left), the days of the month the cut-off falls in
+   one by one (one transaction each, so none grows with the history).
 4. Drop quarantined records' raw content (the rule, fields, size and SHA-256 stay; such a
    record can no longer be replayed, its content is in the lake).
 5. Delete job runs, quality results and resolved alerts past the log policy, and minute
@@ -32,6 +34,7 @@ from shopstream.lake.errors import ArchiveIncompleteError, UnfoldedEventsError
 from shopstream.lake.export import SPECS, ExportOutcome, TableSpec, export_table
 from shopstream.lake.location import LAKE_TABLES, Lake
 from shopstream.settings import Settings
+from shopstream.store.partitions import drop_event_month
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,9 @@ def apply_retention(
         per_day = _verified(conn, lake, SPECS["events"], cutoffs.events, dry_run)  # Step 2
         days = sorted(per_day)
         removed["events"] = (
-            sum(per_day.values()) if dry_run else _delete_events(conn, lake, days)  # Step 3
+            sum(per_day.values())
+            if dry_run
+            else _delete_events(conn, lake, per_day, cutoffs.events)  # Step 3
         )
     if cutoffs.quarantine_raw is not None:
         _verified(conn, lake, SPECS["quarantine"], cutoffs.quarantine_raw, dry_run)
@@ -180,28 +185,52 @@ def _lake_days(lake: Lake, spec: TableSpec, first: date, cutoff: datetime) -> di
     return {item["values"].as_py(): int(item["counts"].as_py()) for item in counts}
 
 
-def _delete_events(conn: psycopg.Connection[Any], lake: Lake, days: list[date]) -> int:
-    """Each day's events leave in one transaction that also records the day as archived
-    (a rebuild then reads it from the lake)."""
+def _delete_events(
+    conn: psycopg.Connection[Any], lake: Lake, per_day: dict[date, int], cutoff: datetime
+) -> int:
+    """A month wholly before the cut-off leaves by dropping its partition; the days of a
+    month the cut-off falls in leave one by one. Each leaves in one transaction that also
+    records its days as archived (a rebuild then reads them from the lake)."""
     deleted = 0
-    for day in days:
-        start = datetime.combine(day, datetime.min.time(), UTC)
-        with conn.transaction():
-            cursor = conn.execute(
-                "DELETE FROM events WHERE event_timestamp >= %s AND event_timestamp < %s",
-                (start, start + timedelta(days=1)),
-            )
-            conn.execute(
-                """INSERT INTO archived_event_days (day, events, lake_root) VALUES (%s, %s, %s)
-                   ON CONFLICT (day) DO UPDATE
-                   SET events = archived_event_days.events + excluded.events,
-                       removed_at = now()""",
-                (day, cursor.rowcount, lake.root),
-            )
-        deleted += cursor.rowcount
-        log.info("retention: %d events of %s left PostgreSQL (held by the lake)",
-                 cursor.rowcount, day)  # fmt: skip
+    by_month: dict[date, list[date]] = {}
+    for day in sorted(per_day):
+        by_month.setdefault(day.replace(day=1), []).append(day)
+    for month, days in by_month.items():
+        if _month_after(month) <= cutoff.date():
+            with conn.transaction():
+                removed = drop_event_month(conn, month)
+                _record_archived(conn, lake, {day: per_day[day] for day in days})
+            deleted += removed
+            log.info("retention: %d events of %s left PostgreSQL with their partition"
+                     " (held by the lake)", removed, f"{month:%Y-%m}")  # fmt: skip
+            continue
+        for day in days:
+            start = datetime.combine(day, datetime.min.time(), UTC)
+            with conn.transaction():
+                cursor = conn.execute(
+                    "DELETE FROM events WHERE event_timestamp >= %s AND event_timestamp < %s",
+                    (start, start + timedelta(days=1)),
+                )
+                _record_archived(conn, lake, {day: cursor.rowcount})
+            deleted += cursor.rowcount
+            log.info("retention: %d events of %s left PostgreSQL (held by the lake)",
+                     cursor.rowcount, day)  # fmt: skip
     return deleted
+
+
+def _month_after(month: date) -> date:
+    return (month + timedelta(days=32)).replace(day=1)
+
+
+def _record_archived(conn: psycopg.Connection[Any], lake: Lake, days: dict[date, int]) -> None:
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            """INSERT INTO archived_event_days (day, events, lake_root) VALUES (%s, %s, %s)
+               ON CONFLICT (day) DO UPDATE
+               SET events = archived_event_days.events + excluded.events,
+                   removed_at = now()""",
+            [(day, events, lake.root) for day, events in days.items()],
+        )
 
 
 def _clear_raw(conn: psycopg.Connection[Any], cutoff: datetime, dry_run: bool) -> int:

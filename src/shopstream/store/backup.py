@@ -69,13 +69,14 @@ def _binary(name: str, pg_bin: Path | None) -> str:
 
 
 def table_rows(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    """Exact row counts of every table of the schema (what a restore must hold)."""
+    """Exact row counts of every table of the schema (what a restore must hold); a
+    partitioned table counts its partitions' rows."""
     names = [
         str(row[0])
         for row in conn.execute(
             """SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                 WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
-                  AND c.relpersistence = 'p' ORDER BY 1"""
+                  AND NOT c.relispartition AND c.relpersistence = 'p' ORDER BY 1"""
         ).fetchall()
     ]
     counts = {}

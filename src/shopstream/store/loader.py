@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
@@ -42,11 +42,13 @@ from shopstream.store.connection import DEFAULT_BUDGET, RetryBudget, connect, re
 from shopstream.store.copy import QUARANTINE_COLUMNS, copy_frame, quarantine_for_copy
 from shopstream.store.derived import Derived, derive, prepare_connection, write_derived
 from shopstream.store.ledger import files_held
+from shopstream.store.partitions import EventMonths, event_months
 from shopstream.store.staging import (
     MergedEvents,
     drop_stage,
     merge_staged,
     move_staged_quarantine,
+    staged_months,
 )
 from shopstream.store.stored_ids import stored_ids, without
 from shopstream.validation.limits import DEFAULT_LIMITS
@@ -57,7 +59,7 @@ log = logging.getLogger(__name__)
 # some of its files, or the whole batch (by its source batch key).
 _LEDGER_KEY: Final = "ingested_files_pkey"
 _BATCH_KEY: Final = "batches_source_batch_key_key"
-_EVENTS_KEY: Final = "events_pkey"
+_EVENTS_KEY: Final = "event_ids_pkey"
 # How long a transaction waits, locks held, for the batches before it (whose second half
 # normally takes well under a second).
 _TURN_WAIT_SECONDS: Final = 10.0
@@ -158,6 +160,7 @@ class Loader:
         self._should_stop = should_stop
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._feature_reader: FeatureReader | None = None
+        self._months = EventMonths()
 
     @classmethod
     def from_settings(
@@ -263,14 +266,24 @@ class Loader:
 
     def _attempt(self, batch: ParsedBatch, plan: LoadPlan, turn: CommitTurn | None) -> BatchResult:
         use_hint = True
+        partition_gone = False
         while True:
             try:
-                return self._commit(self._connection(), batch, plan, turn, use_hint=use_hint)
+                conn = self._connection()
+                self._months.ensure(conn, _months_of(conn, batch))
+                return self._commit(conn, batch, plan, turn, use_hint=use_hint)
             except TurnOverdue:
                 # Step 6 waited while holding this transaction's locks, now released by
                 # the rollback; wait outside a transaction, then write again.
                 assert turn is not None
                 turn.wait()
+            except errors.CheckViolation as error:
+                # No partition for a row: one this loader made sure of was dropped since
+                # (retention took its month); make sure again, once.
+                if error.diag.table_name != "events" or partition_gone:
+                    raise
+                self._months.forget()
+                partition_gone = True
             except _PieceMoved:
                 # Another runner loaded this piece (or the file) first: settle file by
                 # file; a piece not in the ledger is read again from the stored position.
@@ -327,13 +340,15 @@ class Loader:
                (the plan's ``in_flight_ids``); those rows are duplicates. A runner that
                looked them up ahead of time passes its answer as the plan's
                ``stored_ids``.
-            3. COPY the remaining events straight into ``events``: each row is written
+            3. COPY the remaining ids into ``event_ids``, then their events straight
+               into ``events`` (into the partitions of their months, made before the
+               transaction: see :mod:`shopstream.store.partitions`): each row is written
                once, flagged ``arrived_late`` when older than the late horizon. Should a
-               concurrent writer commit one of those ids in between, the primary key
-               rejects the COPY and the whole transaction is retried.
-               Rows its workers staged (``batch.staged``) move instead in one
-               INSERT … SELECT: the first row of each id (by source and line) that the
-               store does not hold, read back only when rollups or scoring need them.
+               concurrent writer commit one of those ids in between, the key of
+               ``event_ids`` rejects the COPY and the whole transaction is retried.
+               Rows its workers staged (``batch.staged``) move instead in one statement:
+               the first row of each id (by source and line) whose key the store does not
+               hold, read back only when rollups or scoring need them.
             4. COPY the quarantined rows, each with its raw text and broken rules (or
                move the staged ones).
             5. Record every file in the ``ingested_files`` ledger; a file already there
@@ -441,6 +456,13 @@ class Loader:
         )
 
 
+def _months_of(conn: psycopg.Connection[tuple[object, ...]], batch: ParsedBatch) -> set[date]:
+    """The months of ``events`` the batch's rows go to (partitions made ahead of it)."""
+    if batch.staged is not None:
+        return staged_months(conn, batch.staged)
+    return event_months(batch.events)
+
+
 def _duplicates(
     conn: psycopg.Connection[tuple[object, ...]], batch: ParsedBatch, plan: LoadPlan
 ) -> pl.Series:
@@ -471,6 +493,16 @@ def _insert_events(
     inserted = new_events.height
     late = (pl.col("event_timestamp") < late_before).alias("arrived_late")
     if inserted:
+        # The key first: an id another writer stored meanwhile stops the batch here.
+        copy_frame(
+            conn,
+            "event_ids",
+            ("event_id", "event_month"),
+            new_events.select(
+                "event_id",
+                pl.col("event_timestamp").dt.truncate("1mo").dt.date().alias("event_month"),
+            ),
+        )
         # Fields no row of the batch carries are left to their NULL default.
         present = [n for n in FIELD_NAMES if new_events[n].null_count() < inserted]
         copy_frame(

@@ -49,6 +49,11 @@ _API_TABLES: Final[dict[str, str]] = {
 # Tables both write: the loader opens fraud alerts, analysts review them through the API.
 _SHARED_TABLES: Final[dict[str, str]] = {"fraud_alerts": "SELECT, UPDATE"}
 _INGEST_TABLE_RIGHTS: Final = "SELECT, INSERT, UPDATE, DELETE"
+# What the ingest role runs as the owner: making and dropping months of events (0026).
+_INGEST_FUNCTIONS: Final = (
+    "shopstream_add_event_months(date[])",
+    "shopstream_drop_event_month(date)",
+)
 # Where Spark executors create their per-batch staging tables (migration 0024).
 _STAGING_SCHEMA: Final = "shopstream_staging"
 
@@ -84,6 +89,12 @@ def grant_statements(schema: str = "public") -> list[sql.Composed]:
             sql.Identifier(_STAGING_SCHEMA), ingest
         )
     )
+    for function in _INGEST_FUNCTIONS:
+        statements.append(
+            sql.SQL("GRANT EXECUTE ON FUNCTION {}.{} TO {}").format(
+                where, sql.SQL(function), ingest
+            )
+        )
     for table, rights in _API_TABLES.items():
         target = sql.Identifier(schema, table)
         statements.append(sql.SQL("REVOKE ALL ON {} FROM {}").format(target, ingest))
@@ -125,16 +136,18 @@ def _grants_complete(conn: psycopg.Connection[Any]) -> bool:
     ingest role: nothing to grant, so no catalog row is rewritten on every start."""
     row = conn.execute(
         """SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+            WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
               AND (NOT has_table_privilege(%s, c.oid, 'SELECT')
                    OR (NOT c.relname = ANY(%s)
                        AND NOT has_table_privilege(%s, c.oid, 'INSERT')))""",
         (DatabaseRole.API.value, list(_API_TABLES), DatabaseRole.INGEST.value),
     ).fetchone()
     staging = conn.execute(
-        "SELECT has_schema_privilege(%s, %s, 'CREATE')",
-        (DatabaseRole.INGEST.value, _STAGING_SCHEMA),
-    ).fetchone()
+        "SELECT has_schema_privilege(%s, %s, 'CREATE')"
+        " AND bool_and(has_function_privilege(%s, f, 'EXECUTE')) FROM unnest(%s::text[]) f",
+        (DatabaseRole.INGEST.value, _STAGING_SCHEMA, DatabaseRole.INGEST.value,
+         list(_INGEST_FUNCTIONS)),
+    ).fetchone()  # fmt: skip
     return row is not None and int(row[0]) == 0 and staging is not None and bool(staging[0])
 
 
@@ -153,7 +166,8 @@ def report(conn: psycopg.Connection[Any]) -> list[RoleReport]:
             """SELECT count(*) FILTER (WHERE has_table_privilege(%(r)s, c.oid, 'INSERT')),
                       count(*) FILTER (WHERE has_table_privilege(%(r)s, c.oid, 'SELECT'))
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')""",
+                WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+                  AND NOT c.relispartition""",
             {"r": role.value},
         ).fetchone()
         assert counts is not None

@@ -14,7 +14,7 @@ start of the query, drops (:func:`drop_stage`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Final
 
 import polars as pl
@@ -158,28 +158,34 @@ def merge_staged(
         raise StagingMismatchError(
             f"stage {staged.prefix} holds {total} valid rows; its workers staged {staged.events}"
         )
+    # The first row of each id; its key goes in unless stored, and the row follows it.
+    keyed = sql.SQL(
+        "WITH chosen AS (SELECT DISTINCT ON (event_id) {fields}"
+        " FROM ({rows}) s ORDER BY event_id, source, line_no),"
+        " keyed AS (INSERT INTO event_ids (event_id, event_month)"
+        " SELECT event_id, shopstream_event_month(event_timestamp) FROM chosen"
+        " ON CONFLICT (event_id) DO NOTHING RETURNING event_id)"
+    ).format(fields=_columns(FIELD_NAMES), rows=rows)
     insert = sql.SQL(
         "INSERT INTO events ({fields}, batch_id, arrived_late)"
-        " SELECT DISTINCT ON (event_id) {fields}, {batch}, event_timestamp < {late}"
-        " FROM ({rows}) s ORDER BY event_id, source, line_no"
-        " ON CONFLICT (event_id) DO NOTHING"
+        " SELECT {fields}, {batch}, event_timestamp < {late}"
+        " FROM chosen JOIN keyed USING (event_id)"
     ).format(
         fields=_columns(FIELD_NAMES),
         batch=sql.Literal(batch_id),
         late=sql.Literal(late_before.isoformat(sep=" "))
         + sql.SQL("::timestamp AT TIME ZONE 'UTC'"),
-        rows=rows,
     )
-    events = _inserted_rows(conn, insert) if returning else None
+    events = _inserted_rows(conn, keyed, insert) if returning else None
     if events is not None:
         inserted, late = events.height, int(events["arrived_late"].sum())
         events = events.drop("arrived_late")
     else:
         row = conn.execute(
             sql.SQL(
-                "WITH ins AS ({} RETURNING arrived_late)"
+                "{}, ins AS ({} RETURNING arrived_late)"
                 " SELECT count(*), count(*) FILTER (WHERE arrived_late) FROM ins"
-            ).format(insert)
+            ).format(keyed, insert)
         ).fetchone()
         assert row is not None
         inserted, late = int(str(row[0])), int(str(row[1]))
@@ -191,6 +197,19 @@ def merge_staged(
         time_range=(counted[2], counted[3]),  # type: ignore[arg-type]
         events=events,
     )
+
+
+def staged_months(conn: psycopg.Connection[tuple[object, ...]], staged: StagedRows) -> set[date]:
+    """The UTC months of the staged events (their partitions are made before the merge)."""
+    tables = [p.events_table for p in staged.parts if p.events_table]
+    if not tables:
+        return set()
+    rows = conn.execute(
+        sql.SQL("SELECT DISTINCT shopstream_event_month(event_timestamp) FROM ({}) s").format(
+            _union(tables, ("event_timestamp",))
+        )
+    ).fetchall()
+    return {row[0] for row in rows if isinstance(row[0], date)}
 
 
 def move_staged_quarantine(
@@ -221,10 +240,10 @@ def move_staged_quarantine(
 
 
 def _inserted_rows(
-    conn: psycopg.Connection[tuple[object, ...]], insert: sql.Composed
+    conn: psycopg.Connection[tuple[object, ...]], with_clause: sql.Composed, insert: sql.Composed
 ) -> pl.DataFrame:
-    """Run ``insert`` and read back the rows it inserted, as CSV through COPY (parsed by
-    Polars in Rust: no per-row Python)."""
+    """Run ``insert`` (after its ``with_clause``) and read back the rows it inserted, as CSV
+    through COPY (parsed by Polars in Rust: no per-row Python)."""
     kinds = {f.name: f.kind for f in EVENT_FIELDS}
     returned = sql.SQL(", ").join(
         sql.SQL(_RETURNED.get(kinds[name], "{}")).format(sql.Identifier(name))
@@ -232,8 +251,8 @@ def _inserted_rows(
         + sql.Identifier(name)
         for name in FIELD_NAMES
     )
-    statement = sql.SQL("COPY ({} RETURNING {}, arrived_late) TO STDOUT (FORMAT csv)").format(
-        insert, returned
+    statement = sql.SQL("COPY ({} {} RETURNING {}, arrived_late) TO STDOUT (FORMAT csv)").format(
+        with_clause, insert, returned
     )
     payload = bytearray()
     with conn.cursor().copy(statement) as copy:

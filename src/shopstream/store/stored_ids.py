@@ -2,7 +2,8 @@
 
 The loader asks inside its transaction. The embedded runner also asks ahead, from the
 parser thread, so the loader's critical path is the COPY alone; that early answer is only
-a hint, since the primary key of ``events`` stays the arbiter of what is new.
+a hint, since the primary key of ``event_ids`` (the store's deduplication key) stays the
+arbiter of what is new.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ T = TypeVar("T")
 
 
 def stored_ids(conn: psycopg.Connection[Any], ids: pl.Series) -> pl.Series:
-    """The subset of ``ids`` (canonical lowercase UUID text) present in ``events``."""
+    """The subset of ``ids`` (canonical lowercase UUID text) stored (in ``event_ids``)."""
     if ids.is_empty():
         return pl.Series("event_id", [], dtype=pl.String)
     literal = "{" + ",".join(ids.to_list()) + "}"
     rows = conn.execute(
-        "SELECT event_id::text FROM events WHERE event_id = ANY(%s::uuid[])", (literal,)
+        "SELECT event_id::text FROM event_ids WHERE event_id = ANY(%s::uuid[])", (literal,)
     ).fetchall()
     return pl.Series("event_id", [str(row[0]) for row in rows], dtype=pl.String)
 

@@ -1,0 +1,93 @@
+"""``events`` by month (migration 0026): stored events move into monthly partitions with
+their keys, the key stays unique across months, and retention's month drop takes a
+month's events, keys and fraud rows together."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+
+import psycopg
+import pytest
+
+from shopstream.store.migrate import available_migrations, migrate
+from shopstream.store.partitions import EventMonths, drop_event_month
+
+BEFORE_PARTITIONS = 25
+TIMES = ("2026-01-31 23:59:59+00", "2026-02-01 00:00:00+00", "2026-02-14 12:00:00+00",
+         "2026-04-30 23:00:00-02")  # fmt: skip
+
+
+def partitions(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
+    return sorted(
+        str(r[0])
+        for r in conn.execute(
+            "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'events'::regclass"
+        )
+    )
+
+
+def test_stored_events_move_into_monthly_partitions_with_their_keys(database_url: str) -> None:
+    ids = [str(uuid.uuid4()) for _ in TIMES]
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for migration in available_migrations():
+            if migration.version <= BEFORE_PARTITIONS:
+                conn.execute(migration.sql.encode())
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    (migration.version, migration.name),
+                )
+        for event_id, at in zip(ids, TIMES, strict=True):
+            conn.execute(
+                "INSERT INTO events (event_id, event_type, user_id, event_timestamp, batch_id)"
+                " VALUES (%s, 'purchase', 'u1', %s, 1)",
+                (event_id, at),
+            )
+        conn.execute(
+            "INSERT INTO fraud_activity (event_id, event_type, event_timestamp, user_id,"
+            " order_key, batch_id) VALUES (%s, 'purchase', %s, 'u1', 'o1', 1)",
+            (ids[0], TIMES[0]),
+        )
+        conn.commit()
+
+        migrate(conn)
+
+        assert partitions(conn) == ["events_2026_01", "events_2026_02", "events_2026_05"]
+        held = conn.execute(
+            "SELECT event_id::text, event_month FROM event_ids ORDER BY event_month, event_id"
+        ).fetchall()
+        assert sorted(held) == sorted(
+            zip(ids, [date(2026, 1, 1), date(2026, 2, 1), date(2026, 2, 1), date(2026, 5, 1)],
+                strict=True)
+        )  # fmt: skip
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (4,)
+
+        # A key is unique across months: the same id in another month is refused.
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("INSERT INTO event_ids VALUES (%s, '2026-05-01')", (ids[0],))
+        conn.rollback()
+
+        # A row for a month with no partition is refused until the month is made.
+        months = EventMonths()
+        with pytest.raises(psycopg.errors.CheckViolation) as refused:
+            conn.execute(
+                "INSERT INTO events (event_id, event_type, user_id, event_timestamp, batch_id)"
+                " VALUES (gen_random_uuid(), 'view', 'u2', '2027-03-03', 2)"
+            )
+        assert refused.value.diag.table_name == "events"
+        conn.rollback()
+        months.ensure(conn, [date(2027, 3, 1), date(2026, 1, 1)])
+        assert "events_2027_03" in partitions(conn)
+
+        # Dropping January takes its event, its key and its fraud row; February stays.
+        with conn.transaction():
+            assert drop_event_month(conn, date(2026, 1, 1)) == 1
+        assert drop_event_month(conn, date(2026, 1, 1)) == 0
+        assert "events_2026_01" not in partitions(conn)
+        assert conn.execute("SELECT count(*) FROM event_ids").fetchone() == (3,)
+        assert conn.execute("SELECT count(*) FROM fraud_activity").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (3,)
