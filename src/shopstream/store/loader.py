@@ -459,7 +459,8 @@ class Loader:
 def _months_of(conn: psycopg.Connection[tuple[object, ...]], batch: ParsedBatch) -> set[date]:
     """The months of ``events`` the batch's rows go to (partitions made ahead of it)."""
     if batch.staged is not None:
-        return staged_months(conn, batch.staged)
+        with conn.transaction():  # a read of its own: the batch's transaction comes later
+            return staged_months(conn, batch.staged)
     return event_months(batch.events)
 
 
