@@ -1,7 +1,8 @@
 """Which ids of the next batch are duplicates, found ahead of the loader.
 
-The store's primary key is the arbiter: the loader COPYs straight into ``events`` and a
-conflict rolls the batch back and reloads it with an exact lookup. The look-ahead only has
+The store's key is the arbiter: the loader COPYs the ids straight into ``event_ids`` (then
+the rows into ``events``), and a conflict rolls the batch back and reloads it with an exact
+lookup. The look-ahead only has
 to be right often, and cheap. Asking the store about every id of every batch (an index
 probe per row, on the same 2 cores as the COPY) costs nearly as much as the COPY's own key
 check, so the look-ahead remembers what this runner committed lately and asks the store
