@@ -12,6 +12,7 @@ import pytest
 
 from shopstream.store.migrate import available_migrations, migrate
 from shopstream.store.partitions import EventMonths, drop_event_month
+from shopstream.store.queries import totals
 
 BEFORE_PARTITIONS = 25
 TIMES = ("2026-01-31 23:59:59+00", "2026-02-01 00:00:00+00", "2026-02-14 12:00:00+00",
@@ -65,6 +66,7 @@ def test_stored_events_move_into_monthly_partitions_with_their_keys(database_url
                 strict=True)
         )  # fmt: skip
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (4,)
+        assert totals(conn).event_months == 3
 
         # A key is unique across months: the same id in another month is refused.
         with pytest.raises(psycopg.errors.UniqueViolation):

@@ -880,6 +880,7 @@ def status(
         ("files rejected whole", total.files_rejected),
         ("  records in them", total.records_in_rejected_files),
         ("events stored", total.events_stored),
+        ("  in months (partitions)", total.event_months),
         ("quarantine open", total.open_quarantine),
         ("batches awaiting rebuild", total.awaiting_rebuild),
         ("batches not in the lake", unarchived),

@@ -18,6 +18,7 @@ class Totals:
     duplicates: int
     rows_quarantined: int
     events_stored: int
+    event_months: int  # partitions of events: the months it holds
     open_quarantine: int
     files_rejected: int  # quarantined or rejected whole
     records_in_rejected_files: int
@@ -31,6 +32,7 @@ def totals(conn: psycopg.Connection[Any]) -> Totals:
                   coalesce(sum(duplicates_in_batch + duplicates_in_store), 0),
                   coalesce(sum(rows_quarantined), 0),
                   (SELECT count(*) FROM events),
+                  (SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass),
                   (SELECT count(*) FROM quarantine WHERE status = 'quarantined'),
                   (SELECT count(*) FROM ingested_files WHERE status IN ('quarantined', 'rejected')),
                   (SELECT coalesce(sum(rows_read), 0) FROM ingested_files
