@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from shopstream.store.migrate import available_migrations, migrate
 from shopstream.store.partitions import EventMonths, drop_event_month
 from shopstream.store.queries import totals
+from tests.fixtures.cli import cli_env, shopstream
 
 BEFORE_PARTITIONS = 25
 TIMES = ("2026-01-31 23:59:59+00", "2026-02-01 00:00:00+00", "2026-02-14 12:00:00+00",
@@ -93,3 +95,24 @@ def test_stored_events_move_into_monthly_partitions_with_their_keys(database_url
         assert conn.execute("SELECT count(*) FROM event_ids").fetchone() == (3,)
         assert conn.execute("SELECT count(*) FROM fraud_activity").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (3,)
+
+
+def test_an_id_resent_with_another_month_is_a_duplicate(tmp_path: Path, database_url: str) -> None:
+    """The key is global: the same event id sent again with a timestamp in another month
+    (another partition) is counted as a duplicate in the store, not loaded twice."""
+    env = cli_env(database_url, tmp_path / "home")
+    event_id = str(uuid.uuid4())
+    header = "event_id,event_type,product_id,user_id,event_timestamp\n"
+    for n, at in enumerate(("2026-01-15T10:00:00Z", "2026-03-15T10:00:00Z")):
+        inbox = tmp_path / f"in{n}"
+        inbox.mkdir()
+        (inbox / "e.csv").write_text(f"{header}{event_id},page_view,,u1,{at}\n")
+        shopstream("run", "--source", str(inbox), "--until-idle", env=env)
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute(
+            "SELECT tableoid::regclass::text FROM events WHERE event_id = %s", (event_id,)
+        ).fetchall()
+        counts = conn.execute(
+            "SELECT sum(rows_loaded), sum(duplicates_in_store) FROM batches"
+        ).fetchone()
+    assert stored == [("events_2026_01",)] and counts == (1, 1)
