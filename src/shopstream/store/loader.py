@@ -42,7 +42,7 @@ from shopstream.store.connection import DEFAULT_BUDGET, RetryBudget, connect, re
 from shopstream.store.copy import QUARANTINE_COLUMNS, copy_frame, quarantine_for_copy
 from shopstream.store.derived import Derived, derive, prepare_connection, write_derived
 from shopstream.store.ledger import files_held
-from shopstream.store.partitions import EventMonths, event_months
+from shopstream.store.partitions import EVENT_MONTH, EventMonths, event_months
 from shopstream.store.staging import (
     MergedEvents,
     drop_stage,
@@ -501,10 +501,7 @@ def _insert_events(
             conn,
             "event_ids",
             ("event_id", "event_month"),
-            new_events.select(
-                "event_id",
-                pl.col("event_timestamp").dt.truncate("1mo").dt.date().alias("event_month"),
-            ).sort("event_id"),
+            new_events.select("event_id", EVENT_MONTH).sort("event_id"),
         )
         # Fields no row of the batch carries are left to their NULL default.
         present = [n for n in FIELD_NAMES if new_events[n].null_count() < inserted]

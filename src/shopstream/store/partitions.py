@@ -10,18 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date
-from typing import Any
+from typing import Any, Final
 
 import polars as pl
 import psycopg
 
+# The month an event's partition holds, from its naive UTC ``event_timestamp``: what the
+# database's ``shopstream_event_month`` computes from the stored timestamptz.
+EVENT_MONTH: Final = pl.col("event_timestamp").dt.truncate("1mo").dt.date().alias("event_month")
+
 
 def event_months(events: pl.DataFrame) -> set[date]:
-    """The UTC months ``events`` (naive UTC ``event_timestamp``) fall in."""
+    """The UTC months ``events`` fall in."""
     if events.is_empty():
         return set()
-    months = events.select(pl.col("event_timestamp").dt.truncate("1mo").dt.date().unique())
-    return set(months.to_series().drop_nulls().to_list())
+    return set(events.select(EVENT_MONTH.unique()).to_series().drop_nulls().to_list())
 
 
 class EventMonths:
