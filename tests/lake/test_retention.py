@@ -13,6 +13,7 @@ from deltalake import DeltaTable
 from shopstream.store.rebuild import DERIVED_TABLES
 from tests.fixtures.api import free_port
 from tests.fixtures.cli import cli_env, shopstream
+from tests.fixtures.history import event_partitions
 from tests.fixtures.snapshots import snapshot
 from tests.lake.test_export import load
 
@@ -129,13 +130,7 @@ def test_retention_archives_verifies_then_deletes_and_refuses_without_archive(
     # The month before the cut-off's left whole, by dropping its partition, with the keys
     # of every deleted event; the cut-off's own month keeps its partition.
     with psycopg.connect(database_url) as conn:
-        partitions = {
-            str(r[0])
-            for r in conn.execute(
-                "SELECT inhrelid::regclass::text FROM pg_inherits"
-                " WHERE inhparent = 'events'::regclass"
-            )
-        }
+        partitions = event_partitions(conn)
         keys = conn.execute(
             "SELECT count(*) FROM event_ids WHERE event_id = ANY(%s::uuid[])", (list(old_ids),)
         ).fetchone()

@@ -11,23 +11,17 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from shopstream.store.loader import Loader
 from shopstream.store.migrate import available_migrations, migrate
 from shopstream.store.partitions import EventMonths, drop_event_month
 from shopstream.store.queries import totals
+from tests.fixtures.batches import uuids, views_batch
 from tests.fixtures.cli import cli_env, shopstream
+from tests.fixtures.history import event_partitions
 
 BEFORE_PARTITIONS = 25
 TIMES = ("2026-01-31 23:59:59+00", "2026-02-01 00:00:00+00", "2026-02-14 12:00:00+00",
          "2026-04-30 23:00:00-02")  # fmt: skip
-
-
-def partitions(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
-    return sorted(
-        str(r[0])
-        for r in conn.execute(
-            "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'events'::regclass"
-        )
-    )
 
 
 def test_stored_events_move_into_monthly_partitions_with_their_keys(database_url: str) -> None:
@@ -59,7 +53,7 @@ def test_stored_events_move_into_monthly_partitions_with_their_keys(database_url
 
         migrate(conn)
 
-        assert partitions(conn) == ["events_2026_01", "events_2026_02", "events_2026_05"]
+        assert event_partitions(conn) == ["events_2026_01", "events_2026_02", "events_2026_05"]
         held = conn.execute(
             "SELECT event_id::text, event_month FROM event_ids ORDER BY event_month, event_id"
         ).fetchall()
@@ -85,13 +79,13 @@ def test_stored_events_move_into_monthly_partitions_with_their_keys(database_url
         assert refused.value.diag.table_name == "events"
         conn.rollback()
         months.ensure(conn, [date(2027, 3, 1), date(2026, 1, 1)])
-        assert "events_2027_03" in partitions(conn)
+        assert "events_2027_03" in event_partitions(conn)
 
         # Dropping January takes its event, its key and its fraud row; February stays.
         with conn.transaction():
             assert drop_event_month(conn, date(2026, 1, 1)) == 1
         assert drop_event_month(conn, date(2026, 1, 1)) == 0
-        assert "events_2026_01" not in partitions(conn)
+        assert "events_2026_01" not in event_partitions(conn)
         assert conn.execute("SELECT count(*) FROM event_ids").fetchone() == (3,)
         assert conn.execute("SELECT count(*) FROM fraud_activity").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (3,)
@@ -116,3 +110,23 @@ def test_an_id_resent_with_another_month_is_a_duplicate(tmp_path: Path, database
             "SELECT sum(rows_loaded), sum(duplicates_in_store) FROM batches"
         ).fetchone()
     assert stored == [("events_2026_01",)] and counts == (1, 1)
+
+
+def test_a_loader_makes_again_a_month_retention_dropped_under_it(database_url: str) -> None:
+    """The loader remembers the months it made; when retention drops one under it, the
+    COPY meets no partition, and the loader makes it again instead of failing the batch."""
+    with psycopg.connect(database_url) as conn:
+        migrate(conn)
+    ids = uuids(0, 4)
+    loader = Loader(database_url)
+    try:
+        first = loader.load(views_batch(ids[:2], "/in/a.csv")).result
+        with psycopg.connect(database_url) as conn, conn.transaction():
+            assert drop_event_month(conn, date(2026, 1, 1)) == 2
+        second = loader.load(views_batch(ids[2:], "/in/b.csv")).result
+    finally:
+        loader.close()
+    assert first is not None and second is not None and second.rows_loaded == 2
+    with psycopg.connect(database_url) as conn:
+        assert "events_2026_01" in event_partitions(conn)
+        assert conn.execute("SELECT count(*) FROM event_ids").fetchone() == (2,)
