@@ -34,6 +34,8 @@ _UUID: Final = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0
 _TIMESTAMP_OUT: Final = "%Y-%m-%d %H:%M:%S%.6f"
 ALL_FIELDS: Final = "*"  # derive_from: the whole record as received
 ELEMENT: Final = "_element"
+_NEEDS_ID: Final = "_needs_derived_id"  # working columns of apply_mapping
+_IGNORED: Final = "_ignored_type"
 
 
 class MappingError(ValueError):
@@ -297,7 +299,10 @@ def apply_mapping(
     choice: MappingChoice = NO_CHOICE,
     now: datetime | None = None,
 ) -> Mapped:
-    """Map source records (any columns, plus ``_line``) to canonical text columns."""
+    """Map source records (any columns, plus ``_line``) to canonical text columns. The
+    canonical fields, their defaults, the event types and the rule columns are one Polars
+    plan over the records; only derived ids, zone conversion and hashing look at values
+    between steps, and only when the mapping asks for them."""
     lines = frame.get_column("_line")
     records = frame.drop("_line")
     if mapping.transform is not None:
@@ -311,20 +316,38 @@ def apply_mapping(
     named = {p for name in SOURCE_FIELDS for p in _named_paths(mapping, name, schema)}
     kept = [c for c in schema if c not in ("_line", ELEMENT)]
     properties, unmapped = _properties(schema, kept, named, mapping)
+    needs_id = _needs_derived_id(columns["event_id"], mapping)
+    columns = _defaulted(columns, mapping)
+    kind = columns["event_type"].str.strip_chars().str.to_lowercase()
+    renames = {k: v for k, v in mapping.event_types.items() if v not in _DISPOSITIONS}
+    columns["event_type"] = kind.replace(renames) if renames else kind
+    custom = sorted(mapping.custom_types | choice.custom_types)
+    ignored_types = sorted(mapping.ignored_types)
     out = records.select(
         *(expr.alias(name) for name, expr in columns.items()),
         properties.alias("properties"),
         *(pl.col(c) for c in ("invoice_no",) if c in schema),
         pl.col("_line"),
         (pl.col(ELEMENT) if ELEMENT in schema else pl.lit(None, dtype=pl.Int64)).alias(ELEMENT),
+        (pl.when(kind.is_in(custom)).then(pl.lit("custom")) if custom else pl.lit(None))
+        .cast(pl.String)
+        .alias("custom_type"),
+        *_rule_columns(mapping, now),
+        needs_id.alias(_NEEDS_ID),
+        *(
+            [kind.is_in(ignored_types).fill_null(value=False).alias(_IGNORED)]
+            if ignored_types
+            else []
+        ),
     )
     out = _with_derived_ids(out, records, mapping)
-    out = _with_defaults(out, mapping)
     out = _with_timestamps(out, mapping)
     out = _with_hashed_fields(out, mapping, choice.hash_key)
-    out, ignored = _with_event_types(out, mapping, choice.custom_types)
-    out = out.with_columns(_rule_columns(mapping, now))
-    return Mapped(out, ignored, unmapped)
+    if not ignored_types:
+        return Mapped(out, 0, unmapped)
+    ignored = int(out.get_column(_IGNORED).sum())
+    kept_rows = out.filter(~pl.col(_IGNORED)) if ignored else out
+    return Mapped(kept_rows.drop(_IGNORED), ignored, unmapped)
 
 
 def _exploded(records: pl.DataFrame, column: str) -> pl.DataFrame:
@@ -451,13 +474,14 @@ def _pruned(expr: pl.Expr, dtype: Any, path: str, removed: set[str]) -> pl.Expr 
     return pl.when(pl.any_horizontal(k.is_not_null() for k in kept)).then(pl.struct(kept))
 
 
-def _with_defaults(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
-    if not mapping.defaults:
-        return frame
-    return frame.with_columns(
-        pl.coalesce(pl.col(name).str.strip_chars().replace("", None), pl.lit(value)).alias(name)
-        for name, value in mapping.defaults.items()
-    )
+def _defaulted(columns: dict[str, pl.Expr], mapping: Mapping) -> dict[str, pl.Expr]:
+    """A field's ``[defaults]`` value where the source has none (or only blanks)."""
+    return {
+        name: pl.coalesce(expr.str.strip_chars().replace("", None), pl.lit(mapping.defaults[name]))
+        if name in mapping.defaults
+        else expr
+        for name, expr in columns.items()
+    }
 
 
 def _with_timestamps(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
@@ -492,37 +516,18 @@ def _with_timestamps(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     )
 
 
-def _with_event_types(
-    frame: pl.DataFrame, mapping: Mapping, declared: frozenset[str]
-) -> tuple[pl.DataFrame, int]:
-    """Source values renamed; ``custom`` ones flagged (kept under their own name), and
-    records of an ``ignore``d type removed and counted."""
-    kind = pl.col("event_type").str.strip_chars().str.to_lowercase()
-    renames = {k: v for k, v in mapping.event_types.items() if v not in _DISPOSITIONS}
-    custom = sorted(mapping.custom_types | declared)
-    ignored = sorted(mapping.ignored_types)
-    typed = frame.with_columns(
-        kind.replace(renames).alias("event_type") if renames else kind.alias("event_type"),
-        pl.when(kind.is_in(custom)).then(pl.lit("custom")).alias("custom_type")
-        if custom
-        else pl.lit(None, dtype=pl.String).alias("custom_type"),
-    )
-    if not ignored:
-        return typed, 0
-    drop = kind.is_in(ignored).fill_null(value=False)
-    count = int(frame.select(drop.sum()).item())
-    return (typed.filter(~drop) if count else typed), count
+def _needs_derived_id(event_id: pl.Expr, mapping: Mapping) -> pl.Expr:
+    """Rows whose id the mapping derives: missing, or not a UUID."""
+    if not mapping.derive_from:
+        return pl.lit(value=False)
+    return (event_id.is_null() | ~event_id.str.contains(_UUID)).fill_null(value=True)
 
 
 def _with_derived_ids(frame: pl.DataFrame, records: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
-    """A deterministic UUID where the id is missing or not a UUID, from ``derive_from``
+    """A deterministic UUID where :func:`_needs_derived_id` says so, from ``derive_from``
     (and the element's index under ``explode``): re-reading a record gives the same id."""
-    if not mapping.derive_from or not frame.height:
-        return frame
-    event_id = pl.col("event_id")
-    needs = frame.select(
-        (event_id.is_null() | ~event_id.str.contains(_UUID)).fill_null(value=True)
-    ).to_series()
+    needs = frame.get_column(_NEEDS_ID)
+    frame = frame.drop(_NEEDS_ID)
     if not needs.any():
         return frame
     if mapping.derive_from == (ALL_FIELDS,):
@@ -534,7 +539,7 @@ def _with_derived_ids(frame: pl.DataFrame, records: pl.DataFrame, mapping: Mappi
             (e if (e := _typed_path(schema, p, mapping.explode)) is not None else pl.lit(None))
             .cast(pl.String)
             .fill_null("")
-            for p in mapping.derive_from
+            for p in mapping.derive_from or ()
         ]
     element = frame.get_column(ELEMENT).cast(pl.String).fill_null("").filter(needs)
     keys = (
@@ -546,7 +551,7 @@ def _with_derived_ids(frame: pl.DataFrame, records: pl.DataFrame, mapping: Mappi
     derived = pl.Series("event_id", [None] * frame.height, dtype=pl.String).scatter(
         needs.arg_true(), [uuid_of(k) for k in keys.to_list()]
     )
-    return frame.with_columns(pl.coalesce(derived, event_id).alias("event_id"))
+    return frame.with_columns(pl.coalesce(derived, pl.col("event_id")).alias("event_id"))
 
 
 def keyed_hash(key: bytes) -> Callable[[str], str]:
