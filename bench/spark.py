@@ -12,6 +12,7 @@ The seed-style job needs PostgreSQL's JDBC driver: Debian's ``libpostgresql-jdbc
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -44,7 +45,15 @@ def main() -> None:
         default=True,
         help="also run on a two-worker standalone cluster on loopback",
     )
+    parser.add_argument(
+        "--seed-job", nargs=4, metavar=("URL", "INBOX", "CHECKPOINT", "PARTITIONS"),
+        help=argparse.SUPPRESS,  # one seed-style run, in the process seed_style starts
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.seed_job is not None:
+        url, inbox, checkpoint, partitions = args.seed_job
+        seed_job(url, inbox, checkpoint, int(partitions), args.master, args.jdbc_jar)
+        return
     with workspace("shopstream-bench-spark-") as (work, base_url):
         inbox = work / "in"
         env = env_for(fresh_database(base_url, "bench_gen"), work / "gen")
@@ -61,9 +70,13 @@ def main() -> None:
             "seed-style, 200 shuffle partitions": 200,
             "seed-style, tuned shuffle partitions": os.cpu_count() or 2,
         }
+        steady: dict[str, float] = {}
+        startup: dict[str, float] = {}
         for name, partitions in shuffles.items():
             url = fresh_database(base_url, "bench_seed")
-            seconds = seed_style(url, inbox, work / f"ckpt-{partitions}", args, partitions)
+            seconds, steady[name], startup[name] = seed_style(
+                url, inbox, work / f"ckpt-{partitions}", args, partitions, rows
+            )
             figures[name] = rows / seconds
         parsers = parse_paths(inbox, args.master)
         masters = {"": args.master}
@@ -74,31 +87,33 @@ def main() -> None:
                            capture_output=True)  # fmt: skip
             cluster = start_cluster(work / "cluster", archive)
             masters[", 2-worker cluster"] = cluster.master_url
-        steady: dict[str, float] = {}
-        startup: dict[str, float] = {}
+        # ShopStream as configured by default (SHOPSTREAM_SPARK_MAX_FILES_PER_TRIGGER), and
+        # tuned as the seed-style job is: every file in one micro-batch.
+        batching = {"": (), ", one micro-batch": ("--max-files-per-trigger", str(len(files)))}
         try:
             for suffix, master in masters.items():
-                for rollups in ("true", "false"):
-                    name = f"ShopStream, Spark{suffix}" + (
-                        ", rollups off" if rollups == "false" else ""
-                    )
-                    seconds, steady[name], startup[name] = shopstream_run(
-                        base_url, work, inbox, "spark", rollups, master, cluster
-                    )
-                    figures[name] = rows / seconds
+                for tuning, extra in batching.items():
+                    for rollups in ("true", "false"):
+                        name = f"ShopStream, Spark{suffix}{tuning}" + (
+                            ", rollups off" if rollups == "false" else ""
+                        )
+                        seconds, steady[name], startup[name] = shopstream_run(
+                            base_url, work, inbox, "spark", rollups, master, cluster, extra
+                        )
+                        figures[name] = rows / seconds
         finally:
             if cluster is not None:
                 cluster.stop()
         for rollups in ("true", "false"):
             name = "ShopStream, embedded" + (", rollups off" if rollups == "false" else "")
             seconds, steady[name], startup[name] = shopstream_run(
-                base_url, work, inbox, "embedded", rollups, "", None
+                base_url, work, inbox, "embedded", rollups, "", None, ()
             )
             figures[name] = rows / seconds
-        print(f"\n{'job':<44} {'events/s':>10} {'steady ev/s':>12} {'start-up s':>11}")
+        print(f"\n{'job':<64} {'events/s':>10} {'steady ev/s':>12} {'start-up s':>11}")
         for name, rate in figures.items():
-            extra = f"{steady[name]:12,.0f} {startup[name]:11.1f}" if name in steady else ""
-            print(f"{name:<44} {rate:10,.0f} {extra}")
+            apart = f"{steady[name]:12,.0f} {startup[name]:11.1f}" if name in steady else ""
+            print(f"{name:<64} {rate:10,.0f} {apart}")
         print("(events/s: wall clock, JVM and session start-up included; steady: from the first"
               " batch's start to the last commit)")  # fmt: skip
         tuned = figures["seed-style, tuned shuffle partitions"]
@@ -160,17 +175,18 @@ def shopstream_run(
     rollups: str,
     master: str,
     cluster: SparkCluster | None,
+    extra: tuple[str, ...],
 ) -> tuple[float, float, float]:
     """One ``shopstream run`` over the inbox: wall seconds, steady events/s and start-up
     seconds (process start to the first batch's start)."""
     url = fresh_database(base_url, "bench_shopstream")
     place = "cluster" if master.startswith("spark://") else "local"
-    run_env = env_for(url, work / f"home-{engine}-{rollups}-{place}")
+    run_env = env_for(url, work / f"home-{engine}-{rollups}-{place}-{len(extra)}")
     run_env["SHOPSTREAM_ROLLUPS"] = rollups
     run_env["SHOPSTREAM_FRAUD"] = rollups  # "rollups off": no derived work at all, as the seed job
     command = [*SHOPSTREAM, "run", "--source", str(inbox), "--until-idle"]
     if engine == "spark":
-        command += ["--engine", "spark", "--master", master]
+        command += ["--engine", "spark", "--master", master, *extra]
         if master.startswith("spark://") and cluster is not None:
             run_env["SHOPSTREAM_SPARK_ENVIRONMENT"] = str(cluster.environment)
             run_env["SHOPSTREAM_SPARK_EXECUTOR_MEMORY"] = "1g"
@@ -192,18 +208,31 @@ def shopstream_run(
 
 
 def seed_style(
-    url: str, inbox: Path, checkpoint: Path, args: argparse.Namespace, partitions: int
-) -> float:
-    """The original design: CSV stream, stateful dropDuplicates, JDBC row inserts."""
+    url: str, inbox: Path, checkpoint: Path, args: argparse.Namespace, partitions: int, rows: int
+) -> tuple[float, float, float]:
+    """The seed-style job in a process of its own, as ShopStream runs (its JVM starts inside
+    the timing: a second session in one Python process would reuse the first one's JVM):
+    wall seconds, steady events/s and start-up seconds, as for ShopStream."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(SEED_TABLE)
+    command = [sys.executable, __file__, "--master", args.master, "--jdbc-jar", args.jdbc_jar,
+               "--seed-job", url, str(inbox), str(checkpoint), str(partitions)]  # fmt: skip
+    began = time.time()
+    started = time.perf_counter()
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    first_batch, last_write = json.loads(done.stdout.strip().splitlines()[-1])
+    return seconds, rows / (last_write - first_batch), first_batch - began
+
+
+def seed_job(url: str, inbox: str, checkpoint: str, partitions: int, master: str, jar: str) -> None:
+    """The original design: CSV stream, stateful dropDuplicates, JDBC row inserts."""
     parts = urlsplit(url)
     jdbc = f"jdbc:postgresql://{parts.hostname}:{parts.port}{parts.path}?stringtype=unspecified"
     properties = {"user": parts.username or "", "password": parts.password or "",
                   "driver": "org.postgresql.Driver"}  # fmt: skip
-    os.environ["PYSPARK_SUBMIT_ARGS"] = f"--jars {args.jdbc_jar} pyspark-shell"
-    started = time.perf_counter()  # JVM start-up included, as for ShopStream's process
-    spark = spark_session(args.master, "seed-style")
+    os.environ["PYSPARK_SUBMIT_ARGS"] = f"--jars {jar} pyspark-shell"
+    spark = spark_session(master, "seed-style")
     spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
     stream = (
         spark.readStream.option("header", "true")
@@ -211,24 +240,27 @@ def seed_style(
             "event_id STRING, event_type STRING, product_id STRING, user_id STRING, "
             "event_timestamp TIMESTAMP, quantity INT, price DECIMAL(10,2)"
         )
-        .csv(str(inbox))
+        .csv(inbox)
         .dropna(subset=["event_id", "event_type", "event_timestamp"])
         .dropDuplicates(["event_id"])
     )
 
+    moments: list[float] = []
+
     def append(frame, _batch_id):  # type: ignore[no-untyped-def]
+        moments.append(time.time())
         frame.write.jdbc(jdbc, "events_seed", mode="append", properties=properties)
+        moments.append(time.time())
 
     query = (
         stream.writeStream.foreachBatch(append)
-        .option("checkpointLocation", str(checkpoint))
+        .option("checkpointLocation", checkpoint)
         .trigger(availableNow=True)
         .start()
     )
     query.awaitTermination()
-    seconds = time.perf_counter() - started
     spark.stop()
-    return seconds
+    print(json.dumps([moments[0], moments[-1]]))  # first batch's start, last write's end
 
 
 if __name__ == "__main__":

@@ -348,7 +348,8 @@ class Loader:
                ``event_ids`` rejects the COPY and the whole transaction is retried.
                Rows its workers staged (``batch.staged``) move instead in one statement:
                the first row of each id (by source and line) whose key the store does not
-               hold, read back only when rollups or scoring need them.
+               hold, read back only when rollups or scoring need them; the key of
+               ``event_ids`` guards that move against concurrent writers the same way.
             4. COPY the quarantined rows, each with its raw text and broken rules (or
                move the staged ones).
             5. Record every file in the ``ingested_files`` ledger; a file already there

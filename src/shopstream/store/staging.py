@@ -146,55 +146,62 @@ def merge_staged(
         return MergedEvents(0, 0, 0, 0, (None, None), _empty_events() if returning else None)
     rows = _union(tables, (*FIELD_NAMES, *_ORIGIN))
     conn.execute("SET LOCAL work_mem = '256MB'")  # sort the batch in memory, not on disk
+    # Read back (rollups on), the merge cannot also say how many distinct ids it saw; else
+    # its own statement counts them, without a second sort of the batch.
+    distinct_ids = sql.SQL(", count(DISTINCT event_id)" if returning else "")
     counted = conn.execute(
         sql.SQL(
-            "SELECT count(*), count(DISTINCT event_id), min(event_timestamp AT TIME ZONE 'UTC'),"
-            " max(event_timestamp AT TIME ZONE 'UTC') FROM ({}) s"
-        ).format(rows)
+            "SELECT count(*), min(event_timestamp AT TIME ZONE 'UTC'),"
+            " max(event_timestamp AT TIME ZONE 'UTC'){} FROM ({}) s"
+        ).format(distinct_ids, rows)
     ).fetchone()
     assert counted is not None
-    total, distinct = int(str(counted[0])), int(str(counted[1]))
+    total = int(str(counted[0]))
     if total != staged.events:
         raise StagingMismatchError(
             f"stage {staged.prefix} holds {total} valid rows; its workers staged {staged.events}"
         )
-    # The first row of each id; its key goes in unless stored, and the row follows it.
-    keyed = sql.SQL(
+    # The first row of each id that the store does not hold; its key and the row go in.
+    # A key a concurrent writer committed meanwhile stops the insert (23505) and the
+    # loader runs the commit again, which then finds it stored.
+    with_clause = sql.SQL(
         "WITH chosen AS (SELECT DISTINCT ON (event_id) {fields}"
         " FROM ({rows}) s ORDER BY event_id, source, line_no),"
+        " fresh AS MATERIALIZED (SELECT * FROM chosen c"
+        " WHERE NOT EXISTS (SELECT FROM event_ids k WHERE k.event_id = c.event_id)),"
         " keyed AS (INSERT INTO event_ids (event_id, event_month)"
-        " SELECT event_id, shopstream_event_month(event_timestamp) FROM chosen"
-        " ON CONFLICT (event_id) DO NOTHING RETURNING event_id)"
+        " SELECT event_id, shopstream_event_month(event_timestamp) FROM fresh)"
     ).format(fields=_columns(FIELD_NAMES), rows=rows)
     insert = sql.SQL(
         "INSERT INTO events ({fields}, batch_id, arrived_late)"
-        " SELECT {fields}, {batch}, event_timestamp < {late}"
-        " FROM chosen JOIN keyed USING (event_id)"
+        " SELECT {fields}, {batch}, event_timestamp < {late} FROM fresh"
     ).format(
         fields=_columns(FIELD_NAMES),
         batch=sql.Literal(batch_id),
         late=sql.Literal(late_before.isoformat(sep=" "))
         + sql.SQL("::timestamp AT TIME ZONE 'UTC'"),
     )
-    events = _inserted_rows(conn, keyed, insert) if returning else None
-    if events is not None:
-        inserted, late = events.height, int(events["arrived_late"].sum())
-        events = events.drop("arrived_late")
+    events = None
+    if returning:
+        read_back = _inserted_rows(conn, with_clause, insert)
+        distinct = int(str(counted[3]))
+        inserted, late = read_back.height, int(read_back["arrived_late"].sum())
+        events = read_back.drop("arrived_late")
     else:
         row = conn.execute(
             sql.SQL(
-                "{}, ins AS ({} RETURNING arrived_late)"
-                " SELECT count(*), count(*) FILTER (WHERE arrived_late) FROM ins"
-            ).format(keyed, insert)
+                "{}, ins AS ({} RETURNING arrived_late) SELECT (SELECT count(*) FROM chosen),"
+                " count(*), count(*) FILTER (WHERE arrived_late) FROM ins"
+            ).format(with_clause, insert)
         ).fetchone()
         assert row is not None
-        inserted, late = int(str(row[0])), int(str(row[1]))
+        distinct, inserted, late = (int(str(v)) for v in row)
     return MergedEvents(
         inserted=inserted,
         duplicates_in_batch=total - distinct,
         duplicates_in_store=distinct - inserted,
         late=late,
-        time_range=(counted[2], counted[3]),  # type: ignore[arg-type]
+        time_range=(counted[1], counted[2]),  # type: ignore[arg-type]
         events=events,
     )
 

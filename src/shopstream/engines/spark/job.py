@@ -49,7 +49,6 @@ from shopstream.schema import DATA_SUFFIXES
 from shopstream.settings import Settings
 from shopstream.sources.select import KafkaSpec
 from shopstream.store.connection import connect
-from shopstream.store.ledger import paths_held
 from shopstream.store.loader import Loader, LoadPlan, LoadStatus
 from shopstream.store.staging import drop_stage
 from shopstream.validation.limits import DEFAULT_LIMITS, ReadLimits
@@ -178,8 +177,6 @@ def batch_loader(
 ) -> Callable[[DataFrame, int], None]:
     """The ``foreachBatch`` body: executors parse, validate and stage their rows; the
     driver commits the micro-batch through the loader in one transaction."""
-    from pyspark.sql import functions as sf
-
     kafka = isinstance(job.source, KafkaSpec)
     cleaned: list[bool] = []
 
@@ -203,10 +200,7 @@ def batch_loader(
                 functools.partial(stage_messages, plan=plan), summary_ddl()
             )
         else:
-            listed = [row.path for row in batch_df.select("path").collect()]
-            known = _committed_files(loader.url, listed)
-            fresh = batch_df.filter(~sf.col("path").isin(list(known))) if known else batch_df
-            tasks = fresh.select("path", "content").mapInArrow(
+            tasks = batch_df.select("path", "content").mapInArrow(
                 functools.partial(stage_files, plan=plan), summary_ddl()
             )
         summary = tasks.toArrow()
@@ -250,14 +244,6 @@ def batch_loader(
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _committed_files(url: str, paths: list[str]) -> set[str]:
-    """Spark paths of files the ledger already holds (a new checkpoint lists them again)."""
-    from shopstream.engines.spark.parse import local_path
-
-    local = {local_path(p): p for p in paths}
-    return {local[path] for path in paths_held(url, list(local))}
 
 
 def _staged_batch(

@@ -28,6 +28,7 @@ from shopstream.engines.spark.parse import (
     OUTCOME_FIELDS,
     QUARANTINE,
     ROW,
+    local_path,
     parse_files,
     parse_messages,
     spark_ddl,
@@ -38,6 +39,7 @@ from shopstream.parse.validate import split_valid
 from shopstream.schema import FIELD_NAMES
 from shopstream.store.connection import connect
 from shopstream.store.copy import quarantine_for_copy
+from shopstream.store.ledger import paths_held
 from shopstream.store.staging import stage_partition
 from shopstream.validation.limits import ReadLimits
 
@@ -83,8 +85,17 @@ def stage_files(
     plan: StagePlan,
 ) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` body for files: ``binaryFile`` rows (path, content) in,
-    :data:`SUMMARY_SCHEMA` rows out."""
-    yield _staged(parse_files(batches, plan.choice, plan.limits), plan)
+    :data:`SUMMARY_SCHEMA` rows out. Files the ledger already holds (a new checkpoint lists
+    them again) are left out here, by each task for its own files, so that the driver never
+    has to list a batch's files itself."""
+    yield _staged(parse_files(_not_held(batches, plan.url), plan.choice, plan.limits), plan)
+
+
+def _not_held(batches: Iterator[pa.RecordBatch], url: str) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        paths = [local_path(p) for p in batch.column("path").to_pylist()]
+        held = paths_held(url, paths)
+        yield batch.filter(pa.array([p not in held for p in paths])) if held else batch
 
 
 def stage_messages(
