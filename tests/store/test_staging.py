@@ -102,3 +102,28 @@ def test_a_key_a_concurrent_writer_commits_mid_merge_is_a_duplicate(
         assert conn.execute(
             "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (STAGING_SCHEMA,)
         ).fetchone() == (0,)
+
+
+def test_a_staged_batch_the_store_already_holds_loads_nothing_and_counts_every_row(
+    database_url: str,
+) -> None:
+    """With rollups on the merge reads its inserted rows back; when none goes in, it still
+    says how many distinct ids the batch held, so the accounting stays exact."""
+    with connect(database_url) as conn:
+        migrate(conn)
+    ids = uuids(0, 3)
+    loader = Loader(database_url, rollups=True)
+    try:
+        assert loader.load(views_batch(ids, "/in/a.csv")).result is not None
+        staged = _stage(database_url, "stest_1_", [ids, ids[:1]])
+        result = loader.load(_staged_batch(staged)).result
+    finally:
+        loader.close()
+    assert result is not None
+    assert (result.rows_loaded, result.duplicates_in_batch, result.duplicates_in_store) == (
+        0,
+        1,
+        3,
+    )
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT sum(events) FROM realtime_metrics").fetchone() == (3,)

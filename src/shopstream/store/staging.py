@@ -146,14 +146,11 @@ def merge_staged(
         return MergedEvents(0, 0, 0, 0, (None, None), _empty_events() if returning else None)
     rows = _union(tables, (*FIELD_NAMES, *_ORIGIN))
     conn.execute("SET LOCAL work_mem = '256MB'")  # sort the batch in memory, not on disk
-    # Read back (rollups on), the merge cannot also say how many distinct ids it saw; else
-    # its own statement counts them, without a second sort of the batch.
-    distinct_ids = sql.SQL(", count(DISTINCT event_id)" if returning else "")
     counted = conn.execute(
         sql.SQL(
             "SELECT count(*), min(event_timestamp AT TIME ZONE 'UTC'),"
-            " max(event_timestamp AT TIME ZONE 'UTC'){} FROM ({}) s"
-        ).format(distinct_ids, rows)
+            " max(event_timestamp AT TIME ZONE 'UTC') FROM ({}) s"
+        ).format(rows)
     ).fetchone()
     assert counted is not None
     total = int(str(counted[0]))
@@ -183,8 +180,7 @@ def merge_staged(
     )
     events = None
     if returning:
-        read_back = _inserted_rows(conn, with_clause, insert)
-        distinct = int(str(counted[3]))
+        read_back, distinct = _inserted_rows(conn, with_clause, insert)
         inserted, late = read_back.height, int(read_back["arrived_late"].sum())
         events = read_back.drop("arrived_late")
     else:
@@ -248,9 +244,11 @@ def move_staged_quarantine(
 
 def _inserted_rows(
     conn: psycopg.Connection[tuple[object, ...]], with_clause: sql.Composed, insert: sql.Composed
-) -> pl.DataFrame:
-    """Run ``insert`` (after its ``with_clause``) and read back the rows it inserted, as CSV
-    through COPY (parsed by Polars in Rust: no per-row Python)."""
+) -> tuple[pl.DataFrame, int]:
+    """Run ``insert`` (after its ``with_clause``, which names the batch's distinct rows
+    ``chosen``) and read back the rows it inserted, as CSV through COPY (parsed by Polars in
+    Rust: no per-row Python), with how many distinct ids the batch held: that count rides
+    on every row (and on one empty row when nothing went in)."""
     kinds = {f.name: f.kind for f in EVENT_FIELDS}
     returned = sql.SQL(", ").join(
         sql.SQL(_RETURNED.get(kinds[name], "{}")).format(sql.Identifier(name))
@@ -258,24 +256,27 @@ def _inserted_rows(
         + sql.Identifier(name)
         for name in FIELD_NAMES
     )
-    statement = sql.SQL("COPY ({} {} RETURNING {}, arrived_late) TO STDOUT (FORMAT csv)").format(
-        with_clause, insert, returned
-    )
+    statement = sql.SQL(
+        "COPY ({}, ins AS ({} RETURNING {}, arrived_late) SELECT ins.*, c.distinct_ids"
+        " FROM (SELECT count(*) AS distinct_ids FROM chosen) c LEFT JOIN ins ON true)"
+        " TO STDOUT (FORMAT csv)"
+    ).format(with_clause, insert, returned)
     payload = bytearray()
     with conn.cursor().copy(statement) as copy:
         for chunk in copy:
             payload += chunk
-    if not payload:  # every id was stored before
-        return _empty_events().with_columns(pl.lit(value=False).alias("arrived_late"))
     schema = {name: _RETURNED_TYPES.get(kinds[name], pl.String()) for name in FIELD_NAMES}
     frame = pl.read_csv(
-        bytes(payload), has_header=False, new_columns=[*FIELD_NAMES, "arrived_late"],
-        schema_overrides={**schema, "arrived_late": pl.String()},
+        bytes(payload), has_header=False,
+        new_columns=[*FIELD_NAMES, "arrived_late", "distinct_ids"],
+        schema_overrides={**schema, "arrived_late": pl.String(), "distinct_ids": pl.Int64()},
     )  # fmt: skip
-    return frame.with_columns(
+    distinct = int(frame["distinct_ids"][0])
+    rows = frame.filter(pl.col("event_id").is_not_null()).with_columns(
         *(pl.col(n).cast(pl.Datetime("us")) for n in FIELD_NAMES if kinds[n] == "timestamp"),
         (pl.col("arrived_late") == "t").alias("arrived_late"),
     )
+    return rows.drop("distinct_ids"), distinct
 
 
 def _empty_events() -> pl.DataFrame:
