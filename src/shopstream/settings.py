@@ -145,8 +145,17 @@ class Settings(BaseSettings):
     spark_executor_memory: str | None = Field(
         default=None, description="Spark on a cluster: heap per executor (spark.executor.memory)."
     )
-    spark_max_files_per_trigger: int = Field(
-        default=10, ge=1, description="Spark: files per micro-batch unless --max-files-per-trigger."
+    spark_max_files_per_trigger: int | None = Field(
+        default=None,
+        ge=1,
+        description="Spark: files per micro-batch unless --max-files-per-trigger; unset, the"
+        " micro-batch is bounded by SHOPSTREAM_SPARK_MAX_BYTES_PER_TRIGGER instead.",
+    )
+    spark_max_bytes_per_trigger: int = Field(
+        default=128 * 2**20,
+        ge=2**20,
+        description="Spark: input bytes (files as stored) per micro-batch, when no file count"
+        " is given; Spark's maxBytesPerTrigger (a larger file still makes a batch alone).",
     )
     api_pool_size: int = Field(default=10, ge=1, description="API database connections.")
     max_file_bytes: int = Field(

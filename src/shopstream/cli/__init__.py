@@ -271,7 +271,8 @@ def run(
     max_files_per_trigger: Annotated[
         int | None,
         typer.Option(
-            help="Spark: files per micro-batch (default SHOPSTREAM_SPARK_MAX_FILES_PER_TRIGGER)."
+            help="Spark: files per micro-batch (default SHOPSTREAM_SPARK_MAX_FILES_PER_TRIGGER;"
+            " unset, SHOPSTREAM_SPARK_MAX_BYTES_PER_TRIGGER bounds each micro-batch)."
         ),
     ] = None,
 ) -> None:
@@ -523,6 +524,7 @@ def _run_spark(
         checkpoints=settings.home_dir / "spark" / "checkpoints",
         choice=choice,
         max_files_per_trigger=max_files_per_trigger or settings.spark_max_files_per_trigger,
+        max_bytes_per_trigger=settings.spark_max_bytes_per_trigger,
         max_offsets_per_trigger=settings.spark_max_offsets_per_trigger,
         archive=archive.resolve() if archive else None,
         delete=delete,

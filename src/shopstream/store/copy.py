@@ -54,6 +54,12 @@ def copy_frame(
         copy.write(payload)
 
 
+def carried(frame: pl.DataFrame, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns of ``names`` that some row of ``frame`` holds a value in: the others are
+    left to their NULL default rather than sent as empty fields for the server to parse."""
+    return tuple(n for n in names if frame[n].null_count() < frame.height)
+
+
 def quarantine_for_copy(
     quarantine: pl.DataFrame, batch_id: int, excerpt_bytes: int
 ) -> pl.DataFrame:

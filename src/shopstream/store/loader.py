@@ -39,7 +39,7 @@ from shopstream.settings import Settings
 from shopstream.store.batch_ids import reserve_batch_id
 from shopstream.store.commit_order import CommitTurn, EarlierBatchFailed, TurnOverdue
 from shopstream.store.connection import DEFAULT_BUDGET, RetryBudget, connect, retry_transient
-from shopstream.store.copy import QUARANTINE_COLUMNS, copy_frame, quarantine_for_copy
+from shopstream.store.copy import QUARANTINE_COLUMNS, carried, copy_frame, quarantine_for_copy
 from shopstream.store.derived import Derived, derive, prepare_connection, write_derived
 from shopstream.store.ledger import files_held
 from shopstream.store.partitions import EVENT_MONTH, EventMonths, event_months
@@ -504,8 +504,7 @@ def _insert_events(
             ("event_id", "event_month"),
             new_events.select("event_id", EVENT_MONTH).sort("event_id"),
         )
-        # Fields no row of the batch carries are left to their NULL default.
-        present = [n for n in FIELD_NAMES if new_events[n].null_count() < inserted]
+        present = carried(new_events, FIELD_NAMES)
         copy_frame(
             conn,
             "events",

@@ -25,7 +25,7 @@ from shopstream.contract import StagedPart, StagedRows
 from shopstream.errors import TerminalError
 from shopstream.parse.normalize import EVENT_SCHEMA
 from shopstream.schema import EVENT_FIELDS, FIELD_NAMES
-from shopstream.store.copy import QUARANTINE_COLUMNS, copy_frame
+from shopstream.store.copy import QUARANTINE_COLUMNS, carried, copy_frame
 
 STAGING_SCHEMA: Final = "shopstream_staging"
 # Where a staged row came from: the first of several rows with one event id wins, as in
@@ -89,7 +89,8 @@ def stage_partition(
                     " NULL::bigint AS line_no FROM events WITH NO DATA"
                 ).format(_staged(events_table), _columns(FIELD_NAMES))
             )
-            copy_frame(conn, _staged(events_table), (*FIELD_NAMES, *_ORIGIN), events, freeze=True)
+            present = carried(events, (*FIELD_NAMES, *_ORIGIN))
+            copy_frame(conn, _staged(events_table), present, events.select(present), freeze=True)
         if quarantine.height:
             conn.execute(
                 sql.SQL(

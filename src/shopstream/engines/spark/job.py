@@ -75,6 +75,7 @@ class SparkJob:
     checkpoints: Path  # one checkpoint per source under here
     choice: MappingChoice = NO_CHOICE
     max_files_per_trigger: int | None = None
+    max_bytes_per_trigger: int | None = None  # used when no file count is given
     max_offsets_per_trigger: int | None = None
     archive: Path | None = None
     delete: bool = False
@@ -135,6 +136,8 @@ def _file_stream(spark: SparkSession, job: SparkJob) -> DataFrame:
     )
     if job.max_files_per_trigger:
         reader = reader.option("maxFilesPerTrigger", str(job.max_files_per_trigger))
+    elif job.max_bytes_per_trigger:
+        reader = reader.option("maxBytesPerTrigger", str(job.max_bytes_per_trigger))
     if job.archive is not None:
         reader = reader.option("cleanSource", "archive").option(
             "sourceArchiveDir", str(job.archive)
