@@ -26,7 +26,7 @@ from common import SHOPSTREAM, committed_window, env_for, fresh_database, worksp
 from shopstream.engines.spark.session import spark_session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' cluster launcher
-from tests.fixtures.spark import SparkCluster, start_cluster
+from tests.fixtures.spark import start_cluster
 
 # Text ids: with uuid, the first malformed id aborts the whole JDBC batch and the query.
 SEED_TABLE = """CREATE TABLE events_seed (
@@ -94,27 +94,40 @@ def main() -> None:
                 cluster.master_url, 2, rows,
             )  # fmt: skip
             figures[name] = rows / seconds
-        # ShopStream as configured by default (SHOPSTREAM_SPARK_MAX_FILES_PER_TRIGGER), and
-        # tuned as the seed-style job is: every file in one micro-batch.
-        batching = {"": (), ", one micro-batch": ("--max-files-per-trigger", str(len(files)))}
+        # ShopStream by default (micro-batches bounded by input bytes: one here) and as the
+        # seeds configure their job (ten files per trigger); on the cluster also with
+        # ShopStream installed on the workers (a container image) instead of the packed
+        # environment that each executor unpacks.
+        ten_files = ("--max-files-per-trigger", "10")
+        runs = [
+            ("", args.master, (), None),
+            (", ten files per trigger", args.master, ten_files, None),
+        ]
+        if cluster is not None:
+            runs += [
+                (", 2-worker cluster", cluster.master_url, (), cluster.environment),
+                (", 2-worker cluster, ten files per trigger", cluster.master_url, ten_files,
+                 cluster.environment),
+                (", 2-worker cluster, Python installed on workers", cluster.master_url, (), None),
+            ]  # fmt: skip
         try:
-            for suffix, master in masters.items():
-                for tuning, extra in batching.items():
-                    for rollups in ("true", "false"):
-                        name = f"ShopStream, Spark{suffix}{tuning}" + (
-                            ", rollups off" if rollups == "false" else ""
-                        )
-                        seconds, steady[name], startup[name] = shopstream_run(
-                            base_url, work, inbox, "spark", rollups, master, cluster, extra
-                        )
-                        figures[name] = rows / seconds
+            for suffix, master, extra, environment in runs:
+                for rollups in ("true", "false"):
+                    name = f"ShopStream, Spark{suffix}" + (
+                        ", rollups off" if rollups == "false" else ""
+                    )
+                    seconds, steady[name], startup[name] = shopstream_run(
+                        base_url, work / f"run{len(figures)}", inbox, "spark", rollups, master,
+                        environment, extra,
+                    )  # fmt: skip
+                    figures[name] = rows / seconds
         finally:
             if cluster is not None:
                 cluster.stop()
         for rollups in ("true", "false"):
             name = "ShopStream, embedded" + (", rollups off" if rollups == "false" else "")
             seconds, steady[name], startup[name] = shopstream_run(
-                base_url, work, inbox, "embedded", rollups, "", None, ()
+                base_url, work / f"run{len(figures)}", inbox, "embedded", rollups, "", None, ()
             )
             figures[name] = rows / seconds
         print(f"\n{'job':<64} {'events/s':>10} {'steady ev/s':>12} {'start-up s':>11}")
@@ -183,23 +196,28 @@ def shopstream_run(
     engine: str,
     rollups: str,
     master: str,
-    cluster: SparkCluster | None,
+    environment: Path | None,
     extra: tuple[str, ...],
 ) -> tuple[float, float, float]:
     """One ``shopstream run`` over the inbox: wall seconds, steady events/s and start-up
-    seconds (process start to the first batch's start)."""
+    seconds (process start to the first batch's start). On a cluster, executors unpack
+    ``environment``, or (None) run this Python, as from an image with ShopStream."""
     url = fresh_database(base_url, "bench_shopstream")
-    place = "cluster" if master.startswith("spark://") else "local"
-    run_env = env_for(url, work / f"home-{engine}-{rollups}-{place}-{len(extra)}")
+    run_env = env_for(url, work / "home")
     run_env["SHOPSTREAM_ROLLUPS"] = rollups
     run_env["SHOPSTREAM_FRAUD"] = rollups  # "rollups off": no derived work at all, as the seed job
     command = [*SHOPSTREAM, "run", "--source", str(inbox), "--until-idle"]
     if engine == "spark":
         command += ["--engine", "spark", "--master", master, *extra]
-        if master.startswith("spark://") and cluster is not None:
-            run_env["SHOPSTREAM_SPARK_ENVIRONMENT"] = str(cluster.environment)
+        if master.startswith("spark://"):
             run_env["SHOPSTREAM_SPARK_EXECUTOR_MEMORY"] = "1g"
+            if environment is not None:
+                run_env["SHOPSTREAM_SPARK_ENVIRONMENT"] = str(environment)
+            else:
+                run_env["PYSPARK_PYTHON"] = sys.executable
     subprocess.run([*SHOPSTREAM, "db", "migrate"], env=run_env, check=True)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")  # no job pays for the writes of the one before it
     began = time.time()
     started = time.perf_counter()
     subprocess.run(command, env=run_env, check=True, capture_output=True)
@@ -230,6 +248,7 @@ def seed_style(
     wall seconds, steady events/s and start-up seconds, as for ShopStream."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(SEED_TABLE)
+        conn.execute("CHECKPOINT")  # no job pays for the writes of the one before it
     command = [sys.executable, __file__, "--master", master, "--jdbc-jar", args.jdbc_jar,
                "--seed-job", url, str(inbox), str(checkpoint), str(partitions)]  # fmt: skip
     began = time.time()
