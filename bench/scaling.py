@@ -31,7 +31,8 @@ from shopstream.schema import FIELD_NAMES
 from shopstream.settings import Settings
 from shopstream.store.copy import quarantine_for_copy
 from shopstream.store.derived import derive, prepare_connection, write_derived
-from shopstream.store.staging import drop_stage, merge_staged, stage_partition
+from shopstream.store.partitions import EventMonths
+from shopstream.store.staging import drop_stage, merge_staged, stage_partition, staged_months
 from shopstream.validation.current import current_rules
 from shopstream.validation.limits import DEFAULT_LIMITS
 
@@ -87,6 +88,9 @@ def measure(files: list[Path], url: str) -> dict[str, float]:
         part = stage_partition(conn, "sbench_", 0, events, stored)
         costs["executor: stage (COPY into UNLOGGED staging)"] = time.perf_counter() - started
         staged = StagedRows("sbench_", (part,))
+        with conn.transaction():  # the events' monthly partitions, as the loader makes them
+            months = staged_months(conn, staged)
+        EventMonths().ensure(conn, months)
         # Each measure rolls back (psycopg.Rollback), so the next one finds an empty store.
         started = time.perf_counter()
         with conn.transaction():

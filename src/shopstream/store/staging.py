@@ -181,7 +181,8 @@ def merge_staged(
     )
     events = None
     if returning:
-        read_back, distinct = _inserted_rows(conn, with_clause, insert)
+        read_back, counted_ids = _inserted_rows(conn, with_clause, insert)
+        distinct = counted_ids if counted_ids is not None else _distinct_ids(conn, rows)
         inserted, late = read_back.height, int(read_back["arrived_late"].sum())
         events = read_back.drop("arrived_late")
     else:
@@ -245,11 +246,11 @@ def move_staged_quarantine(
 
 def _inserted_rows(
     conn: psycopg.Connection[tuple[object, ...]], with_clause: sql.Composed, insert: sql.Composed
-) -> tuple[pl.DataFrame, int]:
+) -> tuple[pl.DataFrame, int | None]:
     """Run ``insert`` (after its ``with_clause``, which names the batch's distinct rows
     ``chosen``) and read back the rows it inserted, as CSV through COPY (parsed by Polars in
     Rust: no per-row Python), with how many distinct ids the batch held: that count rides
-    on every row (and on one empty row when nothing went in)."""
+    on every returned row (None when nothing went in)."""
     kinds = {f.name: f.kind for f in EVENT_FIELDS}
     returned = sql.SQL(", ").join(
         sql.SQL(_RETURNED.get(kinds[name], "{}")).format(sql.Identifier(name))
@@ -258,14 +259,15 @@ def _inserted_rows(
         for name in FIELD_NAMES
     )
     statement = sql.SQL(
-        "COPY ({}, ins AS ({} RETURNING {}, arrived_late) SELECT ins.*, c.distinct_ids"
-        " FROM (SELECT count(*) AS distinct_ids FROM chosen) c LEFT JOIN ins ON true)"
+        "COPY ({} {} RETURNING {}, arrived_late, (SELECT count(*) FROM chosen))"
         " TO STDOUT (FORMAT csv)"
     ).format(with_clause, insert, returned)
     payload = bytearray()
     with conn.cursor().copy(statement) as copy:
         for chunk in copy:
             payload += chunk
+    if not payload:  # every id was stored before
+        return _empty_events().with_columns(pl.lit(value=False).alias("arrived_late")), None
     schema = {name: _RETURNED_TYPES.get(kinds[name], pl.String()) for name in FIELD_NAMES}
     frame = pl.read_csv(
         bytes(payload), has_header=False,
@@ -273,11 +275,19 @@ def _inserted_rows(
         schema_overrides={**schema, "arrived_late": pl.String(), "distinct_ids": pl.Int64()},
     )  # fmt: skip
     distinct = int(frame["distinct_ids"][0])
-    rows = frame.filter(pl.col("event_id").is_not_null()).with_columns(
+    rows = frame.drop("distinct_ids").with_columns(
         *(pl.col(n).cast(pl.Datetime("us")) for n in FIELD_NAMES if kinds[n] == "timestamp"),
         (pl.col("arrived_late") == "t").alias("arrived_late"),
     )
-    return rows.drop("distinct_ids"), distinct
+    return rows, distinct
+
+
+def _distinct_ids(conn: psycopg.Connection[tuple[object, ...]], rows: sql.Composed) -> int:
+    row = conn.execute(
+        sql.SQL("SELECT count(DISTINCT event_id) FROM ({}) s").format(rows)
+    ).fetchone()
+    assert row is not None
+    return int(str(row[0]))
 
 
 def _empty_events() -> pl.DataFrame:
