@@ -29,6 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' cl
 from tests.fixtures.spark import start_cluster
 
 # Text ids: with uuid, the first malformed id aborts the whole JDBC batch and the query.
+# Every timed job gets this database anew, so the one before it is dropped first: its
+# autovacuum (a million rows just inserted) never runs into the next job's time.
+JOB_DATABASE = "bench_job"
 SEED_TABLE = """CREATE TABLE events_seed (
     event_id text PRIMARY KEY, event_type text, product_id text, user_id text,
     event_timestamp timestamptz, quantity integer, price numeric(10,2))"""
@@ -73,7 +76,7 @@ def main() -> None:
         steady: dict[str, float] = {}
         startup: dict[str, float] = {}
         for name, partitions in shuffles.items():
-            url = fresh_database(base_url, "bench_seed")
+            url = fresh_database(base_url, JOB_DATABASE)
             seconds, steady[name], startup[name] = seed_style(
                 url, inbox, work / f"ckpt-{partitions}", args, args.master, partitions, rows
             )
@@ -90,7 +93,7 @@ def main() -> None:
             # The seed-style job on the same cluster (its executors run no Python).
             name = "seed-style, tuned shuffle partitions, 2-worker cluster"
             seconds, steady[name], startup[name] = seed_style(
-                fresh_database(base_url, "bench_seed"), inbox, work / "ckpt-cluster", args,
+                fresh_database(base_url, JOB_DATABASE), inbox, work / "ckpt-cluster", args,
                 cluster.master_url, 2, rows,
             )  # fmt: skip
             figures[name] = rows / seconds
@@ -202,7 +205,7 @@ def shopstream_run(
     """One ``shopstream run`` over the inbox: wall seconds, steady events/s and start-up
     seconds (process start to the first batch's start). On a cluster, executors unpack
     ``environment``, or (None) run this Python, as from an image with ShopStream."""
-    url = fresh_database(base_url, "bench_shopstream")
+    url = fresh_database(base_url, JOB_DATABASE)
     run_env = env_for(url, work / "home")
     run_env["SHOPSTREAM_ROLLUPS"] = rollups
     run_env["SHOPSTREAM_FRAUD"] = rollups  # "rollups off": no derived work at all, as the seed job

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkCluster]:
     archive = root / "shopstream_env.tar.gz"
     packed = shopstream("spark", "package", str(archive), env=cli_env(None, root / "home"))
     assert "polars==" in packed.stdout and archive.stat().st_size > 0
+    assert_compiled(archive)
     running = start_cluster(root, archive)
     yield running
     running.stop()
@@ -55,6 +58,20 @@ def reference(
     env = cli_env(url, tmp_path_factory.mktemp("reference"))
     shopstream("run", "--source", str(dirty_inbox), "--until-idle", env=env)
     return url
+
+
+def assert_compiled(archive: Path) -> None:
+    """Every module ships its bytecode, so no executor compiles one before its first row."""
+    with tarfile.open(archive) as packed:
+        names = set(packed.getnames())
+    sources = [name for name in names if name.endswith(".py") and "/shopstream/" in name]
+    assert sources
+    tag = sys.implementation.cache_tag
+    missing = [
+        source for source in sources
+        if str(Path(source).parent / "__pycache__" / f"{Path(source).stem}.{tag}.pyc") not in names
+    ]  # fmt: skip
+    assert not missing
 
 
 def _spark_env(url: str, home: Path, cluster: SparkCluster) -> dict[str, str]:
