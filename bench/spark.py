@@ -28,10 +28,10 @@ from shopstream.engines.spark.session import spark_session
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' cluster launcher
 from tests.fixtures.spark import start_cluster
 
-# Text ids: with uuid, the first malformed id aborts the whole JDBC batch and the query.
 # Every timed job gets this database anew, so the one before it is dropped first: its
 # autovacuum (a million rows just inserted) never runs into the next job's time.
 JOB_DATABASE = "bench_job"
+# Text ids: with uuid, the first malformed id aborts the whole JDBC batch and the query.
 SEED_TABLE = """CREATE TABLE events_seed (
     event_id text PRIMARY KEY, event_type text, product_id text, user_id text,
     event_timestamp timestamptz, quantity integer, price numeric(10,2))"""

@@ -11,7 +11,8 @@ as in a container image).
 
 The archive carries compiled bytecode (hash-based, so it stays valid whatever times the
 workers' untar gives the files): without it every executor's Python worker compiles
-polars, pyarrow and ShopStream from source before its first row, about a second each.
+polars, pyarrow and ShopStream from source before its first row (0.6 s of a worker's
+2.4 to 2.6 s start on the test cluster).
 """
 
 from __future__ import annotations
