@@ -40,8 +40,9 @@ EXECUTOR_MODULES: Final = (
 )
 ENV_NAME: Final = "shopstream_env"  # the archive's directory name on the executors
 _OWN: Final = "shopstream"
-_BUILD_ONLY_DIRS: Final = frozenset({"__pycache__", "tests", "include"})
-_BUILD_ONLY_SUFFIXES: Final = frozenset({".h", ".hpp", ".c", ".cc", ".cpp", ".pyx", ".pxd", ".pxi"})
+# Left out of the archive: stale bytecode (it is compiled anew), test suites, build inputs.
+_UNSHIPPED_DIRS: Final = frozenset({"__pycache__", "tests", "include"})
+_UNSHIPPED_SUFFIXES: Final = frozenset({".h", ".hpp", ".c", ".cc", ".cpp", ".pyx", ".pxd", ".pxi"})
 _LIST_DISTRIBUTIONS: Final = """
 import importlib, importlib.metadata as md, json, sys
 before = set(sys.modules)
@@ -106,8 +107,8 @@ def _copy_distribution(dist: metadata.Distribution, site: Path) -> None:
     for file in dist.files or ():
         if (
             file.parts[0] == ".."
-            or not _BUILD_ONLY_DIRS.isdisjoint(file.parts[:-1])
-            or file.suffix in _BUILD_ONLY_SUFFIXES
+            or not _UNSHIPPED_DIRS.isdisjoint(file.parts[:-1])
+            or file.suffix in _UNSHIPPED_SUFFIXES
         ):
             continue
         source = Path(str(dist.locate_file(file)))
