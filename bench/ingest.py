@@ -123,7 +123,8 @@ def run_benchmark(args: argparse.Namespace, work: Path, base_url: str) -> None:
                 ).fetchone()  # type: ignore[misc]
                 buffers = {"events": io.BytesIO(), "event_ids": io.BytesIO()}
                 for table, buffer in buffers.items():
-                    with conn.cursor().copy(f"COPY {table} TO STDOUT (FORMAT csv)") as copy:
+                    query = sql.SQL("COPY (SELECT * FROM {}) TO STDOUT (FORMAT csv)")
+                    with conn.cursor().copy(query.format(sql.Identifier(table))) as copy:
                         for chunk in copy:
                             buffer.write(chunk)
             conn.execute("CREATE TABLE events_raw (LIKE events INCLUDING ALL)")

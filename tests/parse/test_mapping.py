@@ -48,6 +48,19 @@ def test_the_seed_generator_layout_loads_with_no_option() -> None:
     assert events["ip_address"].str.contains(r"^[0-9a-f]{32}$").all()  # pseudonymised
 
 
+def test_properties_are_the_same_whether_every_record_holds_a_field_or_not() -> None:
+    """A frame whose records all hold a field encodes its properties in one pass; one with a
+    blank takes the per-field way. Both must store the same object, and leave blanks out."""
+    header = b"event_id,event_type,user_id,event_timestamp,sku,note\n"
+    start = b"0b0f7a4e-2c1e-4c1b-9a43-0d7a2f0e4e1%d,login,u,2026-01-01 10:00:00,"
+    row = start.replace(b"%d", b"1") + b'S-1,"say ""hi"", \\o/"\n'
+    whole = batch_of(header + row, "whole.csv")
+    mixed = batch_of(header + row + start.replace(b"%d", b"2") + b"S-2,\n", "mixed.csv")
+    expected = {"sku": "S-1", "note": 'say "hi", \\o/'}
+    assert json.loads(whole.events["properties"][0]) == expected
+    assert [json.loads(p) for p in mixed.events["properties"]] == [expected, {"sku": "S-2"}]
+
+
 def test_explode_derives_stable_ids_and_never_collapses_two_records(tmp_path: Path) -> None:
     orders = storefront_transactions(200, seed=2)
     choice = mapped(tmp_path, STOREFRONT_TRANSACTIONS_MAPPING)

@@ -11,10 +11,11 @@ and only for rows that need a derived id or a hashed value.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -303,19 +304,18 @@ def apply_mapping(
     canonical fields, their defaults, the event types and the rule columns are one Polars
     plan over the records; only derived ids, zone conversion and hashing look at values
     between steps, and only when the mapping asks for them."""
-    lines = frame.get_column("_line")
-    records = frame.drop("_line")
+    records = frame
     if mapping.transform is not None:
-        records = TRANSFORMS[mapping.transform](records)
+        transformed = TRANSFORMS[mapping.transform](frame.drop("_line"))
+        records = transformed.with_columns(frame.get_column("_line"))
     records = _hashed_columns(records, mapping, choice.hash_key)
-    records = records.with_columns(lines)
     if mapping.explode is not None and mapping.explode in records.columns:
         records = _exploded(records, mapping.explode)
     schema = records.schema
     columns = {name: _field(schema, mapping, name) for name in SOURCE_FIELDS}
     named = {p for name in SOURCE_FIELDS for p in _named_paths(mapping, name, schema)}
     kept = [c for c in schema if c not in ("_line", ELEMENT)]
-    properties, unmapped = _properties(schema, kept, named, mapping)
+    properties, unmapped = _properties(records, kept, named, mapping)
     needs_id = _needs_derived_id(columns["event_id"], mapping)
     columns = _defaulted(columns, mapping)
     kind = columns["event_type"].str.strip_chars().str.to_lowercase()
@@ -427,15 +427,25 @@ def _named_paths(mapping: Mapping, name: str, schema: pl.Schema) -> list[str]:
 
 
 def _properties(
-    schema: pl.Schema, columns: list[str], named: set[str], mapping: Mapping
+    records: pl.DataFrame, columns: list[str], named: set[str], mapping: Mapping
 ) -> tuple[pl.Expr, tuple[str, ...]]:
     """A JSON object of every value the mapping neither names nor drops (None when the
-    record has none), and the top-level fields that went into it."""
+    record has none), and the top-level fields that went into it. Text fields that every
+    record of the frame holds are encoded together, in one pass: each entry of a JSON
+    object is encoded the same whether it is encoded alone or beside others."""
+    schema = records.schema
     dropped = {d.replace("[]", "") for d in mapping.drop}
+    kept = [c for c in columns if c not in named and c not in dropped and c != "invoice_no"]
+    full = _always_present(records, [c for c in kept if schema[c] == pl.String])
     pieces = []
-    unmapped = []
-    for column in columns:
-        if column in named or column in dropped or column == "invoice_no":
+    if full:
+        together = pl.struct(pl.col(c) for c in full).struct.json_encode()
+        if len(full) == len(kept):
+            return together, tuple(full)
+        pieces.append(together.str.slice(1).str.strip_suffix("}"))
+    unmapped = list(full)
+    for column in kept:
+        if column in full:
             continue
         value = _pruned(pl.col(column), schema[column], column, named | dropped)
         if value is None:
@@ -453,6 +463,16 @@ def _properties(
         pl.when(body != "").then(pl.lit("{") + body + pl.lit("}")),
         tuple(unmapped),
     )
+
+
+def _always_present(records: pl.DataFrame, text_columns: list[str]) -> list[str]:
+    """The text columns that hold a non-empty value in every record."""
+    if not text_columns or records.is_empty():
+        return []
+    present = records.select(
+        (pl.col(c).is_not_null() & (pl.col(c) != "")).all() for c in text_columns
+    ).row(0)
+    return [c for c, all_present in zip(text_columns, present, strict=True) if all_present]
 
 
 def _pruned(expr: pl.Expr, dtype: Any, path: str, removed: set[str]) -> pl.Expr | None:
@@ -530,6 +550,7 @@ def _with_derived_ids(frame: pl.DataFrame, records: pl.DataFrame, mapping: Mappi
     frame = frame.drop(_NEEDS_ID)
     if not needs.any():
         return frame
+    targets = needs.arg_true()
     if mapping.derive_from == (ALL_FIELDS,):
         source = records.drop("_line", ELEMENT, strict=False)
         parts = [_as_text(pl.col(c), source.schema[c]).fill_null("") for c in source.columns]
@@ -541,34 +562,27 @@ def _with_derived_ids(frame: pl.DataFrame, records: pl.DataFrame, mapping: Mappi
             .fill_null("")
             for p in mapping.derive_from or ()
         ]
-    element = frame.get_column(ELEMENT).cast(pl.String).fill_null("").filter(needs)
-    keys = (
-        records.filter(needs)
-        .select(pl.concat_str(parts, separator="\x1f").alias("key"))
-        .with_columns(pl.concat_str(pl.col("key"), pl.lit("\x1e"), element).alias("key"))
-        .get_column("key")
-    )
-    derived = pl.Series("event_id", [None] * frame.height, dtype=pl.String).scatter(
-        needs.arg_true(), [uuid_of(k) for k in keys.to_list()]
-    )
-    return frame.with_columns(pl.coalesce(derived, pl.col("event_id")).alias("event_id"))
+    elements = frame.get_column(ELEMENT).gather(targets).to_list()
+    keys = records.select(pl.concat_str(parts, separator="\x1f")).to_series().gather(targets)
+    ids = [
+        uuid_of(f"{key}\x1e{'' if element is None else element}")
+        for key, element in zip(keys.to_list(), elements, strict=True)
+    ]
+    return frame.with_columns(frame.get_column("event_id").scatter(targets, ids))
 
 
-def keyed_hash(key: bytes) -> Callable[[str], str]:
-    """A stable pseudonym for a value: HMAC-SHA-256 under the installation's key, 32 hex."""
-
-    def pseudonym(value: str) -> str:
-        return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]
-
-    return pseudonym
+@functools.lru_cache(maxsize=1 << 16)
+def pseudonym(key: bytes, value: str) -> str:
+    """A stable pseudonym for a value: HMAC-SHA-256 under the installation's key, 32 hex.
+    Remembered: the same addresses come back file after file."""
+    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def _hash_series(values: pl.Series, key: bytes) -> pl.Series:
     """Hash each distinct value once (ip addresses and e-mails repeat)."""
     text = values.cast(pl.String) if values.dtype != pl.String else values
-    distinct = text.drop_nulls().unique()
-    pseudonym = keyed_hash(key)
-    table = dict(zip(distinct.to_list(), map(pseudonym, distinct.to_list()), strict=True))
+    distinct = text.drop_nulls().unique().to_list()
+    table = {value: pseudonym(key, value) for value in distinct}
     return text.replace_strict(table, default=None, return_dtype=pl.String).alias(values.name)
 
 

@@ -330,20 +330,29 @@ def _line_offsets(data: bytes) -> Lines:
     return offsets
 
 
-def _per_line_count(mask: npt.NDArray[np.bool_], offsets: Lines) -> Lines:
-    """How many bytes of each line the mask marks (marks are few: commas, quotes, NULs)."""
+def _positions(data: bytes, buf: npt.NDArray[np.uint8], byte: int) -> Lines:
+    """Where ``byte`` occurs; a byte the data lacks costs a memchr, not a pass of numpy."""
+    if bytes((byte,)) not in data:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(buf == byte)
+
+
+def _per_line_count(positions: Lines, offsets: Lines) -> Lines:
+    """How many of the (sorted) byte ``positions`` fall on each line."""
     if len(offsets) < 2:
         return np.zeros(0, dtype=np.int64)
-    counts: Lines = np.diff(np.searchsorted(np.flatnonzero(mask), offsets))
+    counts: Lines = np.diff(np.searchsorted(positions, offsets))
     return counts
 
 
-def _field_counts(buf: npt.NDArray[np.uint8], offsets: Lines, quotes_per_line: Lines) -> Lines:
+def _field_counts(
+    data: bytes, buf: npt.NDArray[np.uint8], offsets: Lines, quotes: Lines, quotes_per_line: Lines
+) -> Lines:
     """Fields per line: one more than its commas outside quotes. Each line's quotes pair up
     in order (``""`` escapes make an empty pair); the commas between a pair are inside a
-    field, as are those after a line's last, unpaired quote."""
-    commas = np.flatnonzero(buf == _COMMA)
-    quotes = np.flatnonzero(buf == _QUOTE)
+    field, as are those after a line's last, unpaired quote. ``quotes``: every quote's
+    position, ``quotes_per_line`` their count per line."""
+    commas = _positions(data, buf, _COMMA)
     lines = len(offsets) - 1
     line_of = np.repeat(np.arange(lines), quotes_per_line)
     first_quote = np.cumsum(quotes_per_line) - quotes_per_line
@@ -357,7 +366,7 @@ def _field_counts(buf: npt.NDArray[np.uint8], offsets: Lines, quotes_per_line: L
     )
     inside = np.searchsorted(commas, closes) - np.searchsorted(commas, quotes[opens])
     quoted = np.bincount(line_of[opens], weights=inside, minlength=lines).astype(np.int64)
-    return _per_line_count(buf == _COMMA, offsets) - quoted + 1
+    return _per_line_count(commas, offsets) - quoted + 1
 
 
 def _content_lengths(buf: npt.NDArray[np.uint8], offsets: Lines) -> Lines:
@@ -376,11 +385,13 @@ def _content_lengths(buf: npt.NDArray[np.uint8], offsets: Lines) -> Lines:
 
 def _bad_encoding(data: bytes, buf: npt.NDArray[np.uint8], offsets: Lines) -> npt.NDArray[np.bool_]:
     """Lines that are not valid UTF-8 or hold NUL bytes (PostgreSQL text cannot)."""
-    bad = _per_line_count(buf == _NUL, offsets) > 0
+    bad = _per_line_count(_positions(data, buf, _NUL), offsets) > 0
+    if data.isascii():
+        return bad
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
-        non_ascii = np.flatnonzero(_per_line_count(buf >= 0x80, offsets) > 0)
+        non_ascii = np.flatnonzero(_per_line_count(np.flatnonzero(buf >= 0x80), offsets) > 0)
         view = memoryview(data)
         for index in non_ascii:
             try:
@@ -438,11 +449,12 @@ def _read_csv(data: bytes, offsets: Lines, limits: ReadLimits, choice: MappingCh
     blank = lengths == 0
     too_long = (lengths > limits.max_line_bytes) & body
     bad_encoding = _bad_encoding(data, buf, offsets) & body & ~blank & ~too_long
-    quotes = _per_line_count(buf == _QUOTE, offsets)
+    quote_positions = _positions(data, buf, _QUOTE)
+    quotes = _per_line_count(quote_positions, offsets)
     if np.any((quotes % 2 == 1) & body & ~bad_encoding & ~too_long):
         # A quoted field spans lines: only a full CSV parser can find the records.
         return _read_csv_multiline(data, offsets, names, mapping, choice, header_text, limits)
-    fields = _field_counts(buf, offsets, quotes)
+    fields = _field_counts(data, buf, offsets, quote_positions, quotes)
     checkable = body & ~blank & ~bad_encoding & ~too_long
     # Quoting the count cannot read (a quote inside an unquoted field) is rare: csv decides.
     for index in np.flatnonzero((quotes > 0) & checkable & (fields != len(names))):
