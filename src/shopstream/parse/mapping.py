@@ -563,7 +563,7 @@ def _with_derived_ids(frame: pl.DataFrame, records: pl.DataFrame, mapping: Mappi
             for p in mapping.derive_from or ()
         ]
     elements = frame.get_column(ELEMENT).gather(targets).to_list()
-    keys = records.select(pl.concat_str(parts, separator="\x1f")).to_series().gather(targets)
+    keys = records.filter(needs).select(pl.concat_str(parts, separator="\x1f")).to_series()
     ids = [
         uuid_of(f"{key}\x1e{'' if element is None else element}")
         for key, element in zip(keys.to_list(), elements, strict=True)
