@@ -92,50 +92,50 @@ def main() -> None:
             check=True, capture_output=True, text=True,
         )  # fmt: skip
         parsers: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-        masters = {"": args.master}
-        cluster = None
+        # ShopStream by default (micro-batches bounded by input bytes: one here) and as the
+        # seeds configure their job (ten files per trigger); on the cluster also with
+        # ShopStream installed on the workers (a container image) instead of the packed
+        # environment that each executor unpacks. The local jobs run before the cluster
+        # starts, as the local seed-style jobs did: its idle daemons are no one's load.
+        ten_files = ("--max-files-per-trigger", "10")
+        variants: list[tuple[str, tuple[str, ...]]] = [
+            ("", ()),
+            (", ten files per trigger", ten_files),
+        ]
+
+        def shopstream_spark(suffix: str, master: str, extra: tuple[str, ...],
+                             environment: Path | None) -> None:  # fmt: skip
+            for rollups in ("true", "false"):
+                name = f"ShopStream, Spark{suffix}" + (
+                    ", rollups off" if rollups == "false" else ""
+                )
+                seconds, steady[name], startup[name] = shopstream_run(
+                    base_url, work / f"run{len(figures)}", inbox, "spark", rollups, master,
+                    environment, extra,
+                )  # fmt: skip
+                figures[name] = rows / seconds
+
+        for suffix, extra in variants:
+            shopstream_spark(suffix, args.master, extra, None)
         if args.cluster:
             archive = work / "shopstream_env.tar.gz"
             subprocess.run([*SHOPSTREAM, "spark", "package", str(archive)], env=env, check=True,
                            capture_output=True)  # fmt: skip
             cluster = start_cluster(work / "cluster", archive)
-            masters[", 2-worker cluster"] = cluster.master_url
-            # The seed-style job on the same cluster (its executors run no Python).
-            name = "seed-style, tuned shuffle partitions, 2-worker cluster"
-            seconds, steady[name], startup[name] = seed_style(
-                fresh_database(base_url, JOB_DATABASE), inbox, work / "ckpt-cluster", args,
-                cluster.master_url, 2, rows,
-            )  # fmt: skip
-            figures[name] = rows / seconds
-        # ShopStream by default (micro-batches bounded by input bytes: one here) and as the
-        # seeds configure their job (ten files per trigger); on the cluster also with
-        # ShopStream installed on the workers (a container image) instead of the packed
-        # environment that each executor unpacks.
-        ten_files = ("--max-files-per-trigger", "10")
-        runs: list[tuple[str, str, tuple[str, ...], Path | None]] = [
-            ("", args.master, (), None),
-            (", ten files per trigger", args.master, ten_files, None),
-        ]
-        if cluster is not None:
-            runs += [
-                (", 2-worker cluster", cluster.master_url, (), cluster.environment),
-                (", 2-worker cluster, ten files per trigger", cluster.master_url, ten_files,
-                 cluster.environment),
-                (", 2-worker cluster, Python installed on workers", cluster.master_url, (), None),
-            ]  # fmt: skip
-        try:
-            for suffix, master, extra, environment in runs:
-                for rollups in ("true", "false"):
-                    name = f"ShopStream, Spark{suffix}" + (
-                        ", rollups off" if rollups == "false" else ""
-                    )
-                    seconds, steady[name], startup[name] = shopstream_run(
-                        base_url, work / f"run{len(figures)}", inbox, "spark", rollups, master,
-                        environment, extra,
-                    )  # fmt: skip
-                    figures[name] = rows / seconds
-        finally:
-            if cluster is not None:
+            try:
+                # The seed-style job on the same cluster (its executors run no Python).
+                name = "seed-style, tuned shuffle partitions, 2-worker cluster"
+                seconds, steady[name], startup[name] = seed_style(
+                    fresh_database(base_url, JOB_DATABASE), inbox, work / "ckpt-cluster", args,
+                    cluster.master_url, 2, rows,
+                )  # fmt: skip
+                figures[name] = rows / seconds
+                for suffix, extra in variants:
+                    shopstream_spark(f", 2-worker cluster{suffix}", cluster.master_url, extra,
+                                     cluster.environment)  # fmt: skip
+                shopstream_spark(", 2-worker cluster, Python installed on workers",
+                                 cluster.master_url, (), None)  # fmt: skip
+            finally:
                 cluster.stop()
         for rollups in ("true", "false"):
             name = "ShopStream, embedded" + (", rollups off" if rollups == "false" else "")

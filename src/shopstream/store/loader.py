@@ -45,6 +45,7 @@ from shopstream.store.ledger import files_held
 from shopstream.store.partitions import EVENT_MONTH, EventMonths, event_months
 from shopstream.store.staging import (
     MergedEvents,
+    StagedReader,
     drop_stage,
     merge_staged,
     move_staged_quarantine,
@@ -160,6 +161,7 @@ class Loader:
         self._should_stop = should_stop
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._feature_reader: FeatureReader | None = None
+        self._staged_reader: StagedReader | None = None
         self._months = EventMonths()
 
     @classmethod
@@ -189,6 +191,9 @@ class Loader:
         if self._feature_reader is not None:
             self._feature_reader.close()
             self._feature_reader = None
+        if self._staged_reader is not None:
+            self._staged_reader.close()
+            self._staged_reader = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -199,6 +204,15 @@ class Loader:
         if self._feature_reader is None:
             self._feature_reader = FeatureReader(self._url, self._fraud.small_amount)
         return self._feature_reader
+
+    def _reader(self) -> StagedReader | None:
+        """The staged rows' own connection and thread, when rollups or scoring need the
+        inserted rows (see :class:`StagedReader`)."""
+        if not self._rollups and self._fraud is None:
+            return None
+        if self._staged_reader is None:
+            self._staged_reader = StagedReader(self._url)
+        return self._staged_reader
 
     def reserve_batch_id(self) -> int:
         """Reserve the id of the next batch ahead of :meth:`load` (see ``batch_id``)."""
@@ -348,8 +362,10 @@ class Loader:
                ``event_ids`` rejects the COPY and the whole transaction is retried.
                Rows its workers staged (``batch.staged``) move instead in one statement:
                the first row of each id (by source and line) whose key the store does not
-               hold, read back only when rollups or scoring need them; the key of
-               ``event_ids`` guards that move against concurrent writers the same way.
+               hold; the key of ``event_ids`` guards that move against concurrent writers
+               the same way. When rollups or scoring need the inserted rows, a second
+               connection reads the same rows from staging meanwhile (less the ids the
+               store held) and derives the rollups from them (see ``StagedReader``).
             4. COPY the quarantined rows, each with its raw text and broken rules (or
                move the staged ones).
             5. Record every file in the ``ingested_files`` ledger; a file already there
@@ -385,7 +401,7 @@ class Loader:
             else:
                 merged = merge_staged(
                     conn, batch.staged, batch_id, late_before,
-                    returning=self._rollups or self._fraud is not None,
+                    reader=self._reader(), derived=self._rollups,
                 )  # fmt: skip
             new_events = merged.events
             inserted = merged.inserted
@@ -423,7 +439,7 @@ class Loader:
             if self._rollups and inserted:
                 assert new_events is not None
                 prepared = plan.derived if hint is not None and batch.staged is None else None
-                write_derived(conn, prepared or derive(new_events))
+                write_derived(conn, prepared or merged.derived or derive(new_events))
             if self._fraud is not None and features is not None:
                 assert new_events is not None
                 score_batch(conn, new_events, batch_id, self._fraud, features)

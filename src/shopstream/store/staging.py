@@ -13,6 +13,7 @@ start of the query, drops (:func:`drop_stage`).
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Final
@@ -26,8 +27,12 @@ from shopstream.errors import TerminalError
 from shopstream.parse.normalize import EVENT_SCHEMA
 from shopstream.schema import EVENT_FIELDS, FIELD_NAMES
 from shopstream.store.copy import QUARANTINE_COLUMNS, carried, copy_frame
+from shopstream.store.derived import Derived, derive
 
 STAGING_SCHEMA: Final = "shopstream_staging"
+# The batch's ids the store held before its merge (a temporary table of the loader's
+# transaction, dropped at its end).
+_STORED: Final = sql.Identifier("pg_temp", "shopstream_stored_ids")
 # Where a staged row came from: the first of several rows with one event id wins, as in
 # the embedded engine (which keeps the first by source and line).
 _ORIGIN: Final = ("source", "line_no")
@@ -49,8 +54,9 @@ _RETURNED_TYPES: Final[dict[str, pl.DataType]] = {
 @dataclass(frozen=True, slots=True)
 class MergedEvents:
     """What moving a batch's staged events did. ``events``: the inserted rows, when asked
-    for (to derive rollups and score orders from); ``time_range``: of the batch's distinct
-    valid rows, as the batch record keeps it."""
+    for (to derive rollups and score orders from), and ``derived``: their rollup deltas
+    and sessions, when asked for too; ``time_range``: of the batch's distinct valid rows,
+    as the batch record keeps it."""
 
     inserted: int
     duplicates_in_batch: int
@@ -58,6 +64,17 @@ class MergedEvents:
     late: int
     time_range: tuple[datetime | None, datetime | None]
     events: pl.DataFrame | None
+    derived: Derived | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _ReadBack:
+    """What :class:`StagedReader` found: how many distinct ids the stage held, the rows
+    the merge inserts (flagged ``arrived_late``), and what they derive, if asked."""
+
+    distinct: int
+    rows: pl.DataFrame
+    derived: Derived | None
 
 
 def part_tables(prefix: str, part: int) -> tuple[str, str]:
@@ -131,20 +148,75 @@ class StagingMismatchError(TerminalError):
     break the batch's accounting, and a retry of the same commit reads the same tables."""
 
 
+class StagedReader:
+    """Reads a staged batch's distinct rows on a connection of its own, in a thread of its
+    own, while the loader's connection moves them into the store.
+
+    The staging tables were committed by the workers, so any connection sees them. With
+    rollups or scoring the loader needs exactly the rows it inserts; reading them back from
+    the insert itself keeps PostgreSQL on one core (the insert, then formatting a million
+    rows), while read apart a second core formats them, and derives the rollups from them,
+    during the insert. The ids the store already held are left out as the merge leaves
+    them out (see :func:`merge_staged`)."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="staged-reader")
+
+    def start(
+        self, tables: list[str], late_before: datetime, stored: list[str], *, derived: bool
+    ) -> Future[_ReadBack]:
+        """Begin reading the first row of each id of ``tables`` (by source and line, as the
+        merge chooses it) that ``stored`` does not list, flagged late as the merge flags
+        it, and deriving rollups and sessions from those rows when ``derived``."""
+        return self._thread.submit(self._read, tables, late_before, stored, derived)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _read(
+        self, tables: list[str], late_before: datetime, stored: list[str], derived: bool
+    ) -> _ReadBack:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(
+                self._url, autocommit=True, connect_timeout=5, application_name="shopstream"
+            )
+            self._conn.execute("SET work_mem = '256MB'")  # sort the batch in memory
+        statement = sql.SQL(
+            "COPY (SELECT {returned}, event_timestamp < {late} FROM ({chosen}) c)"
+            " TO STDOUT (FORMAT csv)"
+        ).format(
+            returned=_returned_columns(),
+            late=_late_literal(late_before),
+            chosen=_chosen(tables),
+        )
+        chosen = _copied_rows(self._conn, statement)
+        rows = chosen.filter(~pl.col("event_id").is_in(stored)) if stored else chosen
+        return _ReadBack(
+            chosen.height, rows, derive(rows.drop("arrived_late")) if derived else None
+        )
+
+
 def merge_staged(
     conn: psycopg.Connection[tuple[object, ...]],
     staged: StagedRows,
     batch_id: int,
     late_before: datetime,
     *,
-    returning: bool,
+    reader: StagedReader | None = None,
+    derived: bool = False,
 ) -> MergedEvents:
     """Insert the first row of each staged event id that the store does not hold yet,
     flagged late when older than ``late_before`` (naive UTC); inside the caller's
-    transaction."""
+    transaction. With a ``reader``, the inserted rows come back too (to score orders
+    from), and when ``derived``, their rollup deltas and sessions."""
     tables = [p.events_table for p in staged.parts if p.events_table]
     if not tables:
-        return MergedEvents(0, 0, 0, 0, (None, None), _empty_events() if returning else None)
+        return MergedEvents(0, 0, 0, 0, (None, None), _empty_events() if reader else None)
     rows = _union(tables, (*FIELD_NAMES, *_ORIGIN))
     conn.execute("SET LOCAL work_mem = '256MB'")  # sort the batch in memory, not on disk
     counted = conn.execute(
@@ -159,49 +231,124 @@ def merge_staged(
         raise StagingMismatchError(
             f"stage {staged.prefix} holds {total} valid rows; its workers staged {staged.events}"
         )
-    # The first row of each id that the store does not hold; its key and the row go in.
-    # A key a concurrent writer committed meanwhile stops the insert (23505) and the
-    # loader runs the commit again, which then finds it stored.
-    with_clause = sql.SQL(
-        "WITH chosen AS (SELECT DISTINCT ON (event_id) {fields}"
-        " FROM ({rows}) s ORDER BY event_id, source, line_no),"
-        " fresh AS MATERIALIZED (SELECT * FROM chosen c"
-        " WHERE NOT EXISTS (SELECT FROM event_ids k WHERE k.event_id = c.event_id)),"
-        " keyed AS (INSERT INTO event_ids (event_id, event_month)"
-        " SELECT event_id, shopstream_event_month(event_timestamp) FROM fresh)"
-    ).format(fields=_columns(FIELD_NAMES), rows=rows)
-    insert = sql.SQL(
-        "INSERT INTO events ({fields}, batch_id, arrived_late)"
-        " SELECT {fields}, {batch}, event_timestamp < {late} FROM fresh"
-    ).format(
-        fields=_columns(FIELD_NAMES),
-        batch=sql.Literal(batch_id),
-        late=sql.Literal(late_before.isoformat(sep=" "))
-        + sql.SQL("::timestamp AT TIME ZONE 'UTC'"),
-    )
-    events = None
-    if returning:
-        read_back, counted_ids = _inserted_rows(conn, with_clause, insert)
-        distinct = counted_ids if counted_ids is not None else _distinct_ids(conn, rows)
-        inserted, late = read_back.height, int(read_back["arrived_late"].sum())
-        events = read_back.drop("arrived_late")
-    else:
-        row = conn.execute(
-            sql.SQL(
-                "{}, ins AS ({} RETURNING arrived_late) SELECT (SELECT count(*) FROM chosen),"
-                " count(*), count(*) FILTER (WHERE arrived_late) FROM ins"
-            ).format(with_clause, insert)
-        ).fetchone()
-        assert row is not None
-        distinct, inserted, late = (int(str(v)) for v in row)
+    time_range = (counted[1], counted[2])
+    if reader is None:
+        distinct, inserted, late = _merge_counted(conn, tables, batch_id, late_before)
+        return MergedEvents(
+            inserted=inserted,
+            duplicates_in_batch=total - distinct,
+            duplicates_in_store=distinct - inserted,
+            late=late,
+            time_range=time_range,  # type: ignore[arg-type]
+            events=None,
+        )
+    stored = _held_ids(conn, tables)
+    reading = reader.start(tables, late_before, stored, derived=derived)
+    inserted, late = _merge_against(conn, tables, batch_id, late_before, _STORED)
+    read = reading.result()
+    if read.rows.height != inserted:
+        raise StagingMismatchError(
+            f"stage {staged.prefix}: {inserted} rows went in, {read.rows.height} were read back"
+        )
     return MergedEvents(
         inserted=inserted,
-        duplicates_in_batch=total - distinct,
-        duplicates_in_store=distinct - inserted,
+        duplicates_in_batch=total - read.distinct,
+        duplicates_in_store=read.distinct - inserted,
         late=late,
-        time_range=(counted[1], counted[2]),  # type: ignore[arg-type]
-        events=events,
+        time_range=time_range,  # type: ignore[arg-type]
+        events=read.rows.drop("arrived_late"),
+        derived=read.derived,
     )
+
+
+def _merge_counted(
+    conn: psycopg.Connection[tuple[object, ...]],
+    tables: list[str],
+    batch_id: int,
+    late_before: datetime,
+) -> tuple[int, int, int]:
+    """The merge against ``event_ids`` itself: how many distinct ids the batch held, how
+    many rows went in, how many of those were late. A key a concurrent writer commits
+    meanwhile stops the insert (23505) and the loader runs the commit again, which then
+    finds it stored."""
+    row = conn.execute(
+        sql.SQL(
+            "WITH chosen AS ({chosen}),"
+            " fresh AS MATERIALIZED (SELECT * FROM chosen c"
+            " WHERE NOT EXISTS (SELECT FROM event_ids k WHERE k.event_id = c.event_id)),"
+            " keyed AS (INSERT INTO event_ids (event_id, event_month)"
+            " SELECT event_id, shopstream_event_month(event_timestamp) FROM fresh),"
+            " ins AS ({insert} FROM fresh RETURNING arrived_late)"
+            " SELECT (SELECT count(*) FROM chosen), count(*),"
+            " count(*) FILTER (WHERE arrived_late) FROM ins"
+        ).format(chosen=_chosen(tables), insert=_insert_events(batch_id, late_before))
+    ).fetchone()
+    assert row is not None
+    distinct, inserted, late = (int(str(v)) for v in row)
+    return distinct, inserted, late
+
+
+def _held_ids(conn: psycopg.Connection[tuple[object, ...]], tables: list[str]) -> list[str]:
+    """The batch's ids that the store holds, kept in a temporary table for the merge
+    (a key committed after this is caught by ``event_ids``' key, as in the merge)."""
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMPORARY TABLE {stored} ON COMMIT DROP AS SELECT DISTINCT k.event_id"
+            " FROM event_ids k WHERE k.event_id IN (SELECT event_id FROM ({ids}) s)"
+        ).format(stored=_STORED, ids=_union(tables, ("event_id",)))
+    )
+    return [
+        str(row[0])
+        for row in conn.execute(sql.SQL("SELECT event_id::text FROM {}").format(_STORED))
+    ]
+
+
+def _merge_against(
+    conn: psycopg.Connection[tuple[object, ...]],
+    tables: list[str],
+    batch_id: int,
+    late_before: datetime,
+    stored: sql.Identifier,
+) -> tuple[int, int]:
+    """The merge against the ids ``stored`` lists: the chosen rows stream straight into
+    ``events``, and only their keys are kept for ``event_ids``. Returns how many rows
+    went in and how many of those were late."""
+    row = conn.execute(
+        sql.SQL(
+            "WITH ins AS ({insert} FROM ({chosen}) c"
+            " WHERE NOT EXISTS (SELECT FROM {stored} k WHERE k.event_id = c.event_id)"
+            " RETURNING event_id, event_timestamp, arrived_late),"
+            " keyed AS (INSERT INTO event_ids (event_id, event_month)"
+            " SELECT event_id, shopstream_event_month(event_timestamp) FROM ins)"
+            " SELECT count(*), count(*) FILTER (WHERE arrived_late) FROM ins"
+        ).format(
+            insert=_insert_events(batch_id, late_before), chosen=_chosen(tables), stored=stored
+        )
+    ).fetchone()
+    assert row is not None
+    return int(str(row[0])), int(str(row[1]))
+
+
+def _chosen(tables: list[str]) -> sql.Composed:
+    """The first row of each id in ``tables``, by source and line (the embedded engine
+    keeps the first by source and line too), in id order."""
+    return sql.SQL(
+        "SELECT DISTINCT ON (event_id) {fields} FROM ({rows}) s ORDER BY event_id, source, line_no"
+    ).format(fields=_columns(FIELD_NAMES), rows=_union(tables, (*FIELD_NAMES, *_ORIGIN)))
+
+
+def _insert_events(batch_id: int, late_before: datetime) -> sql.Composed:
+    """``INSERT INTO events … SELECT …`` up to its FROM clause."""
+    return sql.SQL(
+        "INSERT INTO events ({fields}, batch_id, arrived_late)"
+        " SELECT {fields}, {batch}, event_timestamp < {late}"
+    ).format(
+        fields=_columns(FIELD_NAMES), batch=sql.Literal(batch_id), late=_late_literal(late_before)
+    )
+
+
+def _late_literal(late_before: datetime) -> sql.Composed:
+    return sql.Literal(late_before.isoformat(sep=" ")) + sql.SQL("::timestamp AT TIME ZONE 'UTC'")
 
 
 def staged_months(conn: psycopg.Connection[tuple[object, ...]], staged: StagedRows) -> set[date]:
@@ -244,50 +391,39 @@ def move_staged_quarantine(
     return moved
 
 
-def _inserted_rows(
-    conn: psycopg.Connection[tuple[object, ...]], with_clause: sql.Composed, insert: sql.Composed
-) -> tuple[pl.DataFrame, int | None]:
-    """Run ``insert`` (after its ``with_clause``, which names the batch's distinct rows
-    ``chosen``) and read back the rows it inserted, as CSV through COPY (parsed by Polars in
-    Rust: no per-row Python), with how many distinct ids the batch held: that count rides
-    on every returned row (None when nothing went in)."""
+def _returned_columns() -> sql.Composed:
+    """The event columns as the engines type them (text ids and JSON, epoch microseconds,
+    float money)."""
     kinds = {f.name: f.kind for f in EVENT_FIELDS}
-    returned = sql.SQL(", ").join(
+    return sql.SQL(", ").join(
         sql.SQL(_RETURNED.get(kinds[name], "{}")).format(sql.Identifier(name))
         + sql.SQL(" AS ")
         + sql.Identifier(name)
         for name in FIELD_NAMES
     )
-    statement = sql.SQL(
-        "COPY ({} {} RETURNING {}, arrived_late, (SELECT count(*) FROM chosen))"
-        " TO STDOUT (FORMAT csv)"
-    ).format(with_clause, insert, returned)
+
+
+def _copied_rows(
+    conn: psycopg.Connection[tuple[object, ...]], statement: sql.Composed
+) -> pl.DataFrame:
+    """Event rows (:func:`_returned_columns`, then ``arrived_late``) read as CSV through
+    COPY and parsed by Polars in Rust: no per-row Python."""
     payload = bytearray()
     with conn.cursor().copy(statement) as copy:
         for chunk in copy:
             payload += chunk
-    if not payload:  # every id was stored before
-        return _empty_events().with_columns(pl.lit(value=False).alias("arrived_late")), None
+    if not payload:
+        return _empty_events().with_columns(pl.lit(value=False).alias("arrived_late"))
+    kinds = {f.name: f.kind for f in EVENT_FIELDS}
     schema = {name: _RETURNED_TYPES.get(kinds[name], pl.String()) for name in FIELD_NAMES}
     frame = pl.read_csv(
-        bytes(payload), has_header=False,
-        new_columns=[*FIELD_NAMES, "arrived_late", "distinct_ids"],
-        schema_overrides={**schema, "arrived_late": pl.String(), "distinct_ids": pl.Int64()},
+        bytes(payload), has_header=False, new_columns=[*FIELD_NAMES, "arrived_late"],
+        schema_overrides={**schema, "arrived_late": pl.String()},
     )  # fmt: skip
-    distinct = int(frame["distinct_ids"][0])
-    rows = frame.drop("distinct_ids").with_columns(
+    return frame.with_columns(
         *(pl.col(n).cast(pl.Datetime("us")) for n in FIELD_NAMES if kinds[n] == "timestamp"),
         (pl.col("arrived_late") == "t").alias("arrived_late"),
     )
-    return rows, distinct
-
-
-def _distinct_ids(conn: psycopg.Connection[tuple[object, ...]], rows: sql.Composed) -> int:
-    row = conn.execute(
-        sql.SQL("SELECT count(DISTINCT event_id) FROM ({}) s").format(rows)
-    ).fetchone()
-    assert row is not None
-    return int(str(row[0]))
 
 
 def _empty_events() -> pl.DataFrame:
