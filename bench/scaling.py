@@ -32,7 +32,13 @@ from shopstream.settings import Settings
 from shopstream.store.copy import quarantine_for_copy
 from shopstream.store.derived import derive, prepare_connection, write_derived
 from shopstream.store.partitions import EventMonths
-from shopstream.store.staging import drop_stage, merge_staged, stage_partition, staged_months
+from shopstream.store.staging import (
+    StagedReader,
+    drop_stage,
+    merge_staged,
+    stage_partition,
+    staged_months,
+)
 from shopstream.validation.current import current_rules
 from shopstream.validation.limits import DEFAULT_LIMITS
 
@@ -95,22 +101,26 @@ def measure(files: list[Path], url: str) -> dict[str, float]:
         started = time.perf_counter()
         with conn.transaction():
             before = _wal_position(conn)
-            merged = merge_staged(conn, staged, 1, datetime(2000, 1, 1), returning=False)
+            merged = merge_staged(conn, staged, 1, datetime(2000, 1, 1))
             costs["driver commit: merge into events (dedupe, PK, WAL)"] = (
                 time.perf_counter() - started
             )
             wal_per_row = (_wal_position(conn) - before) / merged.inserted
             raise psycopg.Rollback
+        reader = StagedReader(url)
         started = time.perf_counter()
         with conn.transaction():
-            merged = merge_staged(conn, staged, 1, datetime(2000, 1, 1), returning=True)
-            costs["driver commit: merge, inserted rows read back"] = time.perf_counter() - started
+            merged = merge_staged(conn, staged, 1, datetime(2000, 1, 1), reader=reader)
+            costs["driver commit: merge, rows read back meanwhile (wall)"] = (
+                time.perf_counter() - started
+            )
             assert merged.events is not None
             prepare_connection(conn)
             started = time.perf_counter()
             write_derived(conn, derive(merged.events))
             costs["driver commit: rollups, sessions, funnels"] = time.perf_counter() - started
             raise psycopg.Rollback
+        reader.close()
         with conn.transaction():
             drop_stage(conn, "sbench_")
     costs["rows"] = rows

@@ -232,71 +232,44 @@ def merge_staged(
             f"stage {staged.prefix} holds {total} valid rows; its workers staged {staged.events}"
         )
     time_range = (counted[1], counted[2])
-    if reader is None:
-        distinct, inserted, late = _merge_counted(conn, tables, batch_id, late_before)
-        return MergedEvents(
-            inserted=inserted,
-            duplicates_in_batch=total - distinct,
-            duplicates_in_store=distinct - inserted,
-            late=late,
-            time_range=time_range,  # type: ignore[arg-type]
-            events=None,
-        )
-    stored = _held_ids(conn, tables)
-    reading = reader.start(tables, late_before, stored, derived=derived)
-    inserted, late = _merge_against(conn, tables, batch_id, late_before, _STORED)
-    read = reading.result()
-    if read.rows.height != inserted:
+    held = _hold_stored_ids(conn, tables)
+    reading = (
+        reader.start(tables, late_before, _stored_ids(conn) if held else [], derived=derived)
+        if reader is not None
+        else None
+    )
+    inserted, late = _merge_against(conn, tables, batch_id, late_before)
+    distinct = inserted + held
+    read = reading.result() if reading is not None else None
+    if read is not None and (read.rows.height, read.distinct) != (inserted, distinct):
         raise StagingMismatchError(
-            f"stage {staged.prefix}: {inserted} rows went in, {read.rows.height} were read back"
+            f"stage {staged.prefix}: {inserted} of {distinct} distinct rows went in;"
+            f" {read.rows.height} of {read.distinct} were read back"
         )
     return MergedEvents(
         inserted=inserted,
-        duplicates_in_batch=total - read.distinct,
-        duplicates_in_store=read.distinct - inserted,
+        duplicates_in_batch=total - distinct,
+        duplicates_in_store=held,
         late=late,
         time_range=time_range,  # type: ignore[arg-type]
-        events=read.rows.drop("arrived_late"),
-        derived=read.derived,
+        events=read.rows.drop("arrived_late") if read is not None else None,
+        derived=read.derived if read is not None else None,
     )
 
 
-def _merge_counted(
-    conn: psycopg.Connection[tuple[object, ...]],
-    tables: list[str],
-    batch_id: int,
-    late_before: datetime,
-) -> tuple[int, int, int]:
-    """The merge against ``event_ids`` itself: how many distinct ids the batch held, how
-    many rows went in, how many of those were late. A key a concurrent writer commits
-    meanwhile stops the insert (23505) and the loader runs the commit again, which then
-    finds it stored."""
-    row = conn.execute(
+def _hold_stored_ids(conn: psycopg.Connection[tuple[object, ...]], tables: list[str]) -> int:
+    """Keep the batch's ids that the store holds in a temporary table for the merge;
+    returns how many. A key another writer commits after this is caught by the key of
+    ``event_ids`` in the merge (23505), and the loader runs the commit again."""
+    return conn.execute(
         sql.SQL(
-            "WITH chosen AS ({chosen}),"
-            " fresh AS MATERIALIZED (SELECT * FROM chosen c"
-            " WHERE NOT EXISTS (SELECT FROM event_ids k WHERE k.event_id = c.event_id)),"
-            " keyed AS (INSERT INTO event_ids (event_id, event_month)"
-            " SELECT event_id, shopstream_event_month(event_timestamp) FROM fresh),"
-            " ins AS ({insert} FROM fresh RETURNING arrived_late)"
-            " SELECT (SELECT count(*) FROM chosen), count(*),"
-            " count(*) FILTER (WHERE arrived_late) FROM ins"
-        ).format(chosen=_chosen(tables), insert=_insert_events(batch_id, late_before))
-    ).fetchone()
-    assert row is not None
-    distinct, inserted, late = (int(str(v)) for v in row)
-    return distinct, inserted, late
-
-
-def _held_ids(conn: psycopg.Connection[tuple[object, ...]], tables: list[str]) -> list[str]:
-    """The batch's ids that the store holds, kept in a temporary table for the merge
-    (a key committed after this is caught by ``event_ids``' key, as in the merge)."""
-    conn.execute(
-        sql.SQL(
-            "CREATE TEMPORARY TABLE {stored} ON COMMIT DROP AS SELECT DISTINCT k.event_id"
-            " FROM event_ids k WHERE k.event_id IN (SELECT event_id FROM ({ids}) s)"
+            "CREATE TEMPORARY TABLE {stored} ON COMMIT DROP AS SELECT DISTINCT s.event_id"
+            " FROM ({ids}) s WHERE EXISTS (SELECT FROM event_ids k WHERE k.event_id = s.event_id)"
         ).format(stored=_STORED, ids=_union(tables, ("event_id",)))
-    )
+    ).rowcount
+
+
+def _stored_ids(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
     return [
         str(row[0])
         for row in conn.execute(sql.SQL("SELECT event_id::text FROM {}").format(_STORED))
@@ -308,11 +281,10 @@ def _merge_against(
     tables: list[str],
     batch_id: int,
     late_before: datetime,
-    stored: sql.Identifier,
 ) -> tuple[int, int]:
-    """The merge against the ids ``stored`` lists: the chosen rows stream straight into
-    ``events``, and only their keys are kept for ``event_ids``. Returns how many rows
-    went in and how many of those were late."""
+    """Move the chosen rows whose ids the store did not hold into ``events``, streaming,
+    keeping only their keys for ``event_ids`` (nothing as wide as a row is materialised).
+    Returns how many rows went in and how many of those were late."""
     row = conn.execute(
         sql.SQL(
             "WITH ins AS ({insert} FROM ({chosen}) c"
@@ -322,7 +294,7 @@ def _merge_against(
             " SELECT event_id, shopstream_event_month(event_timestamp) FROM ins)"
             " SELECT count(*), count(*) FILTER (WHERE arrived_late) FROM ins"
         ).format(
-            insert=_insert_events(batch_id, late_before), chosen=_chosen(tables), stored=stored
+            insert=_insert_events(batch_id, late_before), chosen=_chosen(tables), stored=_STORED
         )
     ).fetchone()
     assert row is not None
